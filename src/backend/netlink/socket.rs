@@ -1,0 +1,150 @@
+//! The proc connector socket: open, subscribe, receive.
+
+use super::wire::{self, ProcMsg};
+use crate::{BackendKind, Error, ErrorKind};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::io::Errno;
+use rustix::net::netlink::{self, SocketAddrNetlink};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use std::time::{Duration, Instant};
+
+/// Receive buffer asked for with `SO_RCVBUFFORCE` (root) or `SO_RCVBUF` (capped by
+/// `net.core.rmem_max`). A proc-connector message takes about 1 KiB of buffer accounting
+/// (skb overhead), so this holds tens of thousands of pending messages.
+pub(crate) const DEFAULT_RCVBUF: usize = 64 << 20;
+
+/// The event kinds the crate subscribes to when the kernel can filter (6.6 and later).
+const WANTED: u32 = wire::what::FORK | wire::what::EXEC | wire::what::EXIT;
+
+fn err(op: &'static str, e: Errno) -> Error {
+    Error::io(op, e.into()).with_backend(BackendKind::Netlink)
+}
+
+/// Opens a non-blocking `NETLINK_CONNECTOR` socket bound to the process-events group.
+pub(crate) fn open(rcvbuf: usize) -> Result<OwnedFd, Error> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        Some(netlink::CONNECTOR),
+    )
+    .map_err(|e| err("netlink socket", e))?;
+    if rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, rcvbuf).is_err() {
+        // Without CAP_NET_ADMIN the kernel caps this at net.core.rmem_max; take what it gives.
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, rcvbuf);
+    }
+    let addr = SocketAddrNetlink::new(0, wire::CN_IDX_PROC);
+    rustix::net::bind(&fd, &addr).map_err(|e| {
+        let mut error = err("netlink bind", e);
+        if e == Errno::PERM || e == Errno::ACCESS {
+            error = error.with_detail("the proc connector needs root or CAP_NET_ADMIN");
+        }
+        error
+    })?;
+    Ok(fd)
+}
+
+/// The receive buffer the kernel actually granted.
+pub(crate) fn rcvbuf(fd: &OwnedFd) -> usize {
+    rustix::net::sockopt::socket_recv_buffer_size(fd).unwrap_or(0)
+}
+
+fn send_op(fd: &OwnedFd, op: u32, events: Option<u32>, ack: u32) -> Result<(), Error> {
+    let req = wire::mcast_request(op, events, ack, ack);
+    let kernel = SocketAddrNetlink::new(0, 0);
+    rustix::net::sendto(fd, &req, SendFlags::empty(), &kernel)
+        .map_err(|e| err("netlink listen", e))?;
+    Ok(())
+}
+
+/// Waits until the kernel acknowledges the request sent with `ack`, or the deadline passes.
+/// Other messages read meanwhile (events, other listeners' acks) are dropped: nothing is
+/// watched yet.
+fn wait_ack(fd: &OwnedFd, ack: u32, deadline: Instant) -> Result<bool, Error> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        let left = deadline - now;
+        let ts = rustix::time::Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(err("netlink listen", e)),
+        }
+        loop {
+            match rustix::net::recv(fd, &mut buf[..], RecvFlags::DONTWAIT) {
+                Ok((n, _)) => {
+                    let mut found = None;
+                    wire::decode_datagram(&buf[..n], |m| {
+                        if let Ok(ProcMsg::Ack { ack: a, err }) = m {
+                            if a == ack.wrapping_add(1) {
+                                found = Some(err);
+                            }
+                        }
+                    });
+                    match found {
+                        Some(0) => return Ok(true),
+                        Some(code) => {
+                            return Err(err("netlink listen", Errno::from_raw_os_error(code as i32)))
+                        }
+                        None => {}
+                    }
+                }
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) | Err(Errno::NOBUFS) => continue,
+                Err(e) => return Err(err("netlink listen", e)),
+            }
+        }
+    }
+}
+
+/// Subscribes to process events and waits for the kernel's acknowledgement.
+///
+/// The kernel silently ignores a subscription from a process outside the initial user and
+/// pid namespaces (a container), so a missing acknowledgement within `timeout` is reported
+/// as [`ErrorKind::Unsupported`] rather than waiting forever for events that never come.
+/// With a kernel-side filter (6.6+) the socket then receives only fork, exec and exit.
+pub(crate) fn listen(fd: &OwnedFd, timeout: Duration) -> Result<(), Error> {
+    let base = std::process::id().wrapping_mul(2654435761);
+    // The classic request is acknowledged by every kernel that supports the connector.
+    send_op(fd, wire::PROC_CN_MCAST_LISTEN, None, base)?;
+    if !wait_ack(fd, base, Instant::now() + timeout)? {
+        return Err(Error::new(ErrorKind::Unsupported, "netlink listen")
+            .with_backend(BackendKind::Netlink)
+            .with_detail(format!(
+                "the kernel did not acknowledge the proc-connector subscription within {timeout:?}; \
+                 it ignores listeners outside the initial user and pid namespaces"
+            )));
+    }
+    // Narrow the subscription where the kernel can filter. Older kernels ignore the longer
+    // request without an answer and keep the classic subscription, which is also correct.
+    // Newer ones apply the filter; its acknowledgement is itself filtered out, so nobody
+    // waits for it.
+    send_op(fd, wire::PROC_CN_MCAST_LISTEN, Some(WANTED), base.wrapping_add(2))?;
+    Ok(())
+}
+
+/// Unsubscribes (best effort; closing the socket does the same).
+pub(crate) fn ignore(fd: &OwnedFd) {
+    let _ = send_op(fd, wire::PROC_CN_MCAST_IGNORE, None, 0);
+}
+
+/// Whether `fd` has something to read within `timeout` (used by tests of the socket).
+#[allow(dead_code)]
+pub(crate) fn readable(fd: impl AsFd, timeout: Duration) -> bool {
+    let ts = rustix::time::Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
+}

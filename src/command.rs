@@ -1,0 +1,199 @@
+//! Starting a command already watched.
+
+use crate::sys::{self, HoldFds};
+use crate::{Error, ErrorKind, Interest, Pid, ProcEvents, ProcWatcher};
+use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
+use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::io::Errno;
+use rustix::pipe::{pipe_with, PipeFlags};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// How long the arming side waits for the new child to report its pid.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A child process started by [`ProcWatcher::spawn`], and the stream that watched it from
+/// before its first instruction of the new program.
+///
+/// `child` is an ordinary [`tokio::process::Child`]: its stdio pipes, `wait()`, `kill()` and
+/// drop behaviour are tokio's. Waiting on it reaps only this child (tokio never calls
+/// `waitpid(-1)`), so exit statuses of other processes in the program are never stolen.
+pub struct WatchedChild {
+    /// The process, as tokio manages it.
+    pub child: tokio::process::Child,
+    /// Its events (and its descendants', with [`Interest::TRACK`]).
+    pub events: ProcEvents,
+    pid: Pid,
+}
+
+impl WatchedChild {
+    /// The child's pid (stays valid after it is reaped, unlike `Child::id`).
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+}
+
+impl fmt::Debug for WatchedChild {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchedChild")
+            .field("pid", &self.pid)
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+fn os(op: &'static str, e: Errno) -> Error {
+    Error::io(op, e.into())
+}
+
+impl ProcWatcher {
+    /// Starts `cmd` already watched with `interest`: no event of the new process can be
+    /// missed, however fast it forks, execs or exits.
+    ///
+    /// The child is held after `fork` and before `execve` (a `pre_exec` hook waits on a pipe)
+    /// until its watch is armed; only then does it run its program. Stdio configuration,
+    /// environment, working directory and everything else set on `cmd` apply as usual. The
+    /// call blocks the current thread for about as long as `Command::spawn` itself does (a
+    /// fork and an exec) plus the arming, typically well under a millisecond.
+    ///
+    /// The returned stream sees the `Exec` of `cmd`'s program first (with
+    /// [`Interest::EXEC`]), then whatever the program does.
+    ///
+    /// Must be called from within a tokio runtime (tokio reaps the child).
+    ///
+    /// # Errors
+    ///
+    /// The error `spawn` would return (program not found, permission denied), or the watch's
+    /// error; in both cases no process is left behind.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures::StreamExt;
+    /// use procwatch::{Interest, ProcEvent, ProcWatcher};
+    /// use std::process::Stdio;
+    ///
+    /// let watcher = ProcWatcher::new()?;
+    /// let mut cmd = tokio::process::Command::new("sh");
+    /// cmd.args(["-c", "echo hi; true & wait"]).stdout(Stdio::piped());
+    /// let mut started = watcher.spawn(cmd, Interest::ALL)?;
+    /// while let Some(ev) = started.events.next().await {
+    ///     if let ProcEvent::Child { pid, parent, .. } = ev {
+    ///         println!("{parent} started {pid}");
+    ///     }
+    /// }
+    /// let out = started.child.wait_with_output().await?;
+    /// assert_eq!(out.stdout, b"hi\n");
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn(
+        &self,
+        cmd: impl Into<tokio::process::Command>,
+        interest: Interest,
+    ) -> Result<WatchedChild, Error> {
+        let backend = self.backend();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(ErrorKind::InvalidInput, "spawn")
+                .with_backend(backend)
+                .with_detail("ProcWatcher::spawn must be called within a tokio runtime"));
+        }
+        let mut cmd: tokio::process::Command = cmd.into();
+        let (report_r, report_w) = pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("spawn pipe", e))?;
+        let (release_r, release_w) = pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("spawn pipe", e))?;
+        let done = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|e| os("spawn eventfd", e))?;
+        sys::hold_before_exec(
+            &mut cmd,
+            HoldFds {
+                report_w: report_w.as_raw_fd(),
+                release_r: release_r.as_raw_fd(),
+                parent_ends: [report_r.as_raw_fd(), release_w.as_raw_fd()],
+            },
+        );
+        let (spawned, armed) = std::thread::scope(|scope| {
+            let done = &done;
+            let armer = std::thread::Builder::new()
+                .name("procwatch-spawn".into())
+                .spawn_scoped(scope, move || self.arm_child(report_r, release_w, done, interest));
+            let armer = match armer {
+                Ok(h) => h,
+                Err(e) => return (Err(e), None),
+            };
+            let spawned = cmd.spawn();
+            let _ = rustix::io::write(done, &1u64.to_ne_bytes());
+            let armed = armer.join().unwrap_or(None);
+            (spawned, armed)
+        });
+        drop((report_w, release_r));
+        match (spawned, armed) {
+            (Ok(child), Some(Ok((pid, events)))) => Ok(WatchedChild { child, events, pid }),
+            (Ok(mut child), Some(Err(e))) => {
+                // Cannot happen in practice (the child only execs once released), but never
+                // leave a process behind.
+                let _ = child.start_kill();
+                Err(e)
+            }
+            (Ok(mut child), None) => {
+                let _ = child.start_kill();
+                Err(Error::new(ErrorKind::Other, "spawn")
+                    .with_backend(backend)
+                    .with_detail("the child started without reporting its pid"))
+            }
+            (Err(spawn_err), Some(Err(watch_err))) => {
+                tracing::debug!(%spawn_err, "child aborted before exec because its watch failed");
+                Err(watch_err)
+            }
+            (Err(spawn_err), _) => Err(Error::io("spawn", spawn_err).with_backend(backend)),
+        }
+    }
+
+    /// Runs beside `spawn`: reads the child's pid, arms its watch, releases it.
+    fn arm_child(
+        &self,
+        report_r: OwnedFd,
+        release_w: OwnedFd,
+        done: &OwnedFd,
+        interest: Interest,
+    ) -> Option<Result<(Pid, ProcEvents), Error>> {
+        let deadline = Instant::now() + REPORT_TIMEOUT;
+        let mut bytes = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let ts = rustix::time::Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
+            let mut fds = [PollFd::new(&report_r, PollFlags::IN), PollFd::new(done, PollFlags::IN)];
+            match poll(&mut fds, Some(&ts)) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(_) => return None,
+            }
+            if fds[0].revents().is_empty() {
+                if !fds[1].revents().is_empty() {
+                    return None; // spawn returned before any child reported: fork failed
+                }
+                continue;
+            }
+            match rustix::io::read(&report_r, &mut bytes[got..]) {
+                Ok(0) => return None,
+                Ok(n) => got += n,
+                Err(Errno::INTR) | Err(Errno::AGAIN) => {}
+                Err(_) => return None,
+            }
+        }
+        let pid = Pid::from_raw(i32::from_ne_bytes(bytes))?;
+        let result = self.watch(pid, interest);
+        if result.is_ok() {
+            // The child waits for exactly this byte; if it is gone already, the watch holds
+            // its exit.
+            let _ = rustix::io::write(&release_w, &[1]);
+        }
+        drop(release_w);
+        Some(result.map(|events| (pid, events)))
+    }
+}

@@ -1,0 +1,116 @@
+//! What a stream wants to hear about.
+
+use std::fmt;
+use std::ops::{BitAnd, BitOr, BitOrAssign, Sub};
+
+/// The set of events a [`ProcEvents`](crate::ProcEvents) stream asks for, as bit flags
+/// (kqueue's `fflags` for `EVFILT_PROC`).
+///
+/// Combine flags with `|`. [`Interest::TRACK`] is what makes a stream follow descendants: each
+/// new process created by a tracked process becomes tracked too, with the same interest, and
+/// is announced by a [`ProcEvent::Child`](crate::ProcEvent::Child).
+///
+/// # Examples
+///
+/// ```
+/// use procwatch::Interest;
+///
+/// let all = Interest::FORK | Interest::EXEC | Interest::EXIT | Interest::TRACK;
+/// assert_eq!(all, Interest::ALL);
+/// assert!(all.contains(Interest::EXIT));
+/// assert!(!(all - Interest::TRACK).contains(Interest::TRACK));
+/// assert_eq!(format!("{:?}", Interest::FORK | Interest::EXIT), "FORK | EXIT");
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Interest(u8);
+
+impl Interest {
+    /// `Fork` events: a watched process created a new process (`NOTE_FORK`).
+    #[doc(alias = "NOTE_FORK")]
+    pub const FORK: Interest = Interest(1);
+    /// `Exec` events: a watched process replaced its program image (`NOTE_EXEC`).
+    #[doc(alias = "NOTE_EXEC")]
+    pub const EXEC: Interest = Interest(2);
+    /// `Exit` events: a watched process is gone, with its status (`NOTE_EXIT`).
+    #[doc(alias = "NOTE_EXIT")]
+    pub const EXIT: Interest = Interest(4);
+    /// Follow every process a watched process creates, announcing each with `Child`
+    /// (`NOTE_TRACK` / `NOTE_CHILD`); a child that cannot be followed yields `TrackErr`.
+    #[doc(alias = "NOTE_TRACK")]
+    pub const TRACK: Interest = Interest(8);
+    /// Every flag above.
+    pub const ALL: Interest = Interest(15);
+
+    const NAMES: [(Interest, &'static str); 4] = [
+        (Interest::FORK, "FORK"),
+        (Interest::EXEC, "EXEC"),
+        (Interest::EXIT, "EXIT"),
+        (Interest::TRACK, "TRACK"),
+    ];
+
+    /// No flags at all.
+    pub const fn empty() -> Interest {
+        Interest(0)
+    }
+
+    /// Whether every flag of `other` is set in `self`.
+    pub const fn contains(self, other: Interest) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether no flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The raw bits, for logging or storage.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+}
+
+impl BitOr for Interest {
+    type Output = Interest;
+    fn bitor(self, rhs: Interest) -> Interest {
+        Interest(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for Interest {
+    fn bitor_assign(&mut self, rhs: Interest) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl BitAnd for Interest {
+    type Output = Interest;
+    fn bitand(self, rhs: Interest) -> Interest {
+        Interest(self.0 & rhs.0)
+    }
+}
+
+impl Sub for Interest {
+    type Output = Interest;
+    fn sub(self, rhs: Interest) -> Interest {
+        Interest(self.0 & !rhs.0)
+    }
+}
+
+impl fmt::Debug for Interest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("(empty)");
+        }
+        let mut first = true;
+        for (flag, name) in Interest::NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}

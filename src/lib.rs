@@ -1,0 +1,108 @@
+//! Process lifecycles you can `await`.
+//!
+//! procwatch turns the kernel's process events into tokio [`Stream`]s. A [`ProcWatcher`] hands
+//! out one [`ProcEvents`] stream per [`watch`](ProcWatcher::watch); each yields [`ProcEvent`]s
+//! — `Fork`, `Exec`, `Exit`, and with [`Interest::TRACK`] a `Child` for every descendant —
+//! the way kqueue's `EVFILT_PROC` with `NOTE_TRACK` does on the BSDs. A child that is born
+//! and dies before anybody reads anything still yields its `Child`, then its `Exit`.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use procwatch::{Interest, ProcEvent, ProcWatcher};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let watcher = ProcWatcher::new()?;
+//!     let mut cmd = tokio::process::Command::new("sh");
+//!     cmd.args(["-c", "for i in 1 2 3; do (exit $i) & done; wait"]);
+//!     let mut started = watcher.spawn(cmd, Interest::ALL)?;
+//!     while let Some(ev) = started.events.next().await {
+//!         match ev {
+//!             ProcEvent::Child { pid, parent, .. } => println!("{parent} -> {pid}"),
+//!             ProcEvent::Exit { pid, status, .. } => println!("{pid} exited: {status:?}"),
+//!             _ => {}
+//!         }
+//!     }
+//!     println!("sh: {}", started.child.wait().await?);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Backends
+//!
+//! | [`BackendKind`] | source | who can use it | what it gives |
+//! |---|---|---|---|
+//! | `Netlink` | Linux proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`) | root or `CAP_NET_ADMIN`, in the initial user and pid namespaces | any pid, system-wide; exit statuses; can lose under overload, then says so (`Lost`) and resyncs from `/proc` |
+//! | `Ptrace` | `PTRACE_SEIZE` | planned | lossless, own descendants |
+//! | `Pidfd` | `pidfd_open` + `/proc` scans | planned | exact exits, best-effort forks |
+//! | `Kqueue` | `EVFILT_PROC` | planned | BSD native |
+//!
+//! [`BackendKind::Auto`] (what [`ProcWatcher::new`] uses) picks the strongest available;
+//! [`ProcWatcher::backend`] says which. In this version that is always `Netlink`.
+//!
+//! # Guarantees, per stream
+//!
+//! 1. `Child(C)` comes before any other event about `C`.
+//! 2. `Fork`/`Exec` about one pid come in program order; `Exit` is its last event, at most
+//!    once. After it, nothing about that pid reaches the stream, even if the number is reused.
+//! 3. With `TRACK`, every process created by a tracked process gets exactly one `Child` and is
+//!    tracked with the same interest, even if it exited before anyone read anything — or its
+//!    parent gets `TrackErr` saying why not. Threads are not processes: creating one yields no
+//!    event, and a process exits when its last thread does.
+//! 4. `Child` and `Exit` of one pid are two events; neither overwrites the other.
+//! 5. Memory is bounded by the number of tracked processes, never by the number of raw
+//!    events: repeated `Fork`/`Exec` of one pid that a slow consumer has not read are folded
+//!    into one event with a `count`. A stream tracks at most
+//!    [`Builder::max_tracked`] processes; beyond it, `TrackErr`.
+//! 6. Loss is never silent: if the kernel drops messages, every affected stream gets `Lost`,
+//!    then what a `/proc` rescan learned: `Exit` (status `None` if it could not be read) for
+//!    tracked processes that died in the gap, `Child` for live children that appeared in it.
+//! 7. A slow consumer never slows the backend, nor another stream.
+//! 8. Several streams may watch one pid; each gets every event.
+//! 9. [`ProcWatcher::watch`] returns only once the source covers the pid; a fork straight after
+//!    it is never missed. [`ProcWatcher::spawn`] goes further: the new process is held before
+//!    it runs its program until its watch is armed.
+//!
+//! # Caveats
+//!
+//! * Dropping a [`ProcEvents`] detaches it at once; dropping the [`ProcWatcher`] stops the
+//!   backend and ends its streams once they have yielded what they hold. Neither blocks.
+//! * A child that a process creates with `CLONE_PARENT` is reported by the kernel as its
+//!   grandparent's child; it is tracked only if that grandparent is.
+//! * Children discovered by a resync after a loss are attached with `Child` but without the
+//!   `Fork` on their parent (the kernel message that would have said so was lost). A child
+//!   whose parent died in the gap was reparented and is not found.
+//! * Non-leader `execve`: the kernel reports the old leader's exit and the exec separately;
+//!   if the old leader's exit message is delayed past the exec message (it would take a
+//!   preemption of hundreds of microseconds at one exact point), the process may be reported
+//!   as exited early.
+//! * The `Netlink` backend needs root or `CAP_NET_ADMIN`, and does not work inside a
+//!   container's user or pid namespace (the kernel ignores the subscription; `build` then
+//!   fails with [`ErrorKind::Unsupported`] after a short wait).
+
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod backend;
+mod command;
+mod error;
+mod event;
+mod interest;
+mod loom;
+mod pid;
+mod registry;
+mod shared;
+mod stream;
+mod sys;
+mod watcher;
+
+pub use command::WatchedChild;
+pub use error::{Error, ErrorKind};
+pub use event::{ProcEvent, TrackErrReason};
+pub use interest::Interest;
+pub use pid::Pid;
+pub use stream::{Finished, ProcEvents};
+pub use watcher::{BackendKind, Builder, ProcWatcher, DEFAULT_MAX_TRACKED};
+
+#[doc(no_inline)]
+pub use futures_core::Stream;

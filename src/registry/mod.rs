@@ -1,0 +1,676 @@
+//! The registry: kqueue-style bookkeeping of who watches which process.
+//!
+//! It is pure: backends feed it [`Input`] values, streams take [`ProcEvent`]s out, and no
+//! syscall happens here, so its ordering rules are unit-tested with scripted inputs.
+//!
+//! # Records and who locks them
+//!
+//! * A **knote** is one (stream, pid) pair. It lives in its stream's slab and holds the events
+//!   that stream has not read yet as fixed-size pending state (see [`knote`]).
+//! * A **proc entry** is one tracked pid: the knotes of every stream watching it, its thread
+//!   set and its start time (to tell a reused pid from the process we track).
+//! * A **stream** owns its knotes and a FIFO of the knotes that have something to deliver.
+//! * A **held** record is a knote for a process whose creation the backend has not reported
+//!   yet (a ptrace tracee's first stop can be seen before its parent's fork event). Its
+//!   events are kept "in flux" until the parent's fork claims it, then handed to the parent's
+//!   streams behind their `Child` event; an `Abandon` input discards it.
+//!
+//! The whole registry sits behind one mutex owned by the watcher (see `shared.rs`): every
+//! critical section is one input, one batch, one `watch`, one drop or one read of a few events,
+//! all without syscalls or blocking, so there is no lock order to get wrong. Because a stream's
+//! removal and a fork's hand-off both run under that lock, a hand-off either completes before
+//! a stream is closed (and the close then tears the new knote down) or finds the stream gone
+//! and attaches nothing; exactly one party frees each knote: the stream's close, or the read
+//! that delivers its `Exit`.
+
+mod knote;
+mod slab;
+mod threads;
+
+use crate::{ErrorKind, Interest, Pid, ProcEvent, TrackErrReason};
+use knote::{Knote, KnoteState, RunKind};
+use slab::Slab;
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::task::Waker;
+pub(crate) use threads::Threads;
+
+/// Two start times closer than this name the same process (`/proc` has clock-tick resolution).
+const START_TOLERANCE_NS: u64 = 30_000_000;
+/// Clock skew allowed between a message's stamp and a start time before it counts as stale.
+const STALE_SLACK_NS: u64 = 1_000_000;
+/// How many unclaimed processes are held in flux at most.
+const MAX_HELD: usize = 4096;
+
+/// What a backend tells the registry. Pids are thread-group ids unless named `tid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// Process `parent` created process `child`, which started at `start_ns` (boot-time
+    /// nanoseconds; 0 when unknown).
+    Fork { parent: Pid, child: Pid, start_ns: u64 },
+    /// Process `tgid` created thread `tid`.
+    ThreadStart { tgid: Pid, tid: i32 },
+    /// Process `pid` called `execve` successfully.
+    Exec { pid: Pid },
+    /// Thread `tid` of process `tgid` exited with wait status `code`.
+    ThreadExit { tgid: Pid, tid: i32, code: i32 },
+    /// The whole process exited (for backends that see process exits directly).
+    Exit { pid: Pid, status: Option<ExitStatus> },
+    /// Process `pid` exists but its creation has not been reported yet: hold its events.
+    Birth { pid: Pid },
+    /// Process `pid`, held since `Birth`, will never be claimed: drop what was held.
+    Abandon { pid: Pid },
+}
+
+/// What `/proc` said about one process.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProcSnapshot {
+    /// The parent's pid (0 if none).
+    pub(crate) ppid: i32,
+    /// Boot-time nanoseconds at which it started.
+    pub(crate) start_ns: u64,
+    /// `Some(status)` if the whole process is a zombie (status where readable).
+    pub(crate) zombie: Option<Option<ExitStatus>>,
+    /// Whether the thread-group leader has exited while other threads live.
+    pub(crate) leader_gone: bool,
+    /// Thread ids, when the process has more than one thread (else empty).
+    pub(crate) tids: Vec<i32>,
+}
+
+/// Every process `/proc` listed during a resync.
+pub(crate) type SystemSnapshot = HashMap<i32, ProcSnapshot>;
+
+/// Names one stream; the generation makes a stale id harmless after the slot is reused.
+#[derive(Debug, Copy, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct StreamId {
+    idx: u32,
+    gen: u32,
+}
+
+/// Wakers collected under the lock, to be woken after it is released.
+#[derive(Default)]
+pub(crate) struct Wakeups(Vec<Waker>);
+
+impl Wakeups {
+    pub(crate) fn wake_all(&mut self) {
+        for w in self.0.drain(..) {
+            w.wake();
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// What [`Registry::pop`] found.
+#[derive(Debug, Copy, Clone, PartialEq, Eq)]
+pub(crate) enum PopStatus {
+    /// Events were appended.
+    Ready,
+    /// Nothing now; the waker is registered.
+    Pending,
+    /// The stream ended: all its processes delivered their exit, or the watcher shut down.
+    Done,
+}
+
+struct Stream {
+    gen: u32,
+    root: Pid,
+    interest: Interest,
+    max_tracked: usize,
+    knotes: Slab<Knote>,
+    ready: VecDeque<u32>,
+    lost: u32,
+    waker: Option<Waker>,
+}
+
+impl Stream {
+    fn wake(&mut self, wake: &mut Wakeups) {
+        if let Some(w) = self.waker.take() {
+            wake.0.push(w);
+        }
+    }
+
+    /// Puts knote `kid` on the ready list if it has something and is not there yet.
+    fn enqueue(&mut self, kid: u32, wake: &mut Wakeups) {
+        let Some(k) = self.knotes.get_mut(kid) else {
+            return;
+        };
+        if !k.queued && k.has_pending() {
+            k.queued = true;
+            self.ready.push_back(kid);
+            self.wake(wake);
+        }
+    }
+
+    /// Frees an exited knote that has nothing left to deliver.
+    fn reap(&mut self, kid: u32, wake: &mut Wakeups) {
+        let free = matches!(self.knotes.get(kid), Some(k) if k.state == KnoteState::Exited && !k.queued && !k.has_pending());
+        if free {
+            self.knotes.remove(kid);
+            if self.knotes.len() == 0 {
+                self.wake(wake);
+            }
+        }
+    }
+}
+
+struct ProcEntry {
+    start_ns: u64,
+    /// (stream slot, knote slot) of every stream watching this pid.
+    knotes: Vec<(u32, u32)>,
+    threads: Threads,
+}
+
+/// A process held in flux: its events, and the held parent it was born of, if any.
+struct Held {
+    knote: Knote,
+    parent: Option<Pid>,
+    start_ns: u64,
+}
+
+/// The per-pid table, the streams and the processes held in flux.
+pub(crate) struct Registry {
+    procs: HashMap<i32, ProcEntry>,
+    streams: Slab<Stream>,
+    next_gen: u32,
+    held: HashMap<i32, Held>,
+    closed: bool,
+}
+
+fn same_start(a: u64, b: u64) -> bool {
+    a == 0 || b == 0 || a.abs_diff(b) <= START_TOLERANCE_NS
+}
+
+impl Registry {
+    pub(crate) fn new() -> Registry {
+        Registry {
+            procs: HashMap::new(),
+            streams: Slab::new(),
+            next_gen: 0,
+            held: HashMap::new(),
+            closed: false,
+        }
+    }
+
+    fn stream_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
+        self.streams.get_mut(id.idx).filter(|s| s.gen == id.gen)
+    }
+
+    /// Creates an empty stream for `root` (the pid it will be created for).
+    pub(crate) fn add_stream(
+        &mut self,
+        root: Pid,
+        interest: Interest,
+        max_tracked: usize,
+    ) -> Result<StreamId, ErrorKind> {
+        if self.closed {
+            return Err(ErrorKind::Closed);
+        }
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        let idx = self.streams.insert(Stream {
+            gen,
+            root,
+            interest,
+            max_tracked: max_tracked.max(1),
+            knotes: Slab::new(),
+            ready: VecDeque::new(),
+            lost: 0,
+            waker: None,
+        });
+        Ok(StreamId { idx, gen })
+    }
+
+    /// Starts tracking `pid` on stream `id`, given what `/proc` says of it right now (read
+    /// while this registry is locked, so no input about `pid` can slip between the two).
+    pub(crate) fn attach_root(
+        &mut self,
+        id: StreamId,
+        pid: Pid,
+        snap: Option<&ProcSnapshot>,
+        wake: &mut Wakeups,
+    ) -> Result<(), ErrorKind> {
+        if self.closed {
+            return Err(ErrorKind::Closed);
+        }
+        let Some(stream) = self.stream_mut(id) else {
+            return Err(ErrorKind::Closed);
+        };
+        let Some(snap) = snap else {
+            return Err(ErrorKind::NoSuchProcess);
+        };
+        if let Some(status) = snap.zombie {
+            if !stream.interest.contains(Interest::EXIT) {
+                return Err(ErrorKind::NoSuchProcess);
+            }
+            let mut k = Knote::new(pid, None);
+            k.state = KnoteState::Exited;
+            k.record_exit(status);
+            let kid = stream.knotes.insert(k);
+            stream.enqueue(kid, wake);
+            return Ok(());
+        }
+        let kid = stream.knotes.insert(Knote::new(pid, None));
+        let entry = self.procs.entry(pid.as_raw()).or_insert_with(|| ProcEntry {
+            start_ns: snap.start_ns,
+            knotes: Vec::new(),
+            threads: Threads::from_tids(pid.as_raw(), &snap.tids, snap.leader_gone),
+        });
+        entry.knotes.push((id.idx, kid));
+        Ok(())
+    }
+
+    /// Closes stream `id`: unlinks and frees all its knotes. Later hand-offs find it gone.
+    pub(crate) fn remove_stream(&mut self, id: StreamId) {
+        if self.stream_mut(id).is_none() {
+            return;
+        }
+        let stream = self.streams.remove(id.idx).expect("checked above");
+        for (_, k) in stream.knotes.iter() {
+            if k.state != KnoteState::Attached {
+                continue;
+            }
+            let raw = k.pid.as_raw();
+            if let Some(entry) = self.procs.get_mut(&raw) {
+                entry.knotes.retain(|&(s, _)| s != id.idx);
+                if entry.knotes.is_empty() {
+                    self.procs.remove(&raw);
+                }
+            }
+        }
+    }
+
+    /// Changes what stream `id` wants from now on; pending events of kinds it dropped are
+    /// not delivered.
+    pub(crate) fn set_interest(&mut self, id: StreamId, interest: Interest) {
+        if let Some(s) = self.stream_mut(id) {
+            s.interest = interest;
+        }
+    }
+
+    /// The interest of stream `id`.
+    pub(crate) fn interest(&mut self, id: StreamId) -> Option<Interest> {
+        self.stream_mut(id).map(|s| s.interest)
+    }
+
+    /// Moves up to `max` events of stream `id` into `out`. Registers `waker` when there is
+    /// nothing to deliver and the stream is not finished.
+    pub(crate) fn pop(
+        &mut self,
+        id: StreamId,
+        out: &mut VecDeque<ProcEvent>,
+        max: usize,
+        waker: Option<&Waker>,
+    ) -> PopStatus {
+        let closed = self.closed;
+        let Some(stream) = self.stream_mut(id) else {
+            return PopStatus::Done;
+        };
+        let before = out.len();
+        if stream.lost > 0 {
+            out.push_back(ProcEvent::Lost {
+                pid: stream.root,
+                count: std::mem::take(&mut stream.lost),
+            });
+        }
+        let interest = stream.interest;
+        while out.len() - before < max {
+            let Some(kid) = stream.ready.pop_front() else {
+                break;
+            };
+            let Some(k) = stream.knotes.get_mut(kid) else {
+                continue;
+            };
+            k.queued = false;
+            k.drain_into(interest, out);
+            if k.state == KnoteState::Exited {
+                stream.knotes.remove(kid);
+            }
+        }
+        if out.len() > before {
+            return PopStatus::Ready;
+        }
+        if stream.knotes.len() == 0 || closed {
+            return PopStatus::Done;
+        }
+        if let Some(w) = waker {
+            if !stream.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
+                stream.waker = Some(w.clone());
+            }
+        }
+        PopStatus::Pending
+    }
+
+    /// Whether stream `id` may still deliver events (for `FusedStream`).
+    pub(crate) fn is_live(&mut self, id: StreamId) -> bool {
+        let closed = self.closed;
+        match self.stream_mut(id) {
+            Some(s) => s.lost > 0 || !s.ready.is_empty() || (s.knotes.len() > 0 && !closed),
+            None => false,
+        }
+    }
+
+    /// How many processes stream `id` tracks (live or with an undelivered exit).
+    pub(crate) fn tracked_count(&mut self, id: StreamId) -> usize {
+        self.stream_mut(id).map_or(0, |s| s.knotes.len())
+    }
+
+    /// Number of distinct pids tracked by any stream.
+    pub(crate) fn tracked_pids(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Every tracked pid with its recorded start time, for a resync.
+    pub(crate) fn tracked(&self) -> Vec<(Pid, u64)> {
+        self.procs
+            .iter()
+            .filter_map(|(&raw, e)| Some((Pid::from_raw(raw)?, e.start_ns)))
+            .collect()
+    }
+
+    /// Whether `pid` is tracked by any stream (the backend's fast filter).
+    pub(crate) fn is_tracked(&self, pid: Pid) -> bool {
+        self.procs.contains_key(&pid.as_raw()) || self.held.contains_key(&pid.as_raw())
+    }
+
+    /// Marks the watcher shut down: streams deliver what they hold, then end.
+    pub(crate) fn shutdown(&mut self, wake: &mut Wakeups) {
+        self.closed = true;
+        for (_, s) in self.streams.iter_mut() {
+            s.wake(wake);
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The backend lost messages: every stream that tracks something gets `Lost`. A resync
+    /// ([`Registry::resync`]) should follow.
+    pub(crate) fn mark_lost(&mut self, wake: &mut Wakeups) {
+        for (_, s) in self.streams.iter_mut() {
+            if s.knotes.len() > 0 {
+                s.lost = s.lost.saturating_add(1);
+                s.wake(wake);
+            }
+        }
+    }
+
+    /// Applies one input stamped with the boot-time nanoseconds at which it happened (0 if
+    /// unknown). An input older than the start of the process now tracked under its pid is
+    /// about that pid's previous owner, still queued when the number was reused: it is dropped.
+    pub(crate) fn apply_at(&mut self, input: Input, at_ns: u64, wake: &mut Wakeups) {
+        if at_ns != 0 {
+            let subject = match &input {
+                Input::Fork { parent, .. } => *parent,
+                Input::ThreadStart { tgid, .. } | Input::ThreadExit { tgid, .. } => *tgid,
+                Input::Exec { pid } | Input::Exit { pid, .. } => *pid,
+                Input::Birth { .. } | Input::Abandon { .. } => return self.apply(input, wake),
+            };
+            if let Some(e) = self.procs.get(&subject.as_raw()) {
+                if e.start_ns > at_ns.saturating_add(STALE_SLACK_NS) {
+                    return;
+                }
+            }
+        }
+        self.apply(input, wake)
+    }
+
+    /// Applies one backend input.
+    pub(crate) fn apply(&mut self, input: Input, wake: &mut Wakeups) {
+        match input {
+            Input::Fork {
+                parent,
+                child,
+                start_ns,
+            } => self.fork(parent, child, start_ns, true, wake),
+            Input::ThreadStart { tgid, tid } => {
+                if let Some(e) = self.procs.get_mut(&tgid.as_raw()) {
+                    e.threads.add(tgid.as_raw(), tid);
+                }
+            }
+            Input::Exec { pid } => self.exec(pid, wake),
+            Input::ThreadExit { tgid, tid, code } => {
+                let raw = tgid.as_raw();
+                let done = match self.procs.get_mut(&raw) {
+                    Some(e) => e.threads.exit(raw, tid, code),
+                    None => {
+                        if tid == raw && self.held.contains_key(&raw) {
+                            Some(code)
+                        } else {
+                            None
+                        }
+                    }
+                };
+                if let Some(code) = done {
+                    self.exit(tgid, Some(ExitStatus::from_raw(code)), wake);
+                }
+            }
+            Input::Exit { pid, status } => self.exit(pid, status, wake),
+            Input::Birth { pid } => {
+                let raw = pid.as_raw();
+                if !self.procs.contains_key(&raw) && self.held.len() < MAX_HELD {
+                    self.held.entry(raw).or_insert_with(|| Held {
+                        knote: Knote::new(pid, None),
+                        parent: None,
+                        start_ns: 0,
+                    });
+                }
+            }
+            Input::Abandon { pid } => {
+                self.held.remove(&pid.as_raw());
+            }
+        }
+    }
+
+    fn exec(&mut self, pid: Pid, wake: &mut Wakeups) {
+        let raw = pid.as_raw();
+        let Some(entry) = self.procs.get_mut(&raw) else {
+            if let Some(h) = self.held.get_mut(&raw) {
+                h.knote.record_run(RunKind::Exec, 0);
+            }
+            return;
+        };
+        entry.threads.exec();
+        for &(sidx, kid) in &entry.knotes {
+            let Some(s) = self.streams.get_mut(sidx) else {
+                continue;
+            };
+            if s.interest.contains(Interest::EXEC) {
+                if let Some(k) = s.knotes.get_mut(kid) {
+                    k.record_run(RunKind::Exec, 0);
+                }
+                s.enqueue(kid, wake);
+            }
+        }
+    }
+
+    /// `parent` created `child`. With `fork_event`, the parent's streams with `FORK` hear of it;
+    /// a resync discovers children without knowing how they were forked and passes `false`.
+    fn fork(&mut self, parent: Pid, child: Pid, start_ns: u64, fork_event: bool, wake: &mut Wakeups) {
+        let craw = child.as_raw();
+        let praw = parent.as_raw();
+        // A fork names a new process: an entry already under this number is either the same
+        // process (attached by a `watch` or a resync before this message was read) or a stale
+        // one whose exit was lost, which is certainly gone now.
+        let mut known = false;
+        if let Some(old) = self.procs.get(&craw) {
+            if same_start(old.start_ns, start_ns) {
+                known = true;
+            } else {
+                self.exit(child, None, wake);
+            }
+        }
+        let Some(pentry) = self.procs.get(&praw) else {
+            if let Some(h) = self.held.get_mut(&praw) {
+                // Born of a process that is itself still held: claim it along with its parent.
+                if fork_event {
+                    h.knote.record_run(RunKind::Fork, craw);
+                }
+                let held_child = self.held.entry(craw).or_insert_with(|| Held {
+                    knote: Knote::new(child, None),
+                    parent: None,
+                    start_ns,
+                });
+                held_child.parent = Some(parent);
+                if held_child.start_ns == 0 {
+                    held_child.start_ns = start_ns;
+                }
+            }
+            return;
+        };
+        let parents: Vec<(u32, u32)> = pentry.knotes.clone();
+        let already: Vec<u32> = match self.procs.get(&craw) {
+            Some(e) if known => e.knotes.iter().map(|&(s, _)| s).collect(),
+            _ => Vec::new(),
+        };
+        let mut attached: Vec<(u32, u32)> = Vec::new();
+        for (sidx, pkid) in parents {
+            let Some(s) = self.streams.get_mut(sidx) else {
+                continue;
+            };
+            if fork_event && s.interest.contains(Interest::FORK) {
+                if let Some(k) = s.knotes.get_mut(pkid) {
+                    k.record_run(RunKind::Fork, craw);
+                }
+            }
+            if s.interest.contains(Interest::TRACK) && !already.contains(&sidx) {
+                if s.knotes.len() >= s.max_tracked {
+                    if let Some(k) = s.knotes.get_mut(pkid) {
+                        k.record_run(RunKind::TrackErr(TrackErrReason::Limit), craw);
+                    }
+                } else {
+                    let kid = s.knotes.insert(Knote::new(child, Some(parent)));
+                    attached.push((sidx, kid));
+                }
+            }
+            s.enqueue(pkid, wake);
+        }
+        let held = self.held.remove(&craw);
+        if attached.is_empty() {
+            return;
+        }
+        for &(sidx, kid) in &attached {
+            let Some(s) = self.streams.get_mut(sidx) else {
+                continue;
+            };
+            if let (Some(h), Some(k)) = (&held, s.knotes.get_mut(kid)) {
+                k.absorb(&h.knote);
+            }
+            s.enqueue(kid, wake);
+        }
+        match self.procs.get_mut(&craw) {
+            Some(e) => e.knotes.extend(attached),
+            None => {
+                self.procs.insert(
+                    craw,
+                    ProcEntry {
+                        start_ns,
+                        knotes: attached,
+                        threads: Threads::single(),
+                    },
+                );
+            }
+        }
+        let Some(h) = held else {
+            return;
+        };
+        // Hand the held process's own held children over too, now that it is tracked.
+        let mut born: Vec<(u64, i32)> = self
+            .held
+            .iter()
+            .filter(|(_, g)| g.parent == Some(child))
+            .map(|(&raw, g)| (g.start_ns, raw))
+            .collect();
+        born.sort_unstable();
+        for (start, raw) in born {
+            if let Some(g) = Pid::from_raw(raw) {
+                self.fork(child, g, start, false, wake);
+            }
+        }
+        if let Some(status) = h.knote.exit_recorded() {
+            self.exit(child, status, wake);
+        }
+    }
+
+    /// The whole process `pid` is gone: unlink it everywhere and record its exit.
+    fn exit(&mut self, pid: Pid, status: Option<ExitStatus>, wake: &mut Wakeups) {
+        let raw = pid.as_raw();
+        let Some(entry) = self.procs.remove(&raw) else {
+            if let Some(h) = self.held.get_mut(&raw) {
+                h.knote.record_exit(status);
+            }
+            return;
+        };
+        for (sidx, kid) in entry.knotes {
+            let Some(s) = self.streams.get_mut(sidx) else {
+                continue;
+            };
+            let Some(k) = s.knotes.get_mut(kid) else {
+                continue;
+            };
+            k.state = KnoteState::Exited;
+            if s.interest.contains(Interest::EXIT) {
+                k.record_exit(status);
+            }
+            s.enqueue(kid, wake);
+            s.reap(kid, wake);
+        }
+    }
+
+    /// Reconciles the table with a full `/proc` listing taken after a loss: tracked processes
+    /// that are gone (or whose pid now names another process) exit, zombies exit with their
+    /// status, and untracked children of tracked processes are attached with `Child`.
+    pub(crate) fn resync(&mut self, snapshot: &SystemSnapshot, wake: &mut Wakeups) {
+        let tracked: Vec<(i32, u64)> = self.procs.iter().map(|(&p, e)| (p, e.start_ns)).collect();
+        for (raw, start) in tracked {
+            let Some(pid) = Pid::from_raw(raw) else {
+                continue;
+            };
+            match snapshot.get(&raw) {
+                Some(sp) if same_start(start, sp.start_ns) => {
+                    if let Some(status) = sp.zombie {
+                        self.exit(pid, status, wake);
+                    } else if let Some(e) = self.procs.get_mut(&raw) {
+                        if e.start_ns == 0 {
+                            e.start_ns = sp.start_ns;
+                        }
+                        e.threads = Threads::from_tids(raw, &sp.tids, sp.leader_gone);
+                    }
+                }
+                _ => self.exit(pid, None, wake),
+            }
+        }
+        // Parents start before their children, so walking by start time attaches a whole new
+        // subtree in one pass.
+        let mut fresh: Vec<(u64, i32)> = snapshot
+            .iter()
+            .filter(|(raw, _)| !self.procs.contains_key(raw))
+            .map(|(&raw, sp)| (sp.start_ns, raw))
+            .collect();
+        fresh.sort_unstable();
+        for (start, raw) in fresh {
+            let sp = &snapshot[&raw];
+            let (Some(pid), Some(parent)) = (Pid::from_raw(raw), Pid::from_raw(sp.ppid)) else {
+                continue;
+            };
+            if !self.procs.contains_key(&sp.ppid) {
+                continue;
+            }
+            self.fork(parent, pid, start, false, wake);
+            if let Some(e) = self.procs.get_mut(&raw) {
+                e.threads = Threads::from_tids(raw, &sp.tids, sp.leader_gone);
+            }
+            if let Some(status) = sp.zombie {
+                self.exit(pid, status, wake);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! Which threads of a tracked process are still alive.
+//!
+//! The proc connector reports thread creation and thread exit, not process exit. A process is
+//! gone when its last thread is; the leader may exit first (`pthread_exit` in `main`), and a
+//! non-leader thread that calls `execve` takes over the leader's pid while the old leader and
+//! every other thread exit. This set is what turns per-thread messages into one process `Exit`.
+
+use std::collections::HashSet;
+
+#[derive(Debug)]
+pub(crate) struct Threads {
+    leader_alive: bool,
+    /// Live non-leader thread ids; `None` while there are none (the common case).
+    others: Option<Box<HashSet<i32>>>,
+    /// The leader's own exit code, kept in case it exits before the last thread.
+    leader_code: i32,
+}
+
+impl Threads {
+    /// A process with one thread, its leader.
+    pub(crate) fn single() -> Threads {
+        Threads {
+            leader_alive: true,
+            others: None,
+            leader_code: 0,
+        }
+    }
+
+    /// A process with the thread ids `tids` (as listed in `/proc/<tgid>/task`), whose leader
+    /// has already exited if `leader_gone`.
+    pub(crate) fn from_tids(tgid: i32, tids: &[i32], leader_gone: bool) -> Threads {
+        let mut t = Threads::single();
+        t.leader_alive = !leader_gone;
+        for &tid in tids {
+            if tid != tgid {
+                t.add(tgid, tid);
+            }
+        }
+        t
+    }
+
+    pub(crate) fn add(&mut self, tgid: i32, tid: i32) {
+        if tid == tgid {
+            self.leader_alive = true;
+        } else {
+            self.others.get_or_insert_with(Default::default).insert(tid);
+        }
+    }
+
+    /// After `execve` the process has exactly one thread, whose id is the pid.
+    pub(crate) fn exec(&mut self) {
+        self.leader_alive = true;
+        self.others = None;
+    }
+
+    /// Thread `tid` exited with wait status `code`. Returns the process's wait status when this
+    /// was its last thread.
+    pub(crate) fn exit(&mut self, tgid: i32, tid: i32, code: i32) -> Option<i32> {
+        if tid == tgid {
+            if !self.leader_alive {
+                return None; // a duplicate or a stale leader message
+            }
+            self.leader_alive = false;
+            self.leader_code = code;
+        } else {
+            let others = self.others.as_mut()?;
+            if !others.remove(&tid) {
+                return None; // a thread we never counted (it exited before we looked)
+            }
+            if others.is_empty() {
+                self.others = None;
+            }
+        }
+        if self.leader_alive || self.others.is_some() {
+            return None;
+        }
+        // A group exit (`exit_group`, a fatal signal) gives every thread the group's code; a
+        // leader that left early with `pthread_exit` gives the process its own code (0).
+        Some(if code != 0 { code } else { self.leader_code })
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        usize::from(self.leader_alive) + self.others.as_ref().map_or(0, |o| o.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_thread_exits_with_its_code() {
+        let mut t = Threads::single();
+        assert_eq!(t.exit(10, 10, 3 << 8), Some(3 << 8));
+    }
+
+    #[test]
+    fn leader_first_then_last_thread() {
+        let mut t = Threads::single();
+        t.add(10, 11);
+        t.add(10, 12);
+        assert_eq!(t.exit(10, 10, 0), None);
+        assert_eq!(t.exit(10, 11, 0), None);
+        assert_eq!(t.exit(10, 12, 0), Some(0));
+    }
+
+    #[test]
+    fn group_exit_code_wins() {
+        let mut t = Threads::single();
+        t.add(10, 11);
+        assert_eq!(t.exit(10, 10, 0), None);
+        assert_eq!(t.exit(10, 11, 7 << 8), Some(7 << 8));
+    }
+
+    #[test]
+    fn unknown_and_duplicate_exits_are_ignored() {
+        let mut t = Threads::single();
+        t.add(10, 11);
+        assert_eq!(t.exit(10, 99, 0), None);
+        assert_eq!(t.exit(10, 11, 0), None);
+        assert_eq!(t.exit(10, 11, 0), None);
+        assert_eq!(t.count(), 1);
+    }
+
+    #[test]
+    fn non_leader_exec_keeps_process_alive() {
+        // Thread 11 calls execve: the old leader and thread 12 exit, then 11 becomes pid 10.
+        let mut t = Threads::single();
+        t.add(10, 11);
+        t.add(10, 12);
+        assert_eq!(t.exit(10, 10, 0), None);
+        assert_eq!(t.exit(10, 12, 0), None);
+        t.exec();
+        assert_eq!(t.count(), 1);
+        assert_eq!(t.exit(10, 10, 0), Some(0));
+    }
+
+    #[test]
+    fn zombie_leader_from_proc() {
+        let mut t = Threads::from_tids(10, &[10, 11], true);
+        assert_eq!(t.count(), 1);
+        assert_eq!(t.exit(10, 11, 0), Some(0));
+    }
+}

@@ -1,0 +1,178 @@
+//! `ProcEvents`: the stream a `watch` returns.
+
+use crate::loom::Arc;
+use crate::registry::{PopStatus, StreamId};
+use crate::shared::Shared;
+use crate::{Interest, Pid, ProcEvent};
+use futures_core::stream::{FusedStream, Stream};
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// How many events one lock acquisition moves into the stream's own buffer.
+const READ_BATCH: usize = 64;
+
+/// A stream of [`ProcEvent`]s about one watched process and, with [`Interest::TRACK`], every
+/// process it creates.
+///
+/// Returned by [`ProcWatcher::watch`](crate::ProcWatcher::watch). It yields events in the
+/// order the crate guarantees (see the crate docs) and ends (`None`) once every process it
+/// tracks has delivered its `Exit`, or once the watcher has shut down and what it held is
+/// read.
+///
+/// # Cancel safety
+///
+/// `next()` (from `futures::StreamExt` or `tokio_stream::StreamExt`) is cancel-safe: an event
+/// is taken out of the stream only when `poll_next` returns it, so a `tokio::select!` branch
+/// that loses the race loses no event.
+///
+/// # Caveats
+///
+/// Dropping the stream detaches it: its knotes are unlinked and freed at once, under the
+/// registry lock, without waiting for anything. Events it had not read are discarded. Other
+/// streams on the same pids are not affected.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> Result<(), procwatch::Error> {
+/// use futures::StreamExt;
+/// use procwatch::{Interest, Pid, ProcEvent, ProcWatcher};
+///
+/// let watcher = ProcWatcher::new()?;
+/// let pid = Pid::from_raw(1234).unwrap();
+/// let mut events = watcher.watch(pid, Interest::EXIT | Interest::TRACK)?;
+/// while let Some(ev) = events.next().await {
+///     if let ProcEvent::Exit { pid, status, .. } = ev {
+///         println!("{pid} exited: {status:?}");
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct ProcEvents {
+    shared: Arc<Shared>,
+    id: StreamId,
+    pid: Pid,
+    buf: VecDeque<ProcEvent>,
+    done: bool,
+}
+
+impl ProcEvents {
+    pub(crate) fn new(shared: Arc<Shared>, id: StreamId, pid: Pid) -> ProcEvents {
+        ProcEvents {
+            shared,
+            id,
+            pid,
+            buf: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// The pid this stream was created for.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The interest the stream has now.
+    pub fn interest(&self) -> Interest {
+        self.shared.lock().interest(self.id).unwrap_or(Interest::empty())
+    }
+
+    /// Changes what this stream wants from now on (kqueue lets a knote's `fflags` change the
+    /// same way). Other streams on the same pids keep their own interest. Events of kinds
+    /// dropped here that were already read into the stream's small internal buffer are still
+    /// yielded; those still pending in the registry are not.
+    ///
+    /// Removing [`Interest::TRACK`] stops new children from being tracked; processes already
+    /// tracked stay tracked. Removing [`Interest::EXIT`] does not keep the stream open: it
+    /// still ends when its processes are gone.
+    pub fn set_interest(&mut self, interest: Interest) {
+        self.shared.lock().set_interest(self.id, interest);
+    }
+
+    /// How many processes this stream tracks now (alive, or gone with an exit not yet read).
+    pub fn tracked(&self) -> usize {
+        self.shared.lock().tracked_count(self.id)
+    }
+
+    /// Takes the next event if one is ready, without waiting: `Ok(Some(ev))` for an event,
+    /// `Ok(None)` if none is ready yet, `Err(Finished)` once the stream has ended.
+    pub fn try_next(&mut self) -> Result<Option<ProcEvent>, Finished> {
+        if let Some(ev) = self.buf.pop_front() {
+            return Ok(Some(ev));
+        }
+        if self.done {
+            return Err(Finished);
+        }
+        let status = self.shared.lock().pop(self.id, &mut self.buf, READ_BATCH, None);
+        match status {
+            PopStatus::Ready => Ok(self.buf.pop_front()),
+            PopStatus::Pending => Ok(None),
+            PopStatus::Done => {
+                self.done = true;
+                Err(Finished)
+            }
+        }
+    }
+}
+
+/// Returned by [`ProcEvents::try_next`] once the stream has ended.
+#[derive(Debug, Copy, Clone, PartialEq, Eq)]
+pub struct Finished;
+
+impl fmt::Display for Finished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the event stream has ended")
+    }
+}
+
+impl std::error::Error for Finished {}
+
+impl Stream for ProcEvents {
+    type Item = ProcEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ProcEvent>> {
+        let this = self.get_mut();
+        if let Some(ev) = this.buf.pop_front() {
+            return Poll::Ready(Some(ev));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let status = this
+            .shared
+            .lock()
+            .pop(this.id, &mut this.buf, READ_BATCH, Some(cx.waker()));
+        match status {
+            PopStatus::Ready => Poll::Ready(this.buf.pop_front()),
+            PopStatus::Pending => Poll::Pending,
+            PopStatus::Done => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl FusedStream for ProcEvents {
+    fn is_terminated(&self) -> bool {
+        self.done && self.buf.is_empty()
+    }
+}
+
+impl Drop for ProcEvents {
+    fn drop(&mut self) {
+        self.shared.lock().remove_stream(self.id);
+    }
+}
+
+impl fmt::Debug for ProcEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcEvents")
+            .field("pid", &self.pid)
+            .field("buffered", &self.buf.len())
+            .field("done", &self.done)
+            .finish()
+    }
+}

@@ -1,0 +1,67 @@
+//! Every `unsafe` line of the crate.
+//!
+//! # Safety
+//!
+//! The crate root denies `unsafe_code`; this module alone allows it. Its one job is the hook
+//! that holds a freshly forked child before `execve` until its watch is armed. That hook runs
+//! in the child between `fork` and `exec`, where only async-signal-safe operations are
+//! allowed: it makes raw `read`/`write`/`close`/`getpid` syscalls through rustix, allocates
+//! nothing, takes no lock, and touches only file descriptor numbers copied into the closure.
+
+#![allow(unsafe_code)]
+
+use rustix::fd::{BorrowedFd, RawFd};
+use rustix::io::Errno;
+use std::io;
+
+/// The descriptors the exec hook uses, as seen in the child (all inherited from the parent).
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct HoldFds {
+    /// Write end of the "here is my pid" pipe.
+    pub(crate) report_w: RawFd,
+    /// Read end of the "go ahead" pipe.
+    pub(crate) release_r: RawFd,
+    /// The parent-side ends, closed in the child so that the parent giving up shows as EOF.
+    pub(crate) parent_ends: [RawFd; 2],
+}
+
+/// Installs a `pre_exec` hook on `cmd` that reports the child's pid on `report_w` and then
+/// blocks until one byte arrives on `release_r`. EOF there (the parent gave up) makes the
+/// child fail before `exec` with `ECANCELED`, which `spawn` then returns.
+///
+/// See `fork(2)`'s notes on async-signal-safety and `pipe(7)` for the EOF rule.
+pub(crate) fn hold_before_exec(cmd: &mut tokio::process::Command, fds: HoldFds) {
+    let hook = move || -> io::Result<()> {
+        for fd in fds.parent_ends {
+            // SAFETY: these numbers are the parent-side pipe ends inherited across fork; no
+            // other code in the child uses them before exec, so closing them is sound.
+            unsafe { rustix::io::close(fd) };
+        }
+        // SAFETY: `report_w` and `release_r` are open pipe ends inherited across fork and
+        // stay open until exec closes them (they are close-on-exec).
+        let (report, release) =
+            unsafe { (BorrowedFd::borrow_raw(fds.report_w), BorrowedFd::borrow_raw(fds.release_r)) };
+        let pid = rustix::process::getpid().as_raw_nonzero().get().to_ne_bytes();
+        loop {
+            match rustix::io::write(report, &pid) {
+                Ok(4) => break,
+                Ok(_) => return Err(io::Error::from_raw_os_error(libc::EPIPE)),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut go = [0u8; 1];
+        loop {
+            match rustix::io::read(release, &mut go) {
+                Ok(1) => return Ok(()),
+                Ok(_) => return Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    // SAFETY: the hook obeys the async-signal-safety rules stated above.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}

@@ -1,0 +1,304 @@
+//! `ProcWatcher`, its builder, and backend selection.
+
+use crate::backend::netlink::{self, Netlink};
+use crate::backend::{procfs, Backend};
+use crate::loom::Arc;
+use crate::registry::Wakeups;
+use crate::shared::Shared;
+use crate::stream::ProcEvents;
+use crate::{Error, ErrorKind, Interest, Pid};
+use std::fmt;
+use std::time::Duration;
+
+/// Which kernel mechanism a watcher uses. See the crate docs for what each one can do.
+#[derive(Debug, Copy, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// Pick the strongest backend available here; [`ProcWatcher::backend`] says which.
+    #[default]
+    Auto,
+    /// The Linux proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`): any pid, system-wide,
+    /// with exit statuses. Needs root or `CAP_NET_ADMIN` in the initial namespaces.
+    Netlink,
+    /// `ptrace(PTRACE_SEIZE)` of the caller's own descendants (not available in this version).
+    Ptrace,
+    /// `pidfd_open` plus `/proc` scans (not available in this version).
+    Pidfd,
+    /// kqueue `EVFILT_PROC` on the BSDs (not available in this version).
+    Kqueue,
+}
+
+impl BackendKind {
+    /// A short lowercase name: `"auto"`, `"netlink"`, `"ptrace"`, `"pidfd"`, `"kqueue"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Netlink => "netlink",
+            BackendKind::Ptrace => "ptrace",
+            BackendKind::Pidfd => "pidfd",
+            BackendKind::Kqueue => "kqueue",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The default limit on processes tracked by one stream.
+pub const DEFAULT_MAX_TRACKED: usize = 1 << 16;
+
+/// Configures and builds a [`ProcWatcher`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use procwatch::{BackendKind, ProcWatcher};
+///
+/// let watcher = ProcWatcher::builder()
+///     .backend(BackendKind::Netlink)
+///     .max_tracked(10_000)
+///     .build()?;
+/// assert_eq!(watcher.backend(), BackendKind::Netlink);
+/// # Ok::<(), procwatch::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    backend: BackendKind,
+    max_tracked: usize,
+    rcvbuf: usize,
+    ack_timeout: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            backend: BackendKind::Auto,
+            max_tracked: DEFAULT_MAX_TRACKED,
+            rcvbuf: netlink::socket::DEFAULT_RCVBUF,
+            ack_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Builder {
+    /// Chooses the backend ([`BackendKind::Auto`] by default).
+    pub fn backend(mut self, kind: BackendKind) -> Builder {
+        self.backend = kind;
+        self
+    }
+
+    /// How many processes one stream may track at once (default [`DEFAULT_MAX_TRACKED`]).
+    /// A child beyond the limit is not followed and its parent's stream gets
+    /// [`ProcEvent::TrackErr`](crate::ProcEvent::TrackErr) with
+    /// [`TrackErrReason::Limit`](crate::TrackErrReason::Limit).
+    pub fn max_tracked(mut self, limit: usize) -> Builder {
+        self.max_tracked = limit;
+        self
+    }
+
+    /// The netlink socket's receive buffer in bytes (default 64 MiB, set with
+    /// `SO_RCVBUFFORCE`, or `SO_RCVBUF` capped by `net.core.rmem_max` without privilege). A
+    /// larger buffer rides out longer dispatcher stalls before the kernel drops messages.
+    pub fn receive_buffer(mut self, bytes: usize) -> Builder {
+        self.rcvbuf = bytes;
+        self
+    }
+
+    /// How long to wait for the kernel to acknowledge the proc-connector subscription before
+    /// reporting [`ErrorKind::Unsupported`] (default 2 s).
+    pub fn listen_timeout(mut self, timeout: Duration) -> Builder {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// Starts the backend. When this returns, the event source is armed.
+    ///
+    /// # Errors
+    ///
+    /// * [`ErrorKind::PermissionDenied`]: netlink without root / `CAP_NET_ADMIN`.
+    /// * [`ErrorKind::Unsupported`]: the backend is not available here (a backend this version
+    ///   does not provide, or a proc connector that ignores the subscription, as it does in a
+    ///   non-initial user or pid namespace).
+    /// * [`ErrorKind::InvalidInput`]: `max_tracked(0)`.
+    pub fn build(self) -> Result<ProcWatcher, Error> {
+        if self.max_tracked == 0 {
+            return Err(Error::new(ErrorKind::InvalidInput, "build watcher")
+                .with_detail("max_tracked must be at least 1"));
+        }
+        match self.backend {
+            BackendKind::Auto | BackendKind::Netlink => {
+                let shared = Arc::new(Shared::new(BackendKind::Netlink));
+                let opts = netlink::Options {
+                    rcvbuf: self.rcvbuf,
+                    ack_timeout: self.ack_timeout,
+                };
+                let backend = Netlink::start(shared.clone(), &opts).map_err(|e| {
+                    if self.backend == BackendKind::Auto {
+                        e.with_detail("no other backend is available in this version")
+                    } else {
+                        e
+                    }
+                })?;
+                Ok(ProcWatcher {
+                    shared,
+                    backend: Box::new(backend),
+                    max_tracked: self.max_tracked,
+                })
+            }
+            other => Err(Error::new(ErrorKind::Unsupported, "build watcher")
+                .with_backend(other)
+                .with_detail("this backend is not implemented in this version; use BackendKind::Netlink")),
+        }
+    }
+}
+
+/// Watches processes and hands out [`ProcEvents`] streams.
+///
+/// One watcher runs one backend (for netlink: one socket and one dispatcher thread) and can
+/// serve any number of streams. It is `Send + Sync`; share it with an `Arc`.
+///
+/// # Caveats
+///
+/// Dropping the watcher stops its backend without blocking: the dispatcher thread is told
+/// to stop and closes the socket itself moments later. Streams still alive then yield the
+/// events they already hold and end.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> Result<(), procwatch::Error> {
+/// use futures::StreamExt;
+/// use procwatch::{Interest, ProcWatcher};
+///
+/// let watcher = ProcWatcher::new()?;
+/// let mut cmd = tokio::process::Command::new("sh");
+/// cmd.args(["-c", "ls | wc -l"]);
+/// let mut started = watcher.spawn(cmd, Interest::ALL)?;
+/// while let Some(ev) = started.events.next().await {
+///     println!("{ev:?}");
+/// }
+/// let status = started.child.wait().await?;
+/// # Ok(()) }
+/// ```
+pub struct ProcWatcher {
+    pub(crate) shared: Arc<Shared>,
+    backend: Box<dyn Backend>,
+    max_tracked: usize,
+}
+
+impl ProcWatcher {
+    /// A watcher with the strongest backend available ([`BackendKind::Auto`]).
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::build`].
+    pub fn new() -> Result<ProcWatcher, Error> {
+        Builder::default().build()
+    }
+
+    /// A builder to choose the backend and limits.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The backend actually in use (never [`BackendKind::Auto`]).
+    pub fn backend(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// Starts watching `pid` with `interest` and returns the stream of its events.
+    ///
+    /// When this returns, the source covers `pid`: every event about it (and, with
+    /// [`Interest::TRACK`], about every process it creates from now on) reaches the stream,
+    /// however fast it happens. Events from before the call are not promised. On a zombie,
+    /// with [`Interest::EXIT`], the stream yields `Exit` at once, with the status.
+    ///
+    /// # Errors
+    ///
+    /// * [`ErrorKind::NoSuchProcess`]: no process has this pid (including pids above
+    ///   `pid_max`), or it is a zombie and `interest` lacks `EXIT`.
+    /// * [`ErrorKind::InvalidInput`]: `interest` is empty.
+    /// * [`ErrorKind::Closed`]: the watcher's backend has stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(watcher: &procwatch::ProcWatcher) -> Result<(), procwatch::Error> {
+    /// use procwatch::{Interest, Pid};
+    /// let events = watcher.watch(Pid::this(), Interest::FORK | Interest::TRACK)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn watch(&self, pid: Pid, interest: Interest) -> Result<ProcEvents, Error> {
+        let backend = self.backend();
+        if interest.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidInput, "watch")
+                .with_pid(pid)
+                .with_backend(backend)
+                .with_detail("the interest is empty; ask for at least one of FORK, EXEC, EXIT, TRACK"));
+        }
+        let mut wake = Wakeups::default();
+        let result = {
+            let mut reg = self.shared.lock();
+            let id = reg
+                .add_stream(pid, interest, self.max_tracked)
+                .map_err(|k| Error::new(k, "watch").with_pid(pid).with_backend(backend))?;
+            // Read /proc with the registry locked: no input about `pid` can be applied between
+            // this look and the attach, so the thread set and the liveness check agree with
+            // everything the backend applies afterwards.
+            let snap = procfs::snapshot(pid);
+            let attached = match &snap {
+                Ok(s) => reg
+                    .attach_root(id, pid, s.as_ref(), &mut wake)
+                    .map_err(|k| {
+                        let e = Error::new(k, "watch").with_pid(pid).with_backend(backend);
+                        match (k, s) {
+                            (ErrorKind::NoSuchProcess, Some(_)) => e.with_detail(
+                                "the process is a zombie; watch it with Interest::EXIT to get its exit status",
+                            ),
+                            _ => e,
+                        }
+                    }),
+                Err(io) => Err(Error::io("watch", io.kind().into())
+                    .with_pid(pid)
+                    .with_backend(backend)
+                    .with_detail(format!("cannot read /proc/{pid}/stat: {io}"))),
+            };
+            match attached {
+                Ok(()) => Ok(id),
+                Err(e) => {
+                    reg.remove_stream(id);
+                    Err(e)
+                }
+            }
+        };
+        wake.wake_all();
+        let id = result?;
+        Ok(ProcEvents::new(self.shared.clone(), id, pid))
+    }
+
+    /// How many distinct processes the watcher's streams track now.
+    pub fn tracked(&self) -> usize {
+        self.shared.lock().tracked_pids()
+    }
+}
+
+impl Drop for ProcWatcher {
+    fn drop(&mut self) {
+        let mut wake = Wakeups::default();
+        self.shared.lock().shutdown(&mut wake);
+        wake.wake_all();
+        self.backend.shutdown();
+    }
+}
+
+impl fmt::Debug for ProcWatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcWatcher")
+            .field("backend", &self.backend())
+            .field("max_tracked", &self.max_tracked)
+            .finish()
+    }
+}
