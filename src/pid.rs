@@ -48,9 +48,6 @@ impl Pid {
             .expect("getpid returns a positive number")
     }
 
-    pub(crate) fn to_rustix(self) -> rustix::process::Pid {
-        rustix::process::Pid::from_raw(self.as_raw()).expect("Pid is positive")
-    }
 }
 
 impl fmt::Debug for Pid {

@@ -130,7 +130,7 @@ impl Builder {
         }
         match self.backend {
             BackendKind::Auto | BackendKind::Netlink => {
-                let shared = Arc::new(Shared::new(BackendKind::Netlink));
+                let shared = Arc::new(Shared::new());
                 let opts = netlink::Options {
                     rcvbuf: self.rcvbuf,
                     ack_timeout: self.ack_timeout,

@@ -55,11 +55,16 @@ pub(crate) enum Input {
     Exec { pid: Pid },
     /// Thread `tid` of process `tgid` exited with wait status `code`.
     ThreadExit { tgid: Pid, tid: i32, code: i32 },
-    /// The whole process exited (for backends that see process exits directly).
+    /// The whole process exited (for backends that see process exits directly, such as
+    /// ptrace; the netlink backend reports threads instead).
+    #[cfg_attr(not(test), allow(dead_code))]
     Exit { pid: Pid, status: Option<ExitStatus> },
     /// Process `pid` exists but its creation has not been reported yet: hold its events.
+    /// (A ptrace tracee's first stop can come before its parent's fork event.)
+    #[cfg_attr(not(test), allow(dead_code))]
     Birth { pid: Pid },
     /// Process `pid`, held since `Birth`, will never be claimed: drop what was held.
+    #[cfg_attr(not(test), allow(dead_code))]
     Abandon { pid: Pid },
 }
 
@@ -345,15 +350,6 @@ impl Registry {
         PopStatus::Pending
     }
 
-    /// Whether stream `id` may still deliver events (for `FusedStream`).
-    pub(crate) fn is_live(&mut self, id: StreamId) -> bool {
-        let closed = self.closed;
-        match self.stream_mut(id) {
-            Some(s) => s.lost > 0 || !s.ready.is_empty() || (s.knotes.len() > 0 && !closed),
-            None => false,
-        }
-    }
-
     /// How many processes stream `id` tracks (live or with an undelivered exit).
     pub(crate) fn tracked_count(&mut self, id: StreamId) -> usize {
         self.stream_mut(id).map_or(0, |s| s.knotes.len())
@@ -362,19 +358,6 @@ impl Registry {
     /// Number of distinct pids tracked by any stream.
     pub(crate) fn tracked_pids(&self) -> usize {
         self.procs.len()
-    }
-
-    /// Every tracked pid with its recorded start time, for a resync.
-    pub(crate) fn tracked(&self) -> Vec<(Pid, u64)> {
-        self.procs
-            .iter()
-            .filter_map(|(&raw, e)| Some((Pid::from_raw(raw)?, e.start_ns)))
-            .collect()
-    }
-
-    /// Whether `pid` is tracked by any stream (the backend's fast filter).
-    pub(crate) fn is_tracked(&self, pid: Pid) -> bool {
-        self.procs.contains_key(&pid.as_raw()) || self.held.contains_key(&pid.as_raw())
     }
 
     /// Marks the watcher shut down: streams deliver what they hold, then end.

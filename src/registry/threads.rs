@@ -79,6 +79,7 @@ impl Threads {
         Some(if code != 0 { code } else { self.leader_code })
     }
 
+    #[cfg(test)]
     pub(crate) fn count(&self) -> usize {
         usize::from(self.leader_alive) + self.others.as_ref().map_or(0, |o| o.len())
     }

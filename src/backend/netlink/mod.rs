@@ -26,7 +26,7 @@ use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 use rustix::time::{clock_gettime, ClockId};
-use std::sync::Arc;
+use crate::loom::Arc;
 use std::time::Duration;
 use wire::ProcMsg;
 

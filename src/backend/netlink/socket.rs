@@ -3,7 +3,7 @@
 use super::wire::{self, ProcMsg};
 use crate::{BackendKind, Error, ErrorKind};
 use rustix::event::{poll, PollFd, PollFlags};
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::netlink::{self, SocketAddrNetlink};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
@@ -136,15 +136,4 @@ pub(crate) fn listen(fd: &OwnedFd, timeout: Duration) -> Result<(), Error> {
 /// Unsubscribes (best effort; closing the socket does the same).
 pub(crate) fn ignore(fd: &OwnedFd) {
     let _ = send_op(fd, wire::PROC_CN_MCAST_IGNORE, None, 0);
-}
-
-/// Whether `fd` has something to read within `timeout` (used by tests of the socket).
-#[allow(dead_code)]
-pub(crate) fn readable(fd: impl AsFd, timeout: Duration) -> bool {
-    let ts = rustix::time::Timespec {
-        tv_sec: timeout.as_secs() as _,
-        tv_nsec: timeout.subsec_nanos() as _,
-    };
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
 }

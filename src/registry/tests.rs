@@ -1,0 +1,479 @@
+//! Scripted tests of the registry's ordering rules: backend inputs in, stream events out.
+
+use super::*;
+use std::task::{Wake, Waker};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc as StdArc;
+
+fn pid(n: i32) -> Pid {
+    Pid::from_raw(n).unwrap()
+}
+
+fn alive() -> ProcSnapshot {
+    ProcSnapshot {
+        ppid: 1,
+        start_ns: 1_000,
+        ..ProcSnapshot::default()
+    }
+}
+
+fn status(code: i32) -> Option<ExitStatus> {
+    Some(ExitStatus::from_raw(code << 8))
+}
+
+struct Counter(AtomicUsize);
+impl Wake for Counter {
+    fn wake(self: StdArc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A registry with helpers to script inputs and read streams.
+struct Script {
+    reg: Registry,
+    wake: Wakeups,
+}
+
+impl Script {
+    fn new() -> Script {
+        Script {
+            reg: Registry::new(),
+            wake: Wakeups::default(),
+        }
+    }
+
+    fn watch(&mut self, p: i32, interest: Interest) -> StreamId {
+        self.watch_limit(p, interest, 1 << 16)
+    }
+
+    fn watch_limit(&mut self, p: i32, interest: Interest, limit: usize) -> StreamId {
+        let id = self.reg.add_stream(pid(p), interest, limit).unwrap();
+        self.reg.attach_root(id, pid(p), Some(&alive()), &mut self.wake).unwrap();
+        id
+    }
+
+    fn fork(&mut self, parent: i32, child: i32) {
+        self.input(Input::Fork {
+            parent: pid(parent),
+            child: pid(child),
+            start_ns: 2_000,
+        });
+    }
+
+    fn exit(&mut self, p: i32, code: i32) {
+        self.input(Input::ThreadExit {
+            tgid: pid(p),
+            tid: p,
+            code: code << 8,
+        });
+    }
+
+    fn exec(&mut self, p: i32) {
+        self.input(Input::Exec { pid: pid(p) });
+    }
+
+    fn input(&mut self, input: Input) {
+        self.reg.apply(input, &mut self.wake);
+    }
+
+    /// Everything the stream has now, and whether it then ended.
+    fn read(&mut self, id: StreamId) -> (Vec<ProcEvent>, bool) {
+        let mut out = VecDeque::new();
+        loop {
+            match self.reg.pop(id, &mut out, 1000, None) {
+                PopStatus::Ready => continue,
+                PopStatus::Pending => return (out.into(), false),
+                PopStatus::Done => return (out.into(), true),
+            }
+        }
+    }
+}
+
+fn child(p: i32, parent: i32) -> ProcEvent {
+    ProcEvent::Child {
+        pid: pid(p),
+        parent: pid(parent),
+    }
+}
+
+fn exit(p: i32, code: i32) -> ProcEvent {
+    ProcEvent::Exit {
+        pid: pid(p),
+        status: status(code),
+    }
+}
+
+fn fork(p: i32, c: i32, count: u32) -> ProcEvent {
+    ProcEvent::Fork {
+        pid: pid(p),
+        child: pid(c),
+        count,
+    }
+}
+
+#[test]
+fn child_then_exit_of_a_short_lived_grandchild() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    s.fork(11, 12);
+    s.exit(12, 7);
+    s.exit(11, 0);
+    s.exit(10, 0);
+    let (evs, done) = s.read(id);
+    assert_eq!(
+        evs,
+        vec![
+            fork(10, 11, 1),
+            exit(10, 0),
+            child(11, 10),
+            fork(11, 12, 1),
+            exit(11, 0),
+            child(12, 11),
+            exit(12, 7),
+        ]
+    );
+    assert!(done);
+    assert_eq!(s.reg.tracked_pids(), 0);
+}
+
+#[test]
+fn events_read_as_they_come_keep_causal_order() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    assert_eq!(s.read(id).0, vec![fork(10, 11, 1), child(11, 10)]);
+    s.exec(11);
+    s.exit(11, 1);
+    assert_eq!(
+        s.read(id).0,
+        vec![ProcEvent::Exec { pid: pid(11), count: 1 }, exit(11, 1)]
+    );
+    s.exit(10, 0);
+    assert_eq!(s.read(id), (vec![exit(10, 0)], true));
+}
+
+#[test]
+fn threads_are_not_processes() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.input(Input::ThreadStart { tgid: pid(10), tid: 20 });
+    s.input(Input::ThreadStart { tgid: pid(10), tid: 21 });
+    // The leader leaves first; the process lives on in its threads.
+    s.exit(10, 0);
+    s.input(Input::ThreadExit { tgid: pid(10), tid: 20, code: 0 });
+    assert_eq!(s.read(id), (vec![], false));
+    s.input(Input::ThreadExit { tgid: pid(10), tid: 21, code: 0 });
+    assert_eq!(s.read(id), (vec![exit(10, 0)], true));
+}
+
+#[test]
+fn non_leader_exec_is_an_exec_not_an_exit() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.input(Input::ThreadStart { tgid: pid(10), tid: 20 });
+    // Thread 20 calls execve: the old leader exits, then the exec comes under pid 10.
+    s.exit(10, 0);
+    s.exec(10);
+    assert_eq!(s.read(id), (vec![ProcEvent::Exec { pid: pid(10), count: 1 }], false));
+    s.exit(10, 4);
+    assert_eq!(s.read(id), (vec![exit(10, 4)], true));
+}
+
+#[test]
+fn two_streams_each_get_every_event() {
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL);
+    let b = s.watch(10, Interest::EXIT | Interest::TRACK);
+    s.fork(10, 11);
+    s.exit(11, 2);
+    s.exit(10, 0);
+    assert_eq!(
+        s.read(a),
+        (vec![fork(10, 11, 1), exit(10, 0), child(11, 10), exit(11, 2)], true)
+    );
+    // Without FORK, 10 has nothing pending at the fork, so 11's knote is queued first.
+    assert_eq!(s.read(b), (vec![child(11, 10), exit(11, 2), exit(10, 0)], true));
+}
+
+#[test]
+fn a_stalled_stream_folds_repeats_and_stays_bounded() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::FORK | Interest::EXEC | Interest::EXIT);
+    for i in 0..100_000 {
+        s.fork(10, 1000 + (i % 50_000));
+    }
+    s.exec(10);
+    s.exec(10);
+    s.fork(10, 7);
+    let (evs, done) = s.read(id);
+    assert_eq!(
+        evs,
+        vec![
+            fork(10, 1000 + 49_999, 100_000),
+            ProcEvent::Exec { pid: pid(10), count: 2 },
+            fork(10, 7, 1),
+        ]
+    );
+    assert!(!done);
+}
+
+#[test]
+fn exit_is_last_and_a_reused_pid_is_not_mixed_in() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    s.exit(11, 0);
+    // Pid 11 is reused by an unrelated process: nothing about it reaches the stream.
+    s.exec(11);
+    s.exit(11, 9);
+    let (evs, _) = s.read(id);
+    assert_eq!(evs, vec![fork(10, 11, 1), child(11, 10), exit(11, 0)]);
+}
+
+#[test]
+fn stale_messages_about_a_pids_previous_owner_are_dropped() {
+    let mut s = Script::new();
+    let id = s.reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
+    let snap = ProcSnapshot {
+        start_ns: 5_000_000_000,
+        ..ProcSnapshot::default()
+    };
+    s.reg.attach_root(id, pid(10), Some(&snap), &mut s.wake).unwrap();
+    // An exit of the previous pid-10 process, stamped before this one started.
+    s.reg.apply_at(
+        Input::ThreadExit { tgid: pid(10), tid: 10, code: 0 },
+        1_000_000_000,
+        &mut s.wake,
+    );
+    assert_eq!(s.read(id), (vec![], false));
+    s.reg.apply_at(
+        Input::ThreadExit { tgid: pid(10), tid: 10, code: 0 },
+        6_000_000_000,
+        &mut s.wake,
+    );
+    assert_eq!(s.read(id), (vec![exit(10, 0)], true));
+}
+
+#[test]
+fn zombie_root_with_exit_interest_exits_at_once() {
+    let mut s = Script::new();
+    let id = s.reg.add_stream(pid(10), Interest::EXIT, 100).unwrap();
+    let zombie = ProcSnapshot {
+        zombie: Some(status(3)),
+        ..alive()
+    };
+    s.reg.attach_root(id, pid(10), Some(&zombie), &mut s.wake).unwrap();
+    assert_eq!(s.read(id), (vec![exit(10, 3)], true));
+
+    let id = s.reg.add_stream(pid(10), Interest::FORK, 100).unwrap();
+    assert_eq!(
+        s.reg.attach_root(id, pid(10), Some(&zombie), &mut s.wake),
+        Err(ErrorKind::NoSuchProcess)
+    );
+    assert_eq!(
+        s.reg.attach_root(id, pid(10), None, &mut s.wake),
+        Err(ErrorKind::NoSuchProcess)
+    );
+}
+
+#[test]
+fn limit_gives_track_err() {
+    let mut s = Script::new();
+    let id = s.watch_limit(10, Interest::TRACK | Interest::EXIT, 2);
+    s.fork(10, 11);
+    s.fork(10, 12);
+    s.fork(10, 13);
+    let (evs, _) = s.read(id);
+    assert_eq!(
+        evs,
+        vec![
+            child(11, 10),
+            ProcEvent::TrackErr {
+                pid: pid(10),
+                child: pid(13),
+                reason: TrackErrReason::Limit,
+                count: 2,
+            },
+        ]
+    );
+    // Once 11 has exited and been read, there is room again.
+    s.exit(11, 0);
+    assert_eq!(s.read(id).0, vec![exit(11, 0)]);
+    s.fork(10, 14);
+    assert_eq!(s.read(id).0, vec![child(14, 10)]);
+}
+
+#[test]
+fn set_interest_applies_to_one_stream_only() {
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL);
+    let b = s.watch(10, Interest::ALL);
+    s.reg.set_interest(a, Interest::EXIT);
+    s.fork(10, 11);
+    s.exec(10);
+    s.exit(10, 0);
+    assert_eq!(s.read(a), (vec![exit(10, 0)], true));
+    let (evs, done) = s.read(b);
+    assert_eq!(evs.len(), 4);
+    assert!(!done, "child 11 still tracked on b");
+}
+
+#[test]
+fn dropping_a_stream_unlinks_everything_and_spares_the_other() {
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL);
+    let b = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    s.fork(11, 12);
+    s.reg.remove_stream(a);
+    assert_eq!(s.reg.tracked_pids(), 3, "stream b still tracks 10, 11, 12");
+    s.reg.remove_stream(b);
+    assert_eq!(s.reg.tracked_pids(), 0);
+    // A hand-off after the close finds no stream and attaches nothing.
+    s.fork(10, 13);
+    assert_eq!(s.reg.tracked_pids(), 0);
+    assert_eq!(s.read(a), (vec![], true));
+    assert_eq!(s.reg.attach_root(a, pid(10), Some(&alive()), &mut s.wake), Err(ErrorKind::Closed));
+}
+
+#[test]
+fn stale_stream_id_is_harmless_after_slot_reuse() {
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL);
+    s.reg.remove_stream(a);
+    let b = s.watch(20, Interest::ALL);
+    s.reg.remove_stream(a);
+    assert_eq!(s.reg.tracked_count(b), 1);
+}
+
+#[test]
+fn child_held_in_flux_until_its_parents_fork_arrives() {
+    // A ptrace-like order: the child's own events come before the parent's fork event.
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.input(Input::Birth { pid: pid(11) });
+    s.exec(11);
+    s.fork(11, 12); // the held child forks before it is claimed
+    s.input(Input::Exit { pid: pid(12), status: status(5) });
+    s.input(Input::Exit { pid: pid(11), status: status(1) });
+    assert_eq!(s.read(id), (vec![], false), "nothing is visible while in flux");
+    s.fork(10, 11);
+    let (evs, done) = s.read(id);
+    assert_eq!(
+        evs,
+        vec![
+            fork(10, 11, 1),
+            child(11, 10),
+            ProcEvent::Exec { pid: pid(11), count: 1 },
+            fork(11, 12, 1),
+            exit(11, 1),
+            child(12, 11),
+            exit(12, 5),
+        ]
+    );
+    assert!(!done, "10 is still alive");
+    assert_eq!(s.reg.tracked_pids(), 1);
+}
+
+#[test]
+fn held_child_of_an_untracked_parent_is_dropped_and_abandon_frees() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.input(Input::Birth { pid: pid(31) });
+    s.fork(30, 31); // parent 30 is not tracked: stays held until abandoned
+    s.input(Input::Abandon { pid: pid(31) });
+    s.input(Input::Birth { pid: pid(41) });
+    s.input(Input::Exit { pid: pid(41), status: status(0) });
+    s.input(Input::Abandon { pid: pid(41) });
+    assert!(s.reg.held.is_empty());
+    assert_eq!(s.read(id), (vec![], false));
+}
+
+#[test]
+fn lost_then_resync_reports_the_gap() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    s.fork(10, 12);
+    let _ = s.read(id);
+    s.reg.mark_lost(&mut s.wake);
+    // In the gap: 11 died and was reaped, 12 is a zombie, 10 forked 13 which forked 14,
+    // and pid 15 is unrelated.
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, ProcSnapshot { ppid: 1, start_ns: 1_000, ..ProcSnapshot::default() });
+    snap.insert(
+        12,
+        ProcSnapshot { ppid: 10, start_ns: 2_000, zombie: Some(status(6)), ..ProcSnapshot::default() },
+    );
+    snap.insert(13, ProcSnapshot { ppid: 10, start_ns: 3_000, ..ProcSnapshot::default() });
+    snap.insert(14, ProcSnapshot { ppid: 13, start_ns: 4_000, ..ProcSnapshot::default() });
+    snap.insert(15, ProcSnapshot { ppid: 1, start_ns: 4_000, ..ProcSnapshot::default() });
+    s.reg.resync(&snap, &mut s.wake);
+    let (evs, _) = s.read(id);
+    assert_eq!(evs[0], ProcEvent::Lost { pid: pid(10), count: 1 });
+    let rest: Vec<_> = evs[1..].to_vec();
+    assert!(rest.contains(&ProcEvent::Exit { pid: pid(11), status: None }), "{rest:?}");
+    assert!(rest.contains(&exit(12, 6)), "{rest:?}");
+    assert!(rest.contains(&child(13, 10)), "{rest:?}");
+    assert!(rest.contains(&child(14, 13)), "{rest:?}");
+    assert!(!rest.iter().any(|e| e.pid() == pid(15)), "{rest:?}");
+    // The fork message of 13, read after the resync, does not announce it twice.
+    s.input(Input::Fork { parent: pid(10), child: pid(13), start_ns: 3_000 });
+    assert_eq!(s.read(id).0, vec![fork(10, 13, 1)]);
+}
+
+#[test]
+fn resync_sees_a_reused_pid_as_an_exit() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    let _ = s.read(id);
+    s.reg.mark_lost(&mut s.wake);
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, ProcSnapshot { ppid: 1, start_ns: 1_000, ..ProcSnapshot::default() });
+    // Pid 11 now names a process that started 10 s later under another parent.
+    snap.insert(11, ProcSnapshot { ppid: 1, start_ns: 10_000_000_000, ..ProcSnapshot::default() });
+    s.reg.resync(&snap, &mut s.wake);
+    let (evs, _) = s.read(id);
+    assert_eq!(
+        evs,
+        vec![ProcEvent::Lost { pid: pid(10), count: 1 }, ProcEvent::Exit { pid: pid(11), status: None }]
+    );
+}
+
+#[test]
+fn wakers_fire_on_events_end_and_shutdown() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    let counter = StdArc::new(Counter(AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut out = VecDeque::new();
+    assert_eq!(s.reg.pop(id, &mut out, 10, Some(&waker)), PopStatus::Pending);
+    let mut wake = Wakeups::default();
+    s.reg.apply(Input::Exec { pid: pid(10) }, &mut wake);
+    assert_eq!(wake.len(), 1);
+    wake.wake_all();
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    assert_eq!(s.reg.pop(id, &mut out, 10, Some(&waker)), PopStatus::Ready);
+    assert_eq!(s.reg.pop(id, &mut out, 10, Some(&waker)), PopStatus::Pending);
+    s.reg.shutdown(&mut wake);
+    assert_eq!(wake.len(), 1);
+    assert_eq!(s.reg.pop(id, &mut out, 10, Some(&waker)), PopStatus::Done);
+    assert_eq!(s.reg.add_stream(pid(10), Interest::ALL, 1), Err(ErrorKind::Closed));
+}
+
+#[test]
+fn a_fork_arriving_after_watch_of_the_child_still_gives_child() {
+    // Stream b watches 11 directly; the fork of 11 by 10 is read afterwards.
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL);
+    let b = s.reg.add_stream(pid(11), Interest::ALL, 100).unwrap();
+    let snap = ProcSnapshot { start_ns: 2_000, ..alive() };
+    s.reg.attach_root(b, pid(11), Some(&snap), &mut s.wake).unwrap();
+    s.fork(10, 11);
+    assert_eq!(s.read(a).0, vec![fork(10, 11, 1), child(11, 10)]);
+    s.exit(11, 0);
+    assert_eq!(s.read(a).0, vec![exit(11, 0)]);
+    assert_eq!(s.read(b), (vec![exit(11, 0)], true));
+}

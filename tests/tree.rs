@@ -1,0 +1,133 @@
+//! A 10 × 10 process tree tracked from its root: every descendant is announced exactly once,
+//! with the right parent, and its exit status is readable from the events alone.
+
+mod support;
+
+use procwatch::{Interest, Pid, ProcEvent};
+use std::collections::{BTreeSet, HashMap};
+use support::{check_order, collect, spawn_sh, watcher, DEADLINE};
+
+const FANOUT: i32 = 10;
+
+/// The root (a `sh`) starts `FANOUT` children, child `i` (1-based) starts `FANOUT`
+/// grandchildren, grandchild `j` (0-based) of child `i` exits with `10 * i + j`, child `i` exits
+/// with `i` once its grandchildren are gone, the root exits with 200.
+///
+/// Every node is exactly one process: dash forks once for `( ... ) &` and runs `exit`, `wait`
+/// and the arithmetic as builtins, so nothing else is created (the counts below check it).
+fn tree_script() -> String {
+    let list = |from: i32| {
+        (from..from + FANOUT)
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "for i in {children}; do \
+           ( for j in {grandchildren}; do (exit $((10 * i + j))) & done; wait; exit $i ) & \
+         done; \
+         wait; exit 200",
+        children = list(1),
+        grandchildren = list(0),
+    )
+}
+
+fn exit_code(status: &Option<std::process::ExitStatus>) -> Option<i32> {
+    status.as_ref().and_then(|s| s.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_by_ten_tree_is_tracked_from_its_root() {
+    let w = require!(watcher());
+    let mut started = spawn_sh(&w, &tree_script(), Interest::ALL);
+    let root = started.pid();
+    let events = collect(&mut started.events, DEADLINE).await;
+    let status = tokio::time::timeout(DEADLINE, started.child.wait())
+        .await
+        .expect("root exits in time")
+        .expect("wait for root");
+    assert_eq!(status.code(), Some(200), "root status");
+
+    check_order(&events);
+
+    // Parent of every announced process, and exit codes, from the events alone.
+    let mut parent_of: HashMap<Pid, Pid> = HashMap::new();
+    let mut code_of: HashMap<Pid, Option<i32>> = HashMap::new();
+    let mut forks: HashMap<Pid, u32> = HashMap::new();
+    let mut fork_children: Vec<(Pid, Pid)> = Vec::new();
+    let mut execs: HashMap<Pid, u32> = HashMap::new();
+    for ev in &events {
+        match ev {
+            ProcEvent::Child { pid, parent, .. } => {
+                assert!(parent_of.insert(*pid, *parent).is_none(), "two Child for {pid}");
+            }
+            ProcEvent::Exit { pid, status, .. } => {
+                assert!(code_of.insert(*pid, exit_code(status)).is_none(), "two Exit for {pid}");
+            }
+            ProcEvent::Fork {
+                pid, child, count, ..
+            } => {
+                assert!(*count >= 1, "Fork with count 0: {ev:?}");
+                *forks.entry(*pid).or_default() += count;
+                fork_children.push((*pid, *child));
+            }
+            ProcEvent::Exec { pid, count, .. } => *execs.entry(*pid).or_default() += count,
+            other => panic!("unexpected event {other:?} in {events:?}"),
+        }
+    }
+
+    // Exactly 110 descendants: 10 children of the root, 10 grandchildren of each child.
+    assert_eq!(
+        parent_of.len(),
+        (FANOUT + FANOUT * FANOUT) as usize,
+        "Child events: {parent_of:?}"
+    );
+    assert!(!parent_of.contains_key(&root), "the root was announced as a Child");
+    let children: BTreeSet<Pid> = parent_of
+        .iter()
+        .filter(|(_, p)| **p == root)
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(children.len(), FANOUT as usize, "children of the root: {children:?}");
+    let mut grandchildren_of: HashMap<Pid, Vec<Pid>> = HashMap::new();
+    for (&pid, &parent) in &parent_of {
+        if parent != root {
+            assert!(
+                children.contains(&parent),
+                "{pid} has parent {parent}, which is neither the root nor a child"
+            );
+            grandchildren_of.entry(parent).or_default().push(pid);
+        }
+    }
+
+    // Every tracked process exited exactly once, with the status the script gives it.
+    assert_eq!(code_of.len(), parent_of.len() + 1, "Exit events: {code_of:?}");
+    assert_eq!(code_of.get(&root), Some(&Some(200)), "root Exit");
+    let mut child_codes = BTreeSet::new();
+    for &c in &children {
+        let i = code_of[&c].unwrap_or_else(|| panic!("child {c} exited without a code"));
+        assert!((1..=FANOUT).contains(&i), "child {c} exit code {i}");
+        child_codes.insert(i);
+        let gs = grandchildren_of.get(&c).map(Vec::as_slice).unwrap_or(&[]);
+        assert_eq!(gs.len(), FANOUT as usize, "grandchildren of child {c} (code {i}): {gs:?}");
+        let got: BTreeSet<i32> = gs
+            .iter()
+            .map(|g| code_of[g].unwrap_or_else(|| panic!("grandchild {g} exited without a code")))
+            .collect();
+        let want: BTreeSet<i32> = (0..FANOUT).map(|j| (10 * i + j) % 256).collect();
+        assert_eq!(got, want, "exit codes of the grandchildren of child {c} (code {i})");
+    }
+    assert_eq!(child_codes, (1..=FANOUT).collect(), "exit codes of the children");
+
+    // Fork events agree: the root forked 10 times, each child 10 times, nothing else forked.
+    assert_eq!(forks.get(&root), Some(&(FANOUT as u32)), "root forks: {forks:?}");
+    for &c in &children {
+        assert_eq!(forks.get(&c), Some(&(FANOUT as u32)), "forks of child {c}");
+    }
+    assert_eq!(forks.len(), 1 + children.len(), "processes that forked: {forks:?}");
+    for (pid, child) in fork_children {
+        assert_eq!(parent_of.get(&child), Some(&pid), "Fork {pid} -> {child} has no matching Child");
+    }
+    // Only the root ran a program (the spawn's exec of sh).
+    assert_eq!(execs, HashMap::from([(root, 1)]), "Exec events");
+}
