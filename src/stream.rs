@@ -176,3 +176,16 @@ impl fmt::Debug for ProcEvents {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_traits() {
+        fn check<T: Stream<Item = ProcEvent> + FusedStream + Unpin + Send + Sync + 'static>() {}
+        check::<ProcEvents>();
+        fn event<T: fmt::Debug + Clone + PartialEq + Eq + Send + Sync>() {}
+        event::<ProcEvent>();
+    }
+}

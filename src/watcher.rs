@@ -118,11 +118,11 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// * [`ErrorKind::PermissionDenied`]: netlink without root / `CAP_NET_ADMIN`.
-    /// * [`ErrorKind::Unsupported`]: the backend is not available here (a backend this version
+    /// * [`ErrorKind::PermissionDenied`] — netlink without root / `CAP_NET_ADMIN`.
+    /// * [`ErrorKind::Unsupported`] — the backend is not available here (a backend this version
     ///   does not provide, or a proc connector that ignores the subscription, as it does in a
     ///   non-initial user or pid namespace).
-    /// * [`ErrorKind::InvalidInput`]: `max_tracked(0)`.
+    /// * [`ErrorKind::InvalidInput`] — `max_tracked(0)`.
     pub fn build(self) -> Result<ProcWatcher, Error> {
         if self.max_tracked == 0 {
             return Err(Error::new(ErrorKind::InvalidInput, "build watcher")
@@ -218,10 +218,10 @@ impl ProcWatcher {
     ///
     /// # Errors
     ///
-    /// * [`ErrorKind::NoSuchProcess`]: no process has this pid (including pids above
+    /// * [`ErrorKind::NoSuchProcess`] — no process has this pid (including pids above
     ///   `pid_max`), or it is a zombie and `interest` lacks `EXIT`.
-    /// * [`ErrorKind::InvalidInput`]: `interest` is empty.
-    /// * [`ErrorKind::Closed`]: the watcher's backend has stopped.
+    /// * [`ErrorKind::InvalidInput`] — `interest` is empty.
+    /// * [`ErrorKind::Closed`] — the watcher's backend has stopped.
     ///
     /// # Examples
     ///
