@@ -63,8 +63,13 @@ impl ProcWatcher {
     ///
     /// # Errors
     ///
-    /// The error `spawn` would return (program not found, permission denied), or the watch's
-    /// error; in both cases no process is left behind.
+    /// * The program cannot be started: [`ErrorKind::Other`] (program not found, not
+    ///   executable; [`Error::raw_os_error`] has the errno) or [`ErrorKind::PermissionDenied`].
+    /// * The watch fails (see [`ProcWatcher::watch`]); the held child is then released into a
+    ///   failure before `exec` and reaped.
+    /// * [`ErrorKind::InvalidInput`]: called outside a tokio runtime.
+    ///
+    /// In every case no process is left behind.
     ///
     /// # Examples
     ///
@@ -144,7 +149,18 @@ impl ProcWatcher {
                 tracing::debug!(%spawn_err, "child aborted before exec because its watch failed");
                 Err(watch_err)
             }
-            (Err(spawn_err), _) => Err(Error::io("spawn", spawn_err).with_backend(backend)),
+            (Err(spawn_err), _) => {
+                // The program's own failure to start (ENOENT, EACCES, ENOEXEC) is not about a
+                // process id: keep `NoSuchProcess` for pids.
+                let kind = match spawn_err.kind() {
+                    std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                    _ => ErrorKind::Other,
+                };
+                Err(Error::new(kind, "spawn")
+                    .with_backend(backend)
+                    .with_detail("could not start the program")
+                    .with_source(spawn_err))
+            }
         }
     }
 

@@ -41,8 +41,16 @@ fn single_grandchild(root: Pid, events: &[ProcEvent], root_code: i32) -> Grandch
             _ => None,
         })
         .collect();
-    assert_eq!(exits.len(), 2, "an Exit for the root and the grandchild: {events:?}");
-    assert_eq!(exits.get(&root).map(|e| e.1), Some(Some(root_code)), "root Exit: {events:?}");
+    assert_eq!(
+        exits.len(),
+        2,
+        "an Exit for the root and the grandchild: {events:?}"
+    );
+    assert_eq!(
+        exits.get(&root).map(|e| e.1),
+        Some(Some(root_code)),
+        "root Exit: {events:?}"
+    );
     let (exit_at, code) = *exits
         .get(&pid)
         .unwrap_or_else(|| panic!("no Exit for the grandchild {pid}: {events:?}"));
@@ -67,7 +75,11 @@ async fn run_once(w: &ProcWatcher, iteration: usize) {
         .await
         .expect("the child exits in time")
         .expect("wait for the child");
-    assert_eq!(status.code(), Some(0), "iteration {iteration}: child status");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "iteration {iteration}: child status"
+    );
 
     let g = single_grandchild(root, &events, 0);
     assert!(
@@ -76,7 +88,11 @@ async fn run_once(w: &ProcWatcher, iteration: usize) {
         g.pid
     );
     assert_ne!(g.pid, root);
-    assert_eq!(g.code, Some(code), "iteration {iteration}: grandchild status: {events:?}");
+    assert_eq!(
+        g.code,
+        Some(code),
+        "iteration {iteration}: grandchild status: {events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +101,11 @@ async fn grandchild_that_exits_at_once_500_spawns() {
     for iteration in 0..ITERATIONS {
         run_once(&w, iteration).await;
     }
-    assert_eq!(w.tracked(), 0, "the watcher still tracks processes after all streams ended");
+    assert_eq!(
+        w.tracked(),
+        0,
+        "the watcher still tracks processes after all streams ended"
+    );
 }
 
 /// The same shape inside one process: one child forks `ITERATIONS` grandchildren one after
@@ -93,7 +113,9 @@ async fn grandchild_that_exits_at_once_500_spawns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grandchild_that_exits_at_once_500_times_in_one_child() {
     let w = require!(watcher());
-    let script = format!("i=0; while [ $i -lt {ITERATIONS} ]; do (exit $((i % 256))); i=$((i + 1)); done; exit 3");
+    let script = format!(
+        "i=0; while [ $i -lt {ITERATIONS} ]; do (exit $((i % 256))); i=$((i + 1)); done; exit 3"
+    );
     let mut started = spawn_sh(&w, &script, Interest::TRACK | Interest::EXIT);
     let root = started.pid();
     let events = collect(&mut started.events, DEADLINE).await;
@@ -113,7 +135,9 @@ async fn grandchild_that_exits_at_once_500_times_in_one_child() {
                 assert!(born.insert(*pid, i).is_none(), "two Child for {pid}");
             }
             ProcEvent::Exit { pid, status, .. } => {
-                assert!(died.insert(*pid, (i, status.and_then(|s| s.code()))).is_none());
+                assert!(died
+                    .insert(*pid, (i, status.and_then(|s| s.code())))
+                    .is_none());
             }
             other => panic!("unexpected event {other:?}"),
         }
@@ -128,7 +152,11 @@ async fn grandchild_that_exits_at_once_500_times_in_one_child() {
         assert!(at < exit_at, "Child({pid}) after its Exit");
         codes.push(code.unwrap_or_else(|| panic!("grandchild {pid} exited without a code")));
     }
-    assert_eq!(died.len(), ITERATIONS + 1, "an Exit per grandchild and the root");
+    assert_eq!(
+        died.len(),
+        ITERATIONS + 1,
+        "an Exit per grandchild and the root"
+    );
     codes.sort_unstable();
     let mut want: Vec<i32> = (0..ITERATIONS as i32).map(|i| i % 256).collect();
     want.sort_unstable();

@@ -59,10 +59,16 @@ async fn ten_by_ten_tree_is_tracked_from_its_root() {
     for ev in &events {
         match ev {
             ProcEvent::Child { pid, parent, .. } => {
-                assert!(parent_of.insert(*pid, *parent).is_none(), "two Child for {pid}");
+                assert!(
+                    parent_of.insert(*pid, *parent).is_none(),
+                    "two Child for {pid}"
+                );
             }
             ProcEvent::Exit { pid, status, .. } => {
-                assert!(code_of.insert(*pid, exit_code(status)).is_none(), "two Exit for {pid}");
+                assert!(
+                    code_of.insert(*pid, exit_code(status)).is_none(),
+                    "two Exit for {pid}"
+                );
             }
             ProcEvent::Fork {
                 pid, child, count, ..
@@ -82,13 +88,20 @@ async fn ten_by_ten_tree_is_tracked_from_its_root() {
         (FANOUT + FANOUT * FANOUT) as usize,
         "Child events: {parent_of:?}"
     );
-    assert!(!parent_of.contains_key(&root), "the root was announced as a Child");
+    assert!(
+        !parent_of.contains_key(&root),
+        "the root was announced as a Child"
+    );
     let children: BTreeSet<Pid> = parent_of
         .iter()
         .filter(|(_, p)| **p == root)
         .map(|(c, _)| *c)
         .collect();
-    assert_eq!(children.len(), FANOUT as usize, "children of the root: {children:?}");
+    assert_eq!(
+        children.len(),
+        FANOUT as usize,
+        "children of the root: {children:?}"
+    );
     let mut grandchildren_of: HashMap<Pid, Vec<Pid>> = HashMap::new();
     for (&pid, &parent) in &parent_of {
         if parent != root {
@@ -101,7 +114,11 @@ async fn ten_by_ten_tree_is_tracked_from_its_root() {
     }
 
     // Every tracked process exited exactly once, with the status the script gives it.
-    assert_eq!(code_of.len(), parent_of.len() + 1, "Exit events: {code_of:?}");
+    assert_eq!(
+        code_of.len(),
+        parent_of.len() + 1,
+        "Exit events: {code_of:?}"
+    );
     assert_eq!(code_of.get(&root), Some(&Some(200)), "root Exit");
     let mut child_codes = BTreeSet::new();
     for &c in &children {
@@ -109,24 +126,47 @@ async fn ten_by_ten_tree_is_tracked_from_its_root() {
         assert!((1..=FANOUT).contains(&i), "child {c} exit code {i}");
         child_codes.insert(i);
         let gs = grandchildren_of.get(&c).map(Vec::as_slice).unwrap_or(&[]);
-        assert_eq!(gs.len(), FANOUT as usize, "grandchildren of child {c} (code {i}): {gs:?}");
+        assert_eq!(
+            gs.len(),
+            FANOUT as usize,
+            "grandchildren of child {c} (code {i}): {gs:?}"
+        );
         let got: BTreeSet<i32> = gs
             .iter()
             .map(|g| code_of[g].unwrap_or_else(|| panic!("grandchild {g} exited without a code")))
             .collect();
         let want: BTreeSet<i32> = (0..FANOUT).map(|j| (10 * i + j) % 256).collect();
-        assert_eq!(got, want, "exit codes of the grandchildren of child {c} (code {i})");
+        assert_eq!(
+            got, want,
+            "exit codes of the grandchildren of child {c} (code {i})"
+        );
     }
-    assert_eq!(child_codes, (1..=FANOUT).collect(), "exit codes of the children");
+    assert_eq!(
+        child_codes,
+        (1..=FANOUT).collect(),
+        "exit codes of the children"
+    );
 
     // Fork events agree: the root forked 10 times, each child 10 times, nothing else forked.
-    assert_eq!(forks.get(&root), Some(&(FANOUT as u32)), "root forks: {forks:?}");
+    assert_eq!(
+        forks.get(&root),
+        Some(&(FANOUT as u32)),
+        "root forks: {forks:?}"
+    );
     for &c in &children {
         assert_eq!(forks.get(&c), Some(&(FANOUT as u32)), "forks of child {c}");
     }
-    assert_eq!(forks.len(), 1 + children.len(), "processes that forked: {forks:?}");
+    assert_eq!(
+        forks.len(),
+        1 + children.len(),
+        "processes that forked: {forks:?}"
+    );
     for (pid, child) in fork_children {
-        assert_eq!(parent_of.get(&child), Some(&pid), "Fork {pid} -> {child} has no matching Child");
+        assert_eq!(
+            parent_of.get(&child),
+            Some(&pid),
+            "Fork {pid} -> {child} has no matching Child"
+        );
     }
     // Only the root ran a program (the spawn's exec of sh).
     assert_eq!(execs, HashMap::from([(root, 1)]), "Exec events");

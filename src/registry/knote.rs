@@ -56,6 +56,9 @@ pub(crate) struct Knote {
     pub(crate) state: KnoteState,
     /// Whether the knote sits in its stream's ready list.
     pub(crate) queued: bool,
+    /// Whether its exit sits in the ready list as an entry of its own, behind events that were
+    /// queued after the knote's first entry (see `Stream::enqueue_exit`).
+    pub(crate) exit_split: bool,
 }
 
 impl Knote {
@@ -68,6 +71,7 @@ impl Knote {
             exit: None,
             state: KnoteState::Attached,
             queued: false,
+            exit_split: false,
         }
     }
 
@@ -146,9 +150,15 @@ impl Knote {
     }
 
     /// Moves the pending state out as events, in the order the stream must see them: `Child`,
-    /// then the runs in program order, then `Exit`. Kinds the stream no longer wants are
-    /// dropped here, so a changed interest takes effect at once.
-    pub(crate) fn drain_into(&mut self, interest: Interest, out: &mut VecDeque<ProcEvent>) {
+    /// then the runs in program order, then `Exit` (unless `with_exit` is false: then the exit
+    /// stays pending for a later entry). Kinds the stream no longer wants are dropped here, so
+    /// a changed interest takes effect at once.
+    pub(crate) fn drain_into(
+        &mut self,
+        interest: Interest,
+        out: &mut VecDeque<ProcEvent>,
+        with_exit: bool,
+    ) {
         let pid = self.pid;
         if let Some(parent) = self.child_of.take() {
             out.push_back(ProcEvent::Child { pid, parent });
@@ -185,6 +195,9 @@ impl Knote {
             }
         }
         self.nruns = 0;
+        if !with_exit {
+            return;
+        }
         if let Some(status) = self.exit.take() {
             if interest.contains(Interest::EXIT) {
                 out.push_back(ProcEvent::Exit { pid, status });
@@ -203,7 +216,7 @@ mod tests {
 
     fn drain(k: &mut Knote) -> Vec<ProcEvent> {
         let mut out = VecDeque::new();
-        k.drain_into(Interest::ALL, &mut out);
+        k.drain_into(Interest::ALL, &mut out, true);
         out.into()
     }
 
@@ -265,7 +278,7 @@ mod tests {
         k.record_run(RunKind::Exec, 0);
         k.record_exit(None);
         let mut out = VecDeque::new();
-        k.drain_into(Interest::EXEC, &mut out);
+        k.drain_into(Interest::EXEC, &mut out, true);
         assert_eq!(Vec::from(out), vec![ProcEvent::Exec { pid: pid(10), count: 1 }]);
     }
 }

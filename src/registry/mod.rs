@@ -127,7 +127,8 @@ struct Stream {
     interest: Interest,
     max_tracked: usize,
     knotes: Slab<Knote>,
-    ready: VecDeque<u32>,
+    /// Knotes with something to deliver, oldest first; `true` marks an exit-only entry.
+    ready: VecDeque<(u32, bool)>,
     lost: u32,
     waker: Option<Waker>,
 }
@@ -146,14 +147,32 @@ impl Stream {
         };
         if !k.queued && k.has_pending() {
             k.queued = true;
-            self.ready.push_back(kid);
+            self.ready.push_back((kid, false));
             self.wake(wake);
+        }
+    }
+
+    /// Queues knote `kid` after its exit was recorded. If the knote already waits in the list
+    /// with earlier events, its exit gets an entry of its own at the back: events queued in
+    /// between (such as the `Child` of a process it forked just before exiting) then come
+    /// before the parent's `Exit`, as they happened.
+    fn enqueue_exit(&mut self, kid: u32, wake: &mut Wakeups) {
+        let Some(k) = self.knotes.get_mut(kid) else {
+            return;
+        };
+        if k.queued && !k.exit_split && k.exit_recorded().is_some() {
+            k.exit_split = true;
+            self.ready.push_back((kid, true));
+            self.wake(wake);
+        } else {
+            self.enqueue(kid, wake);
         }
     }
 
     /// Frees an exited knote that has nothing left to deliver.
     fn reap(&mut self, kid: u32, wake: &mut Wakeups) {
-        let free = matches!(self.knotes.get(kid), Some(k) if k.state == KnoteState::Exited && !k.queued && !k.has_pending());
+        let free = matches!(self.knotes.get(kid),
+            Some(k) if k.state == KnoteState::Exited && !k.queued && !k.exit_split && !k.has_pending());
         if free {
             self.knotes.remove(kid);
             if self.knotes.len() == 0 {
@@ -324,15 +343,21 @@ impl Registry {
         }
         let interest = stream.interest;
         while out.len() - before < max {
-            let Some(kid) = stream.ready.pop_front() else {
+            let Some((kid, exit_only)) = stream.ready.pop_front() else {
                 break;
             };
             let Some(k) = stream.knotes.get_mut(kid) else {
                 continue;
             };
-            k.queued = false;
-            k.drain_into(interest, out);
-            if k.state == KnoteState::Exited {
+            if exit_only {
+                k.exit_split = false;
+                k.drain_into(interest, out, true);
+            } else {
+                k.queued = false;
+                let with_exit = !k.exit_split;
+                k.drain_into(interest, out, with_exit);
+            }
+            if k.state == KnoteState::Exited && !k.queued && !k.exit_split {
                 stream.knotes.remove(kid);
             }
         }
@@ -600,7 +625,7 @@ impl Registry {
             if s.interest.contains(Interest::EXIT) {
                 k.record_exit(status);
             }
-            s.enqueue(kid, wake);
+            s.enqueue_exit(kid, wake);
             s.reap(kid, wake);
         }
     }

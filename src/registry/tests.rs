@@ -125,16 +125,39 @@ fn child_then_exit_of_a_short_lived_grandchild() {
         evs,
         vec![
             fork(10, 11, 1),
-            exit(10, 0),
             child(11, 10),
             fork(11, 12, 1),
-            exit(11, 0),
             child(12, 11),
             exit(12, 7),
+            exit(11, 0),
+            exit(10, 0),
         ]
     );
     assert!(done);
     assert_eq!(s.reg.tracked_pids(), 0);
+}
+
+#[test]
+fn a_parents_exit_comes_after_the_child_it_forked_before_exiting() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.exec(10); // 10 is queued with an Exec the consumer has not read
+    s.fork(10, 11);
+    s.exit(10, 0);
+    s.exit(11, 9);
+    assert_eq!(
+        s.read(id),
+        (
+            vec![
+                ProcEvent::Exec { pid: pid(10), count: 1 },
+                fork(10, 11, 1),
+                child(11, 10),
+                exit(10, 0),
+                exit(11, 9),
+            ],
+            true
+        )
+    );
 }
 
 #[test]
@@ -190,7 +213,7 @@ fn two_streams_each_get_every_event() {
     s.exit(10, 0);
     assert_eq!(
         s.read(a),
-        (vec![fork(10, 11, 1), exit(10, 0), child(11, 10), exit(11, 2)], true)
+        (vec![fork(10, 11, 1), child(11, 10), exit(11, 2), exit(10, 0)], true)
     );
     // Without FORK, 10 has nothing pending at the fork, so 11's knote is queued first.
     assert_eq!(s.read(b), (vec![child(11, 10), exit(11, 2), exit(10, 0)], true));
@@ -367,9 +390,9 @@ fn child_held_in_flux_until_its_parents_fork_arrives() {
             child(11, 10),
             ProcEvent::Exec { pid: pid(11), count: 1 },
             fork(11, 12, 1),
-            exit(11, 1),
             child(12, 11),
             exit(12, 5),
+            exit(11, 1),
         ]
     );
     assert!(!done, "10 is still alive");

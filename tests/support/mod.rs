@@ -131,3 +131,129 @@ pub fn check_order(events: &[ProcEvent]) {
         "unexpected Lost in {events:?}"
     );
 }
+
+// ---- Process and memory probes (added with threads.rs, drop_safety.rs, stalled_consumer.rs,
+// lost_resync.rs) ----
+
+/// The state letter (field 3) and start time in clock ticks since boot (field 22) of
+/// `/proc/<pid>/stat`, or `None` if there is no such process.
+pub fn proc_stat(pid: Pid) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    Some((f.first()?.chars().next()?, f.get(22 - 3)?.parse().ok()?))
+}
+
+/// Whether the process that had `pid` and started at `start_ticks` is gone for good (reaped):
+/// `/proc/<pid>` is absent, or the number now names a process started at another time.
+pub fn proc_gone(pid: Pid, start_ticks: u64) -> bool {
+    match proc_stat(pid) {
+        None => true,
+        Some((_, start)) => start != start_ticks,
+    }
+}
+
+/// Whether our child `pid` has exited and is waiting to be reaped. Uses `waitid(WNOWAIT)`, so
+/// the child is *not* reaped and tokio's `Child::wait` still gets its status.
+pub fn exited_unreaped(pid: Pid) -> bool {
+    let raw = rustix::process::Pid::from_raw(pid.as_raw()).expect("positive pid");
+    let opts = rustix::process::WaitIdOptions::EXITED
+        | rustix::process::WaitIdOptions::NOHANG
+        | rustix::process::WaitIdOptions::NOWAIT;
+    matches!(
+        rustix::process::waitid(rustix::process::WaitId::Pid(raw), opts),
+        Ok(Some(_))
+    )
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`, ...), in KiB.
+pub fn vm_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// The names of this process's threads (for messages about leaked threads).
+pub fn thread_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|s| s.trim_end().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The per-pid half of [`check_order`], for traces that may contain `Lost`: `Child` first and
+/// at most once, `Exit` last and at most once. `Lost` events (about the stream, not about a
+/// process) are left out of the per-pid view.
+pub fn check_order_allowing_lost(events: &[ProcEvent]) {
+    let about_processes: Vec<ProcEvent> = events
+        .iter()
+        .filter(|e| !matches!(e, ProcEvent::Lost { .. }))
+        .cloned()
+        .collect();
+    for (pid, evs) in by_pid(&about_processes) {
+        let childs = evs
+            .iter()
+            .filter(|(_, e)| matches!(e, ProcEvent::Child { .. }))
+            .count();
+        let exits = evs
+            .iter()
+            .filter(|(_, e)| matches!(e, ProcEvent::Exit { .. }))
+            .count();
+        assert!(childs <= 1, "{pid}: {childs} Child events: {evs:?}");
+        assert!(exits <= 1, "{pid}: {exits} Exit events: {evs:?}");
+        if childs == 1 {
+            assert!(
+                matches!(evs[0].1, ProcEvent::Child { .. }),
+                "{pid}: Child is not first: {evs:?}"
+            );
+        }
+        if exits == 1 {
+            assert!(
+                matches!(evs.last().unwrap().1, ProcEvent::Exit { .. }),
+                "{pid}: Exit is not last: {evs:?}"
+            );
+        }
+    }
+}
+
+/// Aborts the whole test process, with a message, unless dropped within `limit`: the last
+/// resort against a hang in synchronous code (a `Drop`) that no async timeout can interrupt.
+/// It runs one thread (`test-watchdog`) while armed.
+pub struct Watchdog {
+    disarm: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    pub fn arm(limit: Duration, what: &'static str) -> Watchdog {
+        let (disarm, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("test-watchdog".into())
+            .spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                    eprintln!("WATCHDOG: {what} still running after {limit:?}; aborting");
+                    std::process::abort();
+                }
+            })
+            .expect("start the watchdog thread");
+        Watchdog {
+            disarm: Some(disarm),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.disarm.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

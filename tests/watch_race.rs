@@ -1,0 +1,264 @@
+//! `watch` on an existing pid returns only once the source covers it: a fork straight after it
+//! returns is never missed (§3.9).
+
+mod support;
+
+use procwatch::{Interest, Pid, ProcEvent, ProcWatcher};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use support::{check_order, collect, sh, watcher, DEADLINE};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const BLOCKED_ITERATIONS: usize = 200;
+const BURST: i32 = 10;
+
+/// What a trace of `root` says about the processes `root` created.
+#[derive(Default, Debug)]
+struct Seen {
+    /// Child pid → exit code (`None`: no `Exit` seen or no code).
+    children: HashMap<Pid, Option<i32>>,
+    /// Sum of the `count`s of the root's `Fork` events.
+    forks: u32,
+    /// The root's `Exit` status.
+    root_exit: Option<Option<std::process::ExitStatus>>,
+}
+
+fn summarize(root: Pid, events: &[ProcEvent]) -> Seen {
+    check_order(events);
+    let mut seen = Seen::default();
+    let mut exits: HashMap<Pid, Option<std::process::ExitStatus>> = HashMap::new();
+    let mut fork_children = Vec::new();
+    for ev in events {
+        match ev {
+            ProcEvent::Child { pid, parent, .. } => {
+                assert_eq!(*parent, root, "Child {pid} of another parent: {events:?}");
+                seen.children.insert(*pid, None);
+            }
+            ProcEvent::Fork {
+                pid, child, count, ..
+            } => {
+                assert_eq!(
+                    *pid, root,
+                    "Fork by an untracked-looking process: {events:?}"
+                );
+                seen.forks += count;
+                fork_children.push(*child);
+            }
+            ProcEvent::Exit { pid, status, .. } => {
+                exits.insert(*pid, *status);
+            }
+            other => panic!("unexpected event {other:?} in {events:?}"),
+        }
+    }
+    for child in fork_children {
+        assert!(
+            seen.children.contains_key(&child),
+            "Fork names {child}, which has no Child: {events:?}"
+        );
+    }
+    for (pid, code) in seen.children.iter_mut() {
+        let status = exits
+            .remove(pid)
+            .unwrap_or_else(|| panic!("no Exit for {pid}: {events:?}"));
+        *code = status.and_then(|s| s.code());
+    }
+    seen.root_exit = exits.remove(&root);
+    assert!(
+        exits.is_empty(),
+        "Exit for untracked processes {exits:?}: {events:?}"
+    );
+    seen
+}
+
+/// One round: a shell blocked on its stdin is watched with `watch`; right after `watch`
+/// returns it is released and at once forks `BURST` children.
+async fn blocked_then_released(w: &ProcWatcher, iteration: usize) {
+    let script = format!(
+        "read x; for i in {}; do (exit $i) & done; wait; exit 5",
+        (1..=BURST)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut cmd = sh(&script);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn sh");
+    let root = Pid::from_raw(child.id().expect("running") as i32).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+
+    let mut events = w
+        .watch(root, Interest::TRACK | Interest::FORK | Interest::EXIT)
+        .expect("watch a live process");
+    // The shell cannot fork before it reads this line: every fork below happens after `watch`
+    // returned.
+    stdin.write_all(b"go\n").await.expect("release the shell");
+    drop(stdin);
+
+    let trace = collect(&mut events, DEADLINE).await;
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("sh exits in time")
+        .expect("wait for sh");
+    assert_eq!(status.code(), Some(5), "iteration {iteration}: sh status");
+
+    let seen = summarize(root, &trace);
+    assert_eq!(
+        seen.children.len(),
+        BURST as usize,
+        "iteration {iteration}: a fork after watch was missed: {trace:?}"
+    );
+    assert_eq!(
+        seen.forks, BURST as u32,
+        "iteration {iteration}: Fork counts: {trace:?}"
+    );
+    let codes: BTreeSet<Option<i32>> = seen.children.values().copied().collect();
+    let want: BTreeSet<Option<i32>> = (1..=BURST).map(Some).collect();
+    assert_eq!(
+        codes, want,
+        "iteration {iteration}: children's exit codes: {trace:?}"
+    );
+    assert_eq!(
+        seen.root_exit.map(|s| s.and_then(|s| s.code())),
+        Some(Some(5)),
+        "iteration {iteration}: root Exit: {trace:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_right_after_watch_of_a_blocked_process() {
+    let w = require!(watcher());
+    for iteration in 0..BLOCKED_ITERATIONS {
+        blocked_then_released(&w, iteration).await;
+    }
+}
+
+/// The last pid the kernel handed out in this pid namespace.
+fn last_pid() -> i32 {
+    std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .expect("read ns_last_pid")
+        .trim()
+        .parse()
+        .expect("ns_last_pid is a number")
+}
+
+const LOOP_ITERATIONS: usize = 20;
+/// How many children the forker must create after `watch` returned before it is stopped.
+const AFTER_WATCH: usize = 100;
+
+/// One round: a bash that forks in a tight loop from the start (each subshell prints its own
+/// pid, one after the other), watched at an arbitrary moment. Pids are handed out in increasing
+/// order, so every child whose pid is above `ns_last_pid` read just after `watch` returned was
+/// forked after `watch` returned, and must be announced.
+async fn tight_forker(w: &ProcWatcher, iteration: usize) {
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.args(["-c", "while :; do (echo $BASHPID); done"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn bash");
+    let root = Pid::from_raw(child.id().expect("running") as i32).unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log: Vec<i32> = Vec::new();
+    let mut read_line = |line: Option<String>| -> Option<i32> {
+        let pid = line?.trim().parse().expect("a pid per line");
+        log.push(pid);
+        Some(pid)
+    };
+
+    // Let it run for a varying number of forks, then watch it mid-flight.
+    let warmup = 1 + iteration % 7;
+    let run = async {
+        for _ in 0..warmup {
+            let line = lines.next_line().await.expect("read bash stdout");
+            read_line(line).expect("bash runs");
+        }
+        let mut events = w
+            .watch(root, Interest::TRACK | Interest::FORK | Interest::EXIT)
+            .expect("watch a live process");
+        let last = last_pid();
+        let reader = async {
+            let mut after = 0;
+            let mut prev = 0;
+            let mut wrapped = false;
+            while after < AFTER_WATCH && !wrapped {
+                let line = lines.next_line().await.expect("read bash stdout");
+                let pid = read_line(line).expect("bash runs until killed");
+                after += usize::from(pid > last);
+                wrapped |= pid < prev;
+                prev = pid;
+            }
+            child.start_kill().expect("kill bash");
+            while let Some(line) = lines.next_line().await.expect("read bash stdout") {
+                read_line(Some(line));
+            }
+        };
+        let (_, trace) = tokio::join!(reader, collect(&mut events, DEADLINE));
+        (last, trace)
+    };
+    let (last, trace) = tokio::time::timeout(DEADLINE, run)
+        .await
+        .unwrap_or_else(|_| panic!("iteration {iteration}: bash did not fork or end in time"));
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("bash exits in time")
+        .expect("wait for bash");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "iteration {iteration}: bash status"
+    );
+
+    let seen = summarize(root, &trace);
+    let logged: HashSet<i32> = log.iter().copied().collect();
+    assert_eq!(logged.len(), log.len(), "a pid printed twice: {log:?}");
+    for pid in seen.children.keys() {
+        assert!(
+            logged.contains(&pid.as_raw()),
+            "iteration {iteration}: Child {pid} is not a child bash printed"
+        );
+    }
+    for (pid, code) in &seen.children {
+        assert_eq!(*code, Some(0), "iteration {iteration}: exit code of {pid}");
+    }
+    assert_eq!(
+        seen.forks as usize,
+        seen.children.len(),
+        "iteration {iteration}: every Fork after the attach also tracks the child"
+    );
+    assert_eq!(
+        seen.root_exit.map(|s| s.and_then(|s| s.signal())),
+        Some(Some(9)),
+        "iteration {iteration}: root Exit"
+    );
+
+    if log.windows(2).any(|p| p[1] < p[0]) {
+        eprintln!("iteration {iteration}: pids wrapped around pid_max; order check skipped");
+        return;
+    }
+    let must: Vec<i32> = log.iter().copied().filter(|&p| p > last).collect();
+    assert!(
+        must.len() >= AFTER_WATCH,
+        "iteration {iteration}: forker stopped early"
+    );
+    let missed: Vec<i32> = must
+        .iter()
+        .copied()
+        .filter(|&p| !seen.children.contains_key(&Pid::from_raw(p).unwrap()))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "iteration {iteration}: children forked after watch returned (ns_last_pid was {last}) \
+         were missed: {missed:?}; seen {} of {} printed",
+        seen.children.len(),
+        log.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fork_after_watch_of_a_tight_forker() {
+    let w = require!(watcher());
+    for iteration in 0..LOOP_ITERATIONS {
+        tight_forker(&w, iteration).await;
+    }
+}
