@@ -169,7 +169,7 @@ impl Builder {
 /// # Examples
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), procwatch::Error> {
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// use futures::StreamExt;
 /// use procwatch::{Interest, ProcWatcher};
 ///

@@ -40,6 +40,9 @@ pub(crate) use threads::Threads;
 const START_TOLERANCE_NS: u64 = 30_000_000;
 /// Clock skew allowed between a message's stamp and a start time before it counts as stale.
 const STALE_SLACK_NS: u64 = 1_000_000;
+/// How many exited processes are remembered, so that a resync or a late fork message does
+/// not announce one again.
+const GONE_CAP: usize = 8192;
 /// How many unclaimed processes are held in flux at most.
 const MAX_HELD: usize = 4096;
 
@@ -202,6 +205,9 @@ pub(crate) struct Registry {
     streams: Slab<Stream>,
     next_gen: u32,
     held: HashMap<i32, Held>,
+    /// Recently exited tracked processes (pid, start), oldest first, and their index.
+    gone: HashMap<i32, u64>,
+    gone_order: VecDeque<(i32, u64)>,
     closed: bool,
 }
 
@@ -216,6 +222,8 @@ impl Registry {
             streams: Slab::new(),
             next_gen: 0,
             held: HashMap::new(),
+            gone: HashMap::new(),
+            gone_order: VecDeque::new(),
             closed: false,
         }
     }
@@ -502,6 +510,9 @@ impl Registry {
     fn fork(&mut self, parent: Pid, child: Pid, start_ns: u64, fork_event: bool, wake: &mut Wakeups) {
         let craw = child.as_raw();
         let praw = parent.as_raw();
+        // A process whose exit was already reported (found by a resync before this message
+        // was read) only counts as a fork of its parent; it is not announced again.
+        let reported = self.already_gone(craw, start_ns);
         // A fork names a new process: an entry already under this number is either the same
         // process (attached by a `watch` or a resync before this message was read) or a stale
         // one whose exit was lost, which is certainly gone now.
@@ -546,7 +557,7 @@ impl Registry {
                     k.record_run(RunKind::Fork, craw);
                 }
             }
-            if s.interest.contains(Interest::TRACK) && !already.contains(&sidx) {
+            if s.interest.contains(Interest::TRACK) && !reported && !already.contains(&sidx) {
                 if s.knotes.len() >= s.max_tracked {
                     if let Some(k) = s.knotes.get_mut(pkid) {
                         k.record_run(RunKind::TrackErr(TrackErrReason::Limit), craw);
@@ -605,6 +616,27 @@ impl Registry {
         }
     }
 
+    /// Whether `raw` names a tracked process that already exited (same start time): a zombie
+    /// a resync lists again, or a fork message read after the resync reported it.
+    fn already_gone(&self, raw: i32, start_ns: u64) -> bool {
+        match self.gone.get(&raw) {
+            Some(&s) => s != 0 && start_ns != 0 && same_start(s, start_ns),
+            None => false,
+        }
+    }
+
+    fn remember_gone(&mut self, raw: i32, start_ns: u64) {
+        if self.gone_order.len() == GONE_CAP {
+            if let Some((old, s)) = self.gone_order.pop_front() {
+                if self.gone.get(&old) == Some(&s) {
+                    self.gone.remove(&old);
+                }
+            }
+        }
+        self.gone.insert(raw, start_ns);
+        self.gone_order.push_back((raw, start_ns));
+    }
+
     /// The whole process `pid` is gone: unlink it everywhere and record its exit.
     fn exit(&mut self, pid: Pid, status: Option<ExitStatus>, wake: &mut Wakeups) {
         let raw = pid.as_raw();
@@ -614,6 +646,7 @@ impl Registry {
             }
             return;
         };
+        self.remember_gone(raw, entry.start_ns);
         for (sidx, kid) in entry.knotes {
             let Some(s) = self.streams.get_mut(sidx) else {
                 continue;
@@ -666,6 +699,9 @@ impl Registry {
             let (Some(pid), Some(parent)) = (Pid::from_raw(raw), Pid::from_raw(sp.ppid)) else {
                 continue;
             };
+            if self.already_gone(raw, start) {
+                continue; // an unreaped zombie whose exit this registry already reported
+            }
             if !self.procs.contains_key(&sp.ppid) {
                 continue;
             }

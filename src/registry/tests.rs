@@ -500,3 +500,29 @@ fn a_fork_arriving_after_watch_of_the_child_still_gives_child() {
     assert_eq!(s.read(a).0, vec![exit(11, 0)]);
     assert_eq!(s.read(b), (vec![exit(11, 0)], true));
 }
+
+#[test]
+fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    s.exit(11, 0); // 11 is now an unreaped zombie of 10
+    let _ = s.read(id);
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, ProcSnapshot { ppid: 1, start_ns: 1_000, ..ProcSnapshot::default() });
+    snap.insert(
+        11,
+        ProcSnapshot { ppid: 10, start_ns: 2_000, zombie: Some(status(0)), ..ProcSnapshot::default() },
+    );
+    for _ in 0..3 {
+        s.reg.mark_lost(&mut s.wake);
+        s.reg.resync(&snap, &mut s.wake);
+        assert_eq!(s.read(id).0, vec![ProcEvent::Lost { pid: pid(10), count: 1 }]);
+    }
+    // A fork message for it read late (queued during a scan) does not bring it back either.
+    s.fork(10, 11);
+    assert_eq!(s.read(id).0, vec![fork(10, 11, 1)]);
+    // A new process reusing the number is a different process.
+    s.input(Input::Fork { parent: pid(10), child: pid(11), start_ns: 9_000_000_000 });
+    assert_eq!(s.read(id).0, vec![fork(10, 11, 1), child(11, 10)]);
+}

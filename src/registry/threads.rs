@@ -14,8 +14,6 @@ pub(crate) struct Threads {
     /// that a single-threaded process pays one pointer, not an empty hash set.
     #[allow(clippy::box_collection)]
     others: Option<Box<HashSet<i32>>>,
-    /// The leader's own exit code, kept in case it exits before the last thread.
-    leader_code: i32,
 }
 
 impl Threads {
@@ -24,7 +22,6 @@ impl Threads {
         Threads {
             leader_alive: true,
             others: None,
-            leader_code: 0,
         }
     }
 
@@ -63,7 +60,6 @@ impl Threads {
                 return None; // a duplicate or a stale leader message
             }
             self.leader_alive = false;
-            self.leader_code = code;
         } else {
             let others = self.others.as_mut()?;
             if !others.remove(&tid) {
@@ -76,9 +72,11 @@ impl Threads {
         if self.leader_alive || self.others.is_some() {
             return None;
         }
-        // A group exit (`exit_group`, a fatal signal) gives every thread the group's code; a
-        // leader that left early with `pthread_exit` gives the process its own code (0).
-        Some(if code != 0 { code } else { self.leader_code })
+        // Since Linux 5.19 the thread that leaves last sets the group's exit code when no
+        // `exit_group` did (`synchronize_group_exit`), and a group exit gives every thread the
+        // group's code: either way the process's status is the last thread's code. (Older
+        // kernels reported the leader's own code instead.)
+        Some(code)
     }
 
     #[cfg(test)]
@@ -105,6 +103,14 @@ mod tests {
         assert_eq!(t.exit(10, 10, 0), None);
         assert_eq!(t.exit(10, 11, 0), None);
         assert_eq!(t.exit(10, 12, 0), Some(0));
+    }
+
+    #[test]
+    fn last_thread_code_is_the_status() {
+        let mut t = Threads::single();
+        t.add(10, 11);
+        assert_eq!(t.exit(10, 10, 6 << 8), None);
+        assert_eq!(t.exit(10, 11, 0), Some(0));
     }
 
     #[test]

@@ -1,0 +1,423 @@
+//! Loss is never silent (SPEC §3.6): when the proc connector overflows the socket (`ENOBUFS`),
+//! the stream gets `Lost`, then what a `/proc` resync learned — `Exit` for tracked processes
+//! that died in the gap, `Child` for live children that appeared in it — and it still ends.
+//!
+//! The overflow is forced with a tiny receive buffer (4 KiB asked; the kernel doubles it and
+//! applies its minimum, so a few thousand bytes: a handful of ~1 KiB messages) under a fork
+//! storm from four parallel shells. Every process of the storm logs its own pid to a file
+//! (`read p _ < /proc/self/stat` in the forked shell itself, so no `exec` is needed), which
+//! tells which pids really existed and what they were.
+
+mod support;
+
+use futures::StreamExt;
+use procwatch::{BackendKind, ErrorKind, Interest, Pid, ProcEvent, ProcWatcher};
+use std::collections::{BTreeSet, HashMap};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+const LOOPS: usize = 4;
+const ROUNDS: usize = 40;
+const BATCH: usize = 25;
+/// A loop shell starts a long-lived "sleeper" after every round `r` with `r % 10 == 5`.
+const SLEEPERS_PER_LOOP: usize = ROUNDS / 10;
+
+/// The storm. Log lines: `R` root, `L` loop shell, `P` short storm process, `S` sleeper (alive
+/// until the test closes the root's stdin, which the sleepers read through fd 3: background
+/// jobs get `/dev/null` as stdin), `D` a loop shell is done with its short processes.
+fn storm_script() -> String {
+    format!(
+        r#"exec 3<&0
+read me _ < /proc/self/stat; echo "R $me" >> "$LOG"
+run_loop() {{
+  read me _ < /proc/self/stat; echo "L $me" >> "$LOG"
+  r=0
+  while [ $r -lt {ROUNDS} ]; do
+    pids=; j=0
+    while [ $j -lt {BATCH} ]; do
+      {{ read p _ < /proc/self/stat; echo "P $p" >> "$LOG"; }} &
+      pids="$pids $!"; j=$((j+1))
+    done
+    wait $pids
+    if [ $((r % 10)) -eq 5 ]; then
+      {{ read p _ < /proc/self/stat; echo "S $p" >> "$LOG"; read x <&3; true; }} &
+    fi
+    r=$((r+1))
+  done
+  echo "D $me" >> "$LOG"
+  wait
+}}
+l=0
+while [ $l -lt {LOOPS} ]; do run_loop & l=$((l+1)); done
+wait"#
+    )
+}
+
+/// A netlink watcher with a receive buffer small enough to overflow (skips like
+/// [`support::watcher`] where netlink is unavailable).
+fn small_buffer_watcher() -> Option<ProcWatcher> {
+    match ProcWatcher::builder()
+        .backend(BackendKind::Netlink)
+        .receive_buffer(4096)
+        .build()
+    {
+        Ok(w) => Some(w),
+        Err(e)
+            if !in_ci()
+                && matches!(
+                    e.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::Unsupported
+                ) =>
+        {
+            eprintln!("SKIPPED: the netlink backend is not available here: {e}");
+            None
+        }
+        Err(e) => panic!("the netlink backend must work on this machine: {e}"),
+    }
+}
+
+/// The pids logged under `tag`.
+fn logged(log: &str, tag: &str) -> Vec<i32> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix(tag)?.strip_prefix(' ')?.trim().parse().ok())
+        .collect()
+}
+
+/// One run: the events (each with whether the sleepers had been released when it was read),
+/// the log, and the root's pid and wait status.
+struct Run {
+    root: Pid,
+    events: Vec<(ProcEvent, bool)>,
+    log: String,
+    status: std::process::ExitStatus,
+}
+
+async fn run_storm(w: &ProcWatcher, attempt: usize) -> Run {
+    let log_path = std::env::temp_dir().join(format!(
+        "procwatch-lost-{}-{attempt}.log",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&log_path);
+    let mut cmd = sh(&storm_script());
+    cmd.env("LOG", &log_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut started = w.spawn(cmd, Interest::ALL).expect("spawn the storm");
+    let root = started.pid();
+    let stdin = started.child.stdin.take().expect("piped stdin");
+    let released = Arc::new(AtomicBool::new(false));
+
+    // Read concurrently, as a supervisor would; loss comes from the kernel side, not from us.
+    let mut events = started.events;
+    let reader = {
+        let released = released.clone();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some(ev) = events.next().await {
+                out.push((ev, released.load(Ordering::SeqCst)));
+            }
+            out
+        })
+    };
+
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(120), || logged(&read_log(), "D").len()
+            == LOOPS)
+        .await,
+        "the loop shells did not finish their short processes; log:\n{}",
+        read_log()
+    );
+    let sleepers = logged(&read_log(), "S");
+    assert_eq!(sleepers.len(), LOOPS * SLEEPERS_PER_LOOP, "sleepers logged");
+    for &s in &sleepers {
+        let state = proc_stat(Pid::from_raw(s).unwrap()).map(|(st, _)| st);
+        assert!(
+            state.is_some_and(|st| st != 'Z'),
+            "sleeper {s} should still be alive before the release, state {state:?}"
+        );
+    }
+
+    released.store(true, Ordering::SeqCst);
+    drop(stdin); // EOF on fd 3: the sleepers exit, then the loop shells, then the root.
+    let status = tokio::time::timeout(DEADLINE, started.child.wait())
+        .await
+        .expect("the storm finishes once the sleepers are released")
+        .expect("wait for the storm");
+    let events = tokio::time::timeout(DEADLINE, reader)
+        .await
+        .expect("the stream ends after an overflow: every tracked process gets its Exit")
+        .expect("reader task");
+    let log = read_log();
+    let _ = std::fs::remove_file(&log_path);
+    Run {
+        root,
+        events,
+        log,
+        status,
+    }
+}
+
+fn check_run(run: &Run) {
+    let root = run.root;
+    let events: Vec<ProcEvent> = run.events.iter().map(|(e, _)| e.clone()).collect();
+    let set = |tag: &str| -> BTreeSet<i32> { logged(&run.log, tag).into_iter().collect() };
+    let (loops, storm, sleepers) = (set("L"), set("P"), set("S"));
+    let all_logged: Vec<i32> = ["R", "L", "P", "S"]
+        .iter()
+        .flat_map(|t| logged(&run.log, t))
+        .collect();
+    let known: BTreeSet<i32> = all_logged.iter().copied().collect();
+    assert_eq!(
+        known.len(),
+        all_logged.len(),
+        "a pid was logged twice: the pid space (pid_max) wrapped during the test; rerun"
+    );
+    assert_eq!(set("R"), BTreeSet::from([root.as_raw()]));
+    assert_eq!(loops.len(), LOOPS);
+    assert_eq!(storm.len(), LOOPS * ROUNDS * BATCH);
+
+    let lost: u32 = events
+        .iter()
+        .filter_map(|e| match *e {
+            ProcEvent::Lost { count, .. } => Some(count),
+            _ => None,
+        })
+        .sum();
+    let childs: HashMap<Pid, Pid> = events
+        .iter()
+        .filter_map(|e| match *e {
+            ProcEvent::Child { pid, parent, .. } => Some((pid, parent)),
+            _ => None,
+        })
+        .collect();
+    let exits: Vec<(Pid, Option<std::process::ExitStatus>)> = events
+        .iter()
+        .filter_map(|e| match *e {
+            ProcEvent::Exit { pid, status, .. } => Some((pid, status)),
+            _ => None,
+        })
+        .collect();
+    let exit_of: HashMap<Pid, Option<std::process::ExitStatus>> = exits.iter().copied().collect();
+    let none_exits = exits.iter().filter(|(_, s)| s.is_none()).count();
+    eprintln!(
+        "{} events; Lost x{lost}; Child for {} of {} processes; {} Exits ({none_exits} without status)",
+        events.len(),
+        childs.len(),
+        known.len() - 1,
+        exits.len()
+    );
+    let ctx = || {
+        let tail: Vec<&ProcEvent> = events.iter().rev().take(20).collect();
+        format!(
+            "{} events, last ones (newest first): {tail:?}",
+            events.len()
+        )
+    };
+
+    // The overflow was reported.
+    assert!(
+        lost > 0,
+        "no Lost: the 4 KiB receive buffer did not overflow; {}",
+        ctx()
+    );
+
+    // Every pid an event names is a real process of this storm, with its real parent.
+    for ev in &events {
+        let pid = ev.pid().as_raw();
+        assert!(
+            known.contains(&pid),
+            "{ev:?} names a pid the storm never had; {}",
+            ctx()
+        );
+        if let ProcEvent::Fork { child, .. } = ev {
+            assert!(
+                known.contains(&child.as_raw()),
+                "{ev:?}: unknown child; {}",
+                ctx()
+            );
+        }
+        assert!(
+            !matches!(ev, ProcEvent::TrackErr { .. }),
+            "unexpected {ev:?}"
+        );
+    }
+    for (&c, &parent) in &childs {
+        let c = c.as_raw();
+        if loops.contains(&c) {
+            assert_eq!(parent, root, "loop shell {c}'s parent");
+        } else {
+            assert!(
+                storm.contains(&c) || sleepers.contains(&c),
+                "Child {c} is no storm process"
+            );
+            assert!(
+                loops.contains(&parent.as_raw()),
+                "{c}'s parent {parent} is no loop shell"
+            );
+        }
+    }
+
+    // Nothing stays forever: every process the stream tracked got its Exit, the root too.
+    for c in childs.keys().chain([&root]) {
+        assert!(
+            exit_of.contains_key(c),
+            "tracked process {c} never got an Exit; {}",
+            ctx()
+        );
+    }
+    // Statuses, where known, are the real ones: everything in the storm exits 0.
+    for (pid, status) in &exits {
+        if let Some(s) = status {
+            assert!(
+                s.success(),
+                "{pid} exited with {s}, but every storm process exits 0"
+            );
+        }
+    }
+    if let Some(Some(s)) = exit_of.get(&root) {
+        assert_eq!(*s, run.status, "the root's Exit status must be wait()'s");
+    }
+    assert!(run.status.success());
+
+    // The sleepers were alive at the end of the storm: each one was reported (by its fork
+    // event or by a resync), and its Exit came only after it was released.
+    for &s in &sleepers {
+        let pid = Pid::from_raw(s).unwrap();
+        assert!(
+            childs.contains_key(&pid),
+            "sleeper {s} was never reported with Child; {}",
+            ctx()
+        );
+        let exit_read_after_release = run
+            .events
+            .iter()
+            .find(|(e, _)| matches!(e, ProcEvent::Exit { pid: p, .. } if *p == pid))
+            .map(|&(_, released)| released);
+        assert_eq!(
+            exit_read_after_release,
+            Some(true),
+            "sleeper {s}: its Exit must exist and come after the release"
+        );
+    }
+
+    // Per pid: Child first and at most once, Exit last and at most once, and nothing about a
+    // pid after its Exit (SPEC §3.2, §3.3) -- also when a later resync still finds the process
+    // in /proc as a zombie its parent has not reaped yet. (Checked last so that the checks
+    // above run even when this one fails.)
+    let per_pid = by_pid(&events);
+    let mut reported_again: Vec<(&Pid, &Vec<(usize, ProcEvent)>)> = per_pid
+        .iter()
+        .filter(|(_, evs)| {
+            let first_exit = evs
+                .iter()
+                .position(|(_, e)| matches!(e, ProcEvent::Exit { .. }));
+            first_exit.is_some_and(|i| i + 1 < evs.len())
+        })
+        .collect();
+    reported_again.sort_by_key(|(p, _)| **p);
+    assert!(
+        reported_again.is_empty(),
+        "{} of {} pids had events after their Exit (e.g. Child + Exit again); first ones: {:?}",
+        reported_again.len(),
+        per_pid.len(),
+        &reported_again[..reported_again.len().min(3)]
+    );
+    check_order_allowing_lost(&events);
+    assert_eq!(exits.len(), exit_of.len(), "a pid got two Exits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_reports_lost_then_resyncs_from_proc() {
+    let w = require!(small_buffer_watcher());
+    let run = run_storm(&w, 0).await;
+    check_run(&run);
+}
+
+/// A process whose `Exit` was delivered stays listed in `/proc` as a zombie until its parent
+/// reaps it, with a tracked process as its `ppid`. A resync after a later overflow must not
+/// report it again (SPEC §3.2: nothing about a pid after its `Exit`; §3.3: one `Child`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_does_not_report_an_exited_zombie_again() {
+    let w = require!(small_buffer_watcher());
+    // After `exec cat` nothing reaps the `true` child: it stays a zombie until cat exits.
+    let mut cmd = sh("true & exec cat");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut started = w.spawn(cmd, Interest::ALL).expect("spawn");
+    let root = started.pid();
+    let stdin = started.child.stdin.take().expect("piped stdin");
+    let mut seen = Vec::new();
+    let zombie = loop {
+        let ev = next(&mut started.events, DEADLINE)
+            .await
+            .expect("the stream ended before the child's Exit");
+        seen.push(ev.clone());
+        match ev {
+            ProcEvent::Exit { pid, .. } if pid != root => break pid,
+            _ => {}
+        }
+    };
+    let state = proc_stat(zombie).map(|(s, _)| s);
+    assert_eq!(state, Some('Z'), "{zombie} should be an unreaped zombie");
+
+    // Overflow the socket (it receives every process event of the system) with an unwatched
+    // storm, a few times after the stream reported a loss, so that resyncs run while the zombie
+    // is still listed.
+    let mut rounds_after_lost = 0;
+    for _ in 0..20 {
+        let mut storm = sh("i=0; while [ $i -lt 20 ]; do \
+                            j=0; while [ $j -lt 25 ]; do true & j=$((j+1)); done; wait; \
+                            i=$((i+1)); done");
+        let status = tokio::time::timeout(DEADLINE, storm.status())
+            .await
+            .expect("unwatched storm finishes")
+            .expect("run the unwatched storm");
+        assert!(status.success());
+        while let Ok(Some(ev)) = started.events.try_next() {
+            seen.push(ev);
+        }
+        if seen.iter().any(|e| matches!(e, ProcEvent::Lost { .. })) {
+            rounds_after_lost += 1;
+            if rounds_after_lost == 4 {
+                break;
+            }
+        }
+    }
+    assert!(
+        rounds_after_lost > 0,
+        "no overflow could be provoked: {seen:?}"
+    );
+    assert_eq!(
+        proc_stat(zombie).map(|(s, _)| s),
+        Some('Z'),
+        "still a zombie"
+    );
+
+    drop(stdin); // cat exits; the zombie is reparented and reaped.
+    let status = tokio::time::timeout(DEADLINE, started.child.wait())
+        .await
+        .expect("cat exits at EOF")
+        .expect("wait");
+    assert!(status.success());
+    seen.extend(collect(&mut started.events, DEADLINE).await);
+
+    let about: Vec<&ProcEvent> = seen.iter().filter(|e| e.pid() == zombie).collect();
+    let childs = about
+        .iter()
+        .filter(|e| matches!(e, ProcEvent::Child { .. }))
+        .count();
+    let exits = about
+        .iter()
+        .filter(|e| matches!(e, ProcEvent::Exit { .. }))
+        .count();
+    assert!(
+        childs <= 1 && exits == 1 && matches!(about.last(), Some(ProcEvent::Exit { .. })),
+        "{zombie} must get one Child and one Exit, nothing after it; got {childs} Child and \
+         {exits} Exit events, the first ones: {:?}",
+        &about[..about.len().min(6)]
+    );
+    check_order_allowing_lost(&seen);
+}
