@@ -104,8 +104,10 @@ impl ProcWatcher {
                 .with_detail("ProcWatcher::spawn must be called within a tokio runtime"));
         }
         let mut cmd: tokio::process::Command = cmd.into();
-        let (report_r, report_w) = pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("spawn pipe", e))?;
-        let (release_r, release_w) = pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("spawn pipe", e))?;
+        let (report_r, report_w) =
+            pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("spawn pipe", e))?;
+        let (release_r, release_w) =
+            pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("spawn pipe", e))?;
         let done = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| os("spawn eventfd", e))?;
         sys::hold_before_exec(
@@ -120,7 +122,9 @@ impl ProcWatcher {
             let done = &done;
             let armer = std::thread::Builder::new()
                 .name("procwatch-spawn".into())
-                .spawn_scoped(scope, move || self.arm_child(report_r, release_w, done, interest));
+                .spawn_scoped(scope, move || {
+                    self.arm_child(report_r, release_w, done, interest)
+                });
             let armer = match armer {
                 Ok(h) => h,
                 Err(e) => return (Err(e), None),
@@ -184,7 +188,10 @@ impl ProcWatcher {
                 tv_sec: left.as_secs() as _,
                 tv_nsec: left.subsec_nanos() as _,
             };
-            let mut fds = [PollFd::new(&report_r, PollFlags::IN), PollFd::new(done, PollFlags::IN)];
+            let mut fds = [
+                PollFd::new(&report_r, PollFlags::IN),
+                PollFd::new(done, PollFlags::IN),
+            ];
             match poll(&mut fds, Some(&ts)) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(_) => return None,

@@ -210,7 +210,10 @@ mod tests {
             .with_backend(BackendKind::Netlink);
         assert_eq!(err.kind(), ErrorKind::NoSuchProcess);
         let text = err.to_string();
-        assert!(text.starts_with("watch pid 77 (netlink backend): no such process"), "{text}");
+        assert!(
+            text.starts_with("watch pid 77 (netlink backend): no such process"),
+            "{text}"
+        );
         let io_err: io::Error = err.into();
         assert_eq!(io_err.kind(), io::ErrorKind::NotFound);
     }

@@ -47,7 +47,6 @@ impl Pid {
         Pid::from_raw(rustix::process::getpid().as_raw_nonzero().get())
             .expect("getpid returns a positive number")
     }
-
 }
 
 impl fmt::Debug for Pid {

@@ -82,15 +82,33 @@ mod loom_model {
                 let mut reg = shared.lock();
                 let mut wake = Wakeups::default();
                 let a = reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
-                reg.attach_root(a, pid(10), Some(&snap()), &mut wake).unwrap();
-                let b = reg.add_stream(pid(10), Interest::TRACK | Interest::EXIT, 100).unwrap();
-                reg.attach_root(b, pid(10), Some(&snap()), &mut wake).unwrap();
+                reg.attach_root(a, pid(10), Some(&snap()), &mut wake)
+                    .unwrap();
+                let b = reg
+                    .add_stream(pid(10), Interest::TRACK | Interest::EXIT, 100)
+                    .unwrap();
+                reg.attach_root(b, pid(10), Some(&snap()), &mut wake)
+                    .unwrap();
                 (a, b)
             };
             let s2 = shared.clone();
             let dispatcher = loom::thread::spawn(move || {
-                dispatch(&s2, vec![Input::Fork { parent: pid(10), child: pid(11), start_ns: 2 }]);
-                dispatch(&s2, vec![Input::ThreadExit { tgid: pid(11), tid: 11, code: 0 }]);
+                dispatch(
+                    &s2,
+                    vec![Input::Fork {
+                        parent: pid(10),
+                        child: pid(11),
+                        start_ns: 2,
+                    }],
+                );
+                dispatch(
+                    &s2,
+                    vec![Input::ThreadExit {
+                        tgid: pid(11),
+                        tid: 11,
+                        code: 0,
+                    }],
+                );
             });
             let s3 = shared.clone();
             let closer = loom::thread::spawn(move || s3.lock().remove_stream(a));
@@ -104,8 +122,14 @@ mod loom_model {
             assert_eq!(
                 Vec::from(out),
                 vec![
-                    ProcEvent::Child { pid: pid(11), parent: pid(10) },
-                    ProcEvent::Exit { pid: pid(11), status: Some(std::os::unix::process::ExitStatusExt::from_raw(0)) },
+                    ProcEvent::Child {
+                        pid: pid(11),
+                        parent: pid(10)
+                    },
+                    ProcEvent::Exit {
+                        pid: pid(11),
+                        status: Some(std::os::unix::process::ExitStatusExt::from_raw(0))
+                    },
                 ]
             );
         });
@@ -120,7 +144,8 @@ mod loom_model {
             let id = {
                 let mut reg = shared.lock();
                 let id = reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
-                reg.attach_root(id, pid(10), Some(&snap()), &mut Wakeups::default()).unwrap();
+                reg.attach_root(id, pid(10), Some(&snap()), &mut Wakeups::default())
+                    .unwrap();
                 id
             };
             let s2 = shared.clone();
@@ -135,7 +160,11 @@ mod loom_model {
             match first {
                 PopStatus::Ready => assert_eq!(out.len(), 1),
                 PopStatus::Pending => {
-                    assert_eq!(flag.0.load(Ordering::SeqCst), 1, "registered waker not woken");
+                    assert_eq!(
+                        flag.0.load(Ordering::SeqCst),
+                        1,
+                        "registered waker not woken"
+                    );
                     assert_eq!(shared.lock().pop(id, &mut out, 10, None), PopStatus::Ready);
                 }
                 PopStatus::Done => panic!("stream ended while its process lives"),
@@ -152,7 +181,8 @@ mod loom_model {
             let id = {
                 let mut reg = shared.lock();
                 let id = reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
-                reg.attach_root(id, pid(10), Some(&snap()), &mut Wakeups::default()).unwrap();
+                reg.attach_root(id, pid(10), Some(&snap()), &mut Wakeups::default())
+                    .unwrap();
                 id
             };
             let s2 = shared.clone();
@@ -165,9 +195,9 @@ mod loom_model {
             let watcher = loom::thread::spawn(move || {
                 let mut reg = s3.lock();
                 match reg.add_stream(pid(20), Interest::EXIT, 100) {
-                    Ok(new) => {
-                        reg.attach_root(new, pid(20), Some(&snap()), &mut Wakeups::default()).is_ok()
-                    }
+                    Ok(new) => reg
+                        .attach_root(new, pid(20), Some(&snap()), &mut Wakeups::default())
+                        .is_ok(),
                     Err(_) => false,
                 }
             });

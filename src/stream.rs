@@ -76,7 +76,10 @@ impl ProcEvents {
 
     /// The interest the stream has now.
     pub fn interest(&self) -> Interest {
-        self.shared.lock().interest(self.id).unwrap_or(Interest::empty())
+        self.shared
+            .lock()
+            .interest(self.id)
+            .unwrap_or(Interest::empty())
     }
 
     /// Changes what this stream wants from now on (kqueue lets a knote's `fflags` change the
@@ -105,7 +108,10 @@ impl ProcEvents {
         if self.done {
             return Err(Finished);
         }
-        let status = self.shared.lock().pop(self.id, &mut self.buf, READ_BATCH, None);
+        let status = self
+            .shared
+            .lock()
+            .pop(self.id, &mut self.buf, READ_BATCH, None);
         match status {
             PopStatus::Ready => Ok(self.buf.pop_front()),
             PopStatus::Pending => Ok(None),

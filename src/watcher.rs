@@ -150,7 +150,9 @@ impl Builder {
             }
             other => Err(Error::new(ErrorKind::Unsupported, "build watcher")
                 .with_backend(other)
-                .with_detail("this backend is not implemented in this version; use BackendKind::Netlink")),
+                .with_detail(
+                    "this backend is not implemented in this version; use BackendKind::Netlink",
+                )),
         }
     }
 }
@@ -237,7 +239,9 @@ impl ProcWatcher {
             return Err(Error::new(ErrorKind::InvalidInput, "watch")
                 .with_pid(pid)
                 .with_backend(backend)
-                .with_detail("the interest is empty; ask for at least one of FORK, EXEC, EXIT, TRACK"));
+                .with_detail(
+                    "the interest is empty; ask for at least one of FORK, EXEC, EXIT, TRACK",
+                ));
         }
         let mut wake = Wakeups::default();
         let result = {

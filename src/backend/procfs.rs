@@ -48,7 +48,11 @@ fn ns_per_tick() -> u64 {
 }
 
 /// Turns a parsed stat (and the thread list, when needed) into what the registry keeps.
-pub(crate) fn snapshot_from(pid: i32, stat: &Stat, tids: impl FnOnce() -> Vec<i32>) -> ProcSnapshot {
+pub(crate) fn snapshot_from(
+    pid: i32,
+    stat: &Stat,
+    tids: impl FnOnce() -> Vec<i32>,
+) -> ProcSnapshot {
     let start_ns = stat.start_ticks.saturating_mul(ns_per_tick());
     let leader_dead = matches!(stat.state, 'Z' | 'X' | 'x');
     let mut snap = ProcSnapshot {
@@ -104,7 +108,11 @@ pub(crate) fn scan_all() -> io::Result<SystemSnapshot> {
     let mut all = SystemSnapshot::new();
     for entry in fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(raw) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(raw) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(text) = fs::read_to_string(format!("/proc/{raw}/stat")) else {
@@ -164,6 +172,8 @@ mod tests {
         let snap = snapshot(Pid::this()).unwrap().unwrap();
         assert!(snap.zombie.is_none());
         assert!(snap.start_ns > 0);
-        assert!(snapshot(Pid::from_raw(i32::MAX).unwrap()).unwrap().is_none());
+        assert!(snapshot(Pid::from_raw(i32::MAX).unwrap())
+            .unwrap()
+            .is_none());
     }
 }

@@ -232,11 +232,28 @@ mod tests {
         assert_eq!(
             evs,
             vec![
-                ProcEvent::Child { pid: pid(10), parent: pid(1) },
-                ProcEvent::Fork { pid: pid(10), child: pid(12), count: 2 },
-                ProcEvent::Exec { pid: pid(10), count: 1 },
-                ProcEvent::Fork { pid: pid(10), child: pid(13), count: 1 },
-                ProcEvent::Exit { pid: pid(10), status: None },
+                ProcEvent::Child {
+                    pid: pid(10),
+                    parent: pid(1)
+                },
+                ProcEvent::Fork {
+                    pid: pid(10),
+                    child: pid(12),
+                    count: 2
+                },
+                ProcEvent::Exec {
+                    pid: pid(10),
+                    count: 1
+                },
+                ProcEvent::Fork {
+                    pid: pid(10),
+                    child: pid(13),
+                    count: 1
+                },
+                ProcEvent::Exit {
+                    pid: pid(10),
+                    status: None
+                },
             ]
         );
         assert!(!k.has_pending());
@@ -279,6 +296,12 @@ mod tests {
         k.record_exit(None);
         let mut out = VecDeque::new();
         k.drain_into(Interest::EXEC, &mut out, true);
-        assert_eq!(Vec::from(out), vec![ProcEvent::Exec { pid: pid(10), count: 1 }]);
+        assert_eq!(
+            Vec::from(out),
+            vec![ProcEvent::Exec {
+                pid: pid(10),
+                count: 1
+            }]
+        );
     }
 }

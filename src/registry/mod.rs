@@ -51,7 +51,11 @@ const MAX_HELD: usize = 4096;
 pub(crate) enum Input {
     /// Process `parent` created process `child`, which started at `start_ns` (boot-time
     /// nanoseconds; 0 when unknown).
-    Fork { parent: Pid, child: Pid, start_ns: u64 },
+    Fork {
+        parent: Pid,
+        child: Pid,
+        start_ns: u64,
+    },
     /// Process `tgid` created thread `tid`.
     ThreadStart { tgid: Pid, tid: i32 },
     /// Process `pid` called `execve` successfully.
@@ -61,7 +65,10 @@ pub(crate) enum Input {
     /// The whole process exited (for backends that see process exits directly, such as
     /// ptrace; the netlink backend reports threads instead).
     #[cfg_attr(not(test), allow(dead_code))]
-    Exit { pid: Pid, status: Option<ExitStatus> },
+    Exit {
+        pid: Pid,
+        status: Option<ExitStatus>,
+    },
     /// Process `pid` exists but its creation has not been reported yet: hold its events.
     /// (A ptrace tracee's first stop can come before its parent's fork event.)
     #[cfg_attr(not(test), allow(dead_code))]
@@ -507,7 +514,14 @@ impl Registry {
 
     /// `parent` created `child`. With `fork_event`, the parent's streams with `FORK` hear of it;
     /// a resync discovers children without knowing how they were forked and passes `false`.
-    fn fork(&mut self, parent: Pid, child: Pid, start_ns: u64, fork_event: bool, wake: &mut Wakeups) {
+    fn fork(
+        &mut self,
+        parent: Pid,
+        child: Pid,
+        start_ns: u64,
+        fork_event: bool,
+        wake: &mut Wakeups,
+    ) {
         let craw = child.as_raw();
         let praw = parent.as_raw();
         // A process whose exit was already reported (found by a resync before this message

@@ -38,7 +38,8 @@ impl<T> Slab<T> {
                 idx
             }
             None => {
-                let idx = u32::try_from(self.slots.len()).expect("slab holds at most u32::MAX slots");
+                let idx =
+                    u32::try_from(self.slots.len()).expect("slab holds at most u32::MAX slots");
                 self.slots.push(Slot::Full(value));
                 idx
             }

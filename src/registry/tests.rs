@@ -1,9 +1,9 @@
 //! Scripted tests of the registry's ordering rules: backend inputs in, stream events out.
 
 use super::*;
-use std::task::{Wake, Waker};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc as StdArc;
+use std::task::{Wake, Waker};
 
 fn pid(n: i32) -> Pid {
     Pid::from_raw(n).unwrap()
@@ -48,7 +48,9 @@ impl Script {
 
     fn watch_limit(&mut self, p: i32, interest: Interest, limit: usize) -> StreamId {
         let id = self.reg.add_stream(pid(p), interest, limit).unwrap();
-        self.reg.attach_root(id, pid(p), Some(&alive()), &mut self.wake).unwrap();
+        self.reg
+            .attach_root(id, pid(p), Some(&alive()), &mut self.wake)
+            .unwrap();
         id
     }
 
@@ -149,7 +151,10 @@ fn a_parents_exit_comes_after_the_child_it_forked_before_exiting() {
         s.read(id),
         (
             vec![
-                ProcEvent::Exec { pid: pid(10), count: 1 },
+                ProcEvent::Exec {
+                    pid: pid(10),
+                    count: 1
+                },
                 fork(10, 11, 1),
                 child(11, 10),
                 exit(10, 0),
@@ -170,7 +175,13 @@ fn events_read_as_they_come_keep_causal_order() {
     s.exit(11, 1);
     assert_eq!(
         s.read(id).0,
-        vec![ProcEvent::Exec { pid: pid(11), count: 1 }, exit(11, 1)]
+        vec![
+            ProcEvent::Exec {
+                pid: pid(11),
+                count: 1
+            },
+            exit(11, 1)
+        ]
     );
     s.exit(10, 0);
     assert_eq!(s.read(id), (vec![exit(10, 0)], true));
@@ -180,13 +191,27 @@ fn events_read_as_they_come_keep_causal_order() {
 fn threads_are_not_processes() {
     let mut s = Script::new();
     let id = s.watch(10, Interest::ALL);
-    s.input(Input::ThreadStart { tgid: pid(10), tid: 20 });
-    s.input(Input::ThreadStart { tgid: pid(10), tid: 21 });
+    s.input(Input::ThreadStart {
+        tgid: pid(10),
+        tid: 20,
+    });
+    s.input(Input::ThreadStart {
+        tgid: pid(10),
+        tid: 21,
+    });
     // The leader leaves first; the process lives on in its threads.
     s.exit(10, 0);
-    s.input(Input::ThreadExit { tgid: pid(10), tid: 20, code: 0 });
+    s.input(Input::ThreadExit {
+        tgid: pid(10),
+        tid: 20,
+        code: 0,
+    });
     assert_eq!(s.read(id), (vec![], false));
-    s.input(Input::ThreadExit { tgid: pid(10), tid: 21, code: 0 });
+    s.input(Input::ThreadExit {
+        tgid: pid(10),
+        tid: 21,
+        code: 0,
+    });
     assert_eq!(s.read(id), (vec![exit(10, 0)], true));
 }
 
@@ -194,11 +219,23 @@ fn threads_are_not_processes() {
 fn non_leader_exec_is_an_exec_not_an_exit() {
     let mut s = Script::new();
     let id = s.watch(10, Interest::ALL);
-    s.input(Input::ThreadStart { tgid: pid(10), tid: 20 });
+    s.input(Input::ThreadStart {
+        tgid: pid(10),
+        tid: 20,
+    });
     // Thread 20 calls execve: the old leader exits, then the exec comes under pid 10.
     s.exit(10, 0);
     s.exec(10);
-    assert_eq!(s.read(id), (vec![ProcEvent::Exec { pid: pid(10), count: 1 }], false));
+    assert_eq!(
+        s.read(id),
+        (
+            vec![ProcEvent::Exec {
+                pid: pid(10),
+                count: 1
+            }],
+            false
+        )
+    );
     s.exit(10, 4);
     assert_eq!(s.read(id), (vec![exit(10, 4)], true));
 }
@@ -213,10 +250,16 @@ fn two_streams_each_get_every_event() {
     s.exit(10, 0);
     assert_eq!(
         s.read(a),
-        (vec![fork(10, 11, 1), child(11, 10), exit(11, 2), exit(10, 0)], true)
+        (
+            vec![fork(10, 11, 1), child(11, 10), exit(11, 2), exit(10, 0)],
+            true
+        )
     );
     // Without FORK, 10 has nothing pending at the fork, so 11's knote is queued first.
-    assert_eq!(s.read(b), (vec![child(11, 10), exit(11, 2), exit(10, 0)], true));
+    assert_eq!(
+        s.read(b),
+        (vec![child(11, 10), exit(11, 2), exit(10, 0)], true)
+    );
 }
 
 #[test]
@@ -234,7 +277,10 @@ fn a_stalled_stream_folds_repeats_and_stays_bounded() {
         evs,
         vec![
             fork(10, 1000 + 49_999, 100_000),
-            ProcEvent::Exec { pid: pid(10), count: 2 },
+            ProcEvent::Exec {
+                pid: pid(10),
+                count: 2
+            },
             fork(10, 7, 1),
         ]
     );
@@ -262,16 +308,26 @@ fn stale_messages_about_a_pids_previous_owner_are_dropped() {
         start_ns: 5_000_000_000,
         ..ProcSnapshot::default()
     };
-    s.reg.attach_root(id, pid(10), Some(&snap), &mut s.wake).unwrap();
+    s.reg
+        .attach_root(id, pid(10), Some(&snap), &mut s.wake)
+        .unwrap();
     // An exit of the previous pid-10 process, stamped before this one started.
     s.reg.apply_at(
-        Input::ThreadExit { tgid: pid(10), tid: 10, code: 0 },
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 10,
+            code: 0,
+        },
         1_000_000_000,
         &mut s.wake,
     );
     assert_eq!(s.read(id), (vec![], false));
     s.reg.apply_at(
-        Input::ThreadExit { tgid: pid(10), tid: 10, code: 0 },
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 10,
+            code: 0,
+        },
         6_000_000_000,
         &mut s.wake,
     );
@@ -286,7 +342,9 @@ fn zombie_root_with_exit_interest_exits_at_once() {
         zombie: Some(status(3)),
         ..alive()
     };
-    s.reg.attach_root(id, pid(10), Some(&zombie), &mut s.wake).unwrap();
+    s.reg
+        .attach_root(id, pid(10), Some(&zombie), &mut s.wake)
+        .unwrap();
     assert_eq!(s.read(id), (vec![exit(10, 3)], true));
 
     let id = s.reg.add_stream(pid(10), Interest::FORK, 100).unwrap();
@@ -357,7 +415,10 @@ fn dropping_a_stream_unlinks_everything_and_spares_the_other() {
     s.fork(10, 13);
     assert_eq!(s.reg.tracked_pids(), 0);
     assert_eq!(s.read(a), (vec![], true));
-    assert_eq!(s.reg.attach_root(a, pid(10), Some(&alive()), &mut s.wake), Err(ErrorKind::Closed));
+    assert_eq!(
+        s.reg.attach_root(a, pid(10), Some(&alive()), &mut s.wake),
+        Err(ErrorKind::Closed)
+    );
 }
 
 #[test]
@@ -378,9 +439,19 @@ fn child_held_in_flux_until_its_parents_fork_arrives() {
     s.input(Input::Birth { pid: pid(11) });
     s.exec(11);
     s.fork(11, 12); // the held child forks before it is claimed
-    s.input(Input::Exit { pid: pid(12), status: status(5) });
-    s.input(Input::Exit { pid: pid(11), status: status(1) });
-    assert_eq!(s.read(id), (vec![], false), "nothing is visible while in flux");
+    s.input(Input::Exit {
+        pid: pid(12),
+        status: status(5),
+    });
+    s.input(Input::Exit {
+        pid: pid(11),
+        status: status(1),
+    });
+    assert_eq!(
+        s.read(id),
+        (vec![], false),
+        "nothing is visible while in flux"
+    );
     s.fork(10, 11);
     let (evs, done) = s.read(id);
     assert_eq!(
@@ -388,7 +459,10 @@ fn child_held_in_flux_until_its_parents_fork_arrives() {
         vec![
             fork(10, 11, 1),
             child(11, 10),
-            ProcEvent::Exec { pid: pid(11), count: 1 },
+            ProcEvent::Exec {
+                pid: pid(11),
+                count: 1
+            },
             fork(11, 12, 1),
             child(12, 11),
             exit(12, 5),
@@ -407,7 +481,10 @@ fn held_child_of_an_untracked_parent_is_dropped_and_abandon_frees() {
     s.fork(30, 31); // parent 30 is not tracked: stays held until abandoned
     s.input(Input::Abandon { pid: pid(31) });
     s.input(Input::Birth { pid: pid(41) });
-    s.input(Input::Exit { pid: pid(41), status: status(0) });
+    s.input(Input::Exit {
+        pid: pid(41),
+        status: status(0),
+    });
     s.input(Input::Abandon { pid: pid(41) });
     assert!(s.reg.held.is_empty());
     assert_eq!(s.read(id), (vec![], false));
@@ -424,25 +501,74 @@ fn lost_then_resync_reports_the_gap() {
     // In the gap: 11 died and was reaped, 12 is a zombie, 10 forked 13 which forked 14,
     // and pid 15 is unrelated.
     let mut snap = SystemSnapshot::new();
-    snap.insert(10, ProcSnapshot { ppid: 1, start_ns: 1_000, ..ProcSnapshot::default() });
+    snap.insert(
+        10,
+        ProcSnapshot {
+            ppid: 1,
+            start_ns: 1_000,
+            ..ProcSnapshot::default()
+        },
+    );
     snap.insert(
         12,
-        ProcSnapshot { ppid: 10, start_ns: 2_000, zombie: Some(status(6)), ..ProcSnapshot::default() },
+        ProcSnapshot {
+            ppid: 10,
+            start_ns: 2_000,
+            zombie: Some(status(6)),
+            ..ProcSnapshot::default()
+        },
     );
-    snap.insert(13, ProcSnapshot { ppid: 10, start_ns: 3_000, ..ProcSnapshot::default() });
-    snap.insert(14, ProcSnapshot { ppid: 13, start_ns: 4_000, ..ProcSnapshot::default() });
-    snap.insert(15, ProcSnapshot { ppid: 1, start_ns: 4_000, ..ProcSnapshot::default() });
+    snap.insert(
+        13,
+        ProcSnapshot {
+            ppid: 10,
+            start_ns: 3_000,
+            ..ProcSnapshot::default()
+        },
+    );
+    snap.insert(
+        14,
+        ProcSnapshot {
+            ppid: 13,
+            start_ns: 4_000,
+            ..ProcSnapshot::default()
+        },
+    );
+    snap.insert(
+        15,
+        ProcSnapshot {
+            ppid: 1,
+            start_ns: 4_000,
+            ..ProcSnapshot::default()
+        },
+    );
     s.reg.resync(&snap, &mut s.wake);
     let (evs, _) = s.read(id);
-    assert_eq!(evs[0], ProcEvent::Lost { pid: pid(10), count: 1 });
+    assert_eq!(
+        evs[0],
+        ProcEvent::Lost {
+            pid: pid(10),
+            count: 1
+        }
+    );
     let rest: Vec<_> = evs[1..].to_vec();
-    assert!(rest.contains(&ProcEvent::Exit { pid: pid(11), status: None }), "{rest:?}");
+    assert!(
+        rest.contains(&ProcEvent::Exit {
+            pid: pid(11),
+            status: None
+        }),
+        "{rest:?}"
+    );
     assert!(rest.contains(&exit(12, 6)), "{rest:?}");
     assert!(rest.contains(&child(13, 10)), "{rest:?}");
     assert!(rest.contains(&child(14, 13)), "{rest:?}");
     assert!(!rest.iter().any(|e| e.pid() == pid(15)), "{rest:?}");
     // The fork message of 13, read after the resync, does not announce it twice.
-    s.input(Input::Fork { parent: pid(10), child: pid(13), start_ns: 3_000 });
+    s.input(Input::Fork {
+        parent: pid(10),
+        child: pid(13),
+        start_ns: 3_000,
+    });
     assert_eq!(s.read(id).0, vec![fork(10, 13, 1)]);
 }
 
@@ -454,14 +580,37 @@ fn resync_sees_a_reused_pid_as_an_exit() {
     let _ = s.read(id);
     s.reg.mark_lost(&mut s.wake);
     let mut snap = SystemSnapshot::new();
-    snap.insert(10, ProcSnapshot { ppid: 1, start_ns: 1_000, ..ProcSnapshot::default() });
+    snap.insert(
+        10,
+        ProcSnapshot {
+            ppid: 1,
+            start_ns: 1_000,
+            ..ProcSnapshot::default()
+        },
+    );
     // Pid 11 now names a process that started 10 s later under another parent.
-    snap.insert(11, ProcSnapshot { ppid: 1, start_ns: 10_000_000_000, ..ProcSnapshot::default() });
+    snap.insert(
+        11,
+        ProcSnapshot {
+            ppid: 1,
+            start_ns: 10_000_000_000,
+            ..ProcSnapshot::default()
+        },
+    );
     s.reg.resync(&snap, &mut s.wake);
     let (evs, _) = s.read(id);
     assert_eq!(
         evs,
-        vec![ProcEvent::Lost { pid: pid(10), count: 1 }, ProcEvent::Exit { pid: pid(11), status: None }]
+        vec![
+            ProcEvent::Lost {
+                pid: pid(10),
+                count: 1
+            },
+            ProcEvent::Exit {
+                pid: pid(11),
+                status: None
+            }
+        ]
     );
 }
 
@@ -472,18 +621,27 @@ fn wakers_fire_on_events_end_and_shutdown() {
     let counter = StdArc::new(Counter(AtomicUsize::new(0)));
     let waker = Waker::from(counter.clone());
     let mut out = VecDeque::new();
-    assert_eq!(s.reg.pop(id, &mut out, 10, Some(&waker)), PopStatus::Pending);
+    assert_eq!(
+        s.reg.pop(id, &mut out, 10, Some(&waker)),
+        PopStatus::Pending
+    );
     let mut wake = Wakeups::default();
     s.reg.apply(Input::Exec { pid: pid(10) }, &mut wake);
     assert_eq!(wake.len(), 1);
     wake.wake_all();
     assert_eq!(counter.0.load(Ordering::SeqCst), 1);
     assert_eq!(s.reg.pop(id, &mut out, 10, Some(&waker)), PopStatus::Ready);
-    assert_eq!(s.reg.pop(id, &mut out, 10, Some(&waker)), PopStatus::Pending);
+    assert_eq!(
+        s.reg.pop(id, &mut out, 10, Some(&waker)),
+        PopStatus::Pending
+    );
     s.reg.shutdown(&mut wake);
     assert_eq!(wake.len(), 1);
     assert_eq!(s.reg.pop(id, &mut out, 10, Some(&waker)), PopStatus::Done);
-    assert_eq!(s.reg.add_stream(pid(10), Interest::ALL, 1), Err(ErrorKind::Closed));
+    assert_eq!(
+        s.reg.add_stream(pid(10), Interest::ALL, 1),
+        Err(ErrorKind::Closed)
+    );
 }
 
 #[test]
@@ -492,8 +650,13 @@ fn a_fork_arriving_after_watch_of_the_child_still_gives_child() {
     let mut s = Script::new();
     let a = s.watch(10, Interest::ALL);
     let b = s.reg.add_stream(pid(11), Interest::ALL, 100).unwrap();
-    let snap = ProcSnapshot { start_ns: 2_000, ..alive() };
-    s.reg.attach_root(b, pid(11), Some(&snap), &mut s.wake).unwrap();
+    let snap = ProcSnapshot {
+        start_ns: 2_000,
+        ..alive()
+    };
+    s.reg
+        .attach_root(b, pid(11), Some(&snap), &mut s.wake)
+        .unwrap();
     s.fork(10, 11);
     assert_eq!(s.read(a).0, vec![fork(10, 11, 1), child(11, 10)]);
     s.exit(11, 0);
@@ -509,20 +672,42 @@ fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
     s.exit(11, 0); // 11 is now an unreaped zombie of 10
     let _ = s.read(id);
     let mut snap = SystemSnapshot::new();
-    snap.insert(10, ProcSnapshot { ppid: 1, start_ns: 1_000, ..ProcSnapshot::default() });
+    snap.insert(
+        10,
+        ProcSnapshot {
+            ppid: 1,
+            start_ns: 1_000,
+            ..ProcSnapshot::default()
+        },
+    );
     snap.insert(
         11,
-        ProcSnapshot { ppid: 10, start_ns: 2_000, zombie: Some(status(0)), ..ProcSnapshot::default() },
+        ProcSnapshot {
+            ppid: 10,
+            start_ns: 2_000,
+            zombie: Some(status(0)),
+            ..ProcSnapshot::default()
+        },
     );
     for _ in 0..3 {
         s.reg.mark_lost(&mut s.wake);
         s.reg.resync(&snap, &mut s.wake);
-        assert_eq!(s.read(id).0, vec![ProcEvent::Lost { pid: pid(10), count: 1 }]);
+        assert_eq!(
+            s.read(id).0,
+            vec![ProcEvent::Lost {
+                pid: pid(10),
+                count: 1
+            }]
+        );
     }
     // A fork message for it read late (queued during a scan) does not bring it back either.
     s.fork(10, 11);
     assert_eq!(s.read(id).0, vec![fork(10, 11, 1)]);
     // A new process reusing the number is a different process.
-    s.input(Input::Fork { parent: pid(10), child: pid(11), start_ns: 9_000_000_000 });
+    s.input(Input::Fork {
+        parent: pid(10),
+        child: pid(11),
+        start_ns: 9_000_000_000,
+    });
     assert_eq!(s.read(id).0, vec![fork(10, 11, 1), child(11, 10)]);
 }

@@ -39,9 +39,16 @@ pub(crate) fn hold_before_exec(cmd: &mut tokio::process::Command, fds: HoldFds) 
         }
         // SAFETY: `report_w` and `release_r` are open pipe ends inherited across fork and
         // stay open until exec closes them (they are close-on-exec).
-        let (report, release) =
-            unsafe { (BorrowedFd::borrow_raw(fds.report_w), BorrowedFd::borrow_raw(fds.release_r)) };
-        let pid = rustix::process::getpid().as_raw_nonzero().get().to_ne_bytes();
+        let (report, release) = unsafe {
+            (
+                BorrowedFd::borrow_raw(fds.report_w),
+                BorrowedFd::borrow_raw(fds.release_r),
+            )
+        };
+        let pid = rustix::process::getpid()
+            .as_raw_nonzero()
+            .get()
+            .to_ne_bytes();
         loop {
             match rustix::io::write(report, &pid) {
                 Ok(4) => break,

@@ -17,9 +17,18 @@ pub fn in_ci() -> bool {
 /// A netlink watcher, or `None` (with a printed reason) when this machine cannot provide one
 /// outside CI. Under `CI=true` a failure is a test failure.
 pub fn watcher() -> Option<ProcWatcher> {
-    match ProcWatcher::builder().backend(procwatch::BackendKind::Netlink).build() {
+    match ProcWatcher::builder()
+        .backend(procwatch::BackendKind::Netlink)
+        .build()
+    {
         Ok(w) => Some(w),
-        Err(e) if !in_ci() && matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::Unsupported) => {
+        Err(e)
+            if !in_ci()
+                && matches!(
+                    e.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::Unsupported
+                ) =>
+        {
             eprintln!("SKIPPED: the netlink backend is not available here: {e}");
             None
         }
@@ -112,12 +121,21 @@ pub fn by_pid(events: &[ProcEvent]) -> HashMap<Pid, Vec<(usize, ProcEvent)>> {
 /// once, `Exit` last and at most once, and no `Lost`.
 pub fn check_order(events: &[ProcEvent]) {
     for (pid, evs) in by_pid(events) {
-        let childs = evs.iter().filter(|(_, e)| matches!(e, ProcEvent::Child { .. })).count();
-        let exits = evs.iter().filter(|(_, e)| matches!(e, ProcEvent::Exit { .. })).count();
+        let childs = evs
+            .iter()
+            .filter(|(_, e)| matches!(e, ProcEvent::Child { .. }))
+            .count();
+        let exits = evs
+            .iter()
+            .filter(|(_, e)| matches!(e, ProcEvent::Exit { .. }))
+            .count();
         assert!(childs <= 1, "{pid}: {childs} Child events: {evs:?}");
         assert!(exits <= 1, "{pid}: {exits} Exit events: {evs:?}");
         if childs == 1 {
-            assert!(matches!(evs[0].1, ProcEvent::Child { .. }), "{pid}: Child is not first: {evs:?}");
+            assert!(
+                matches!(evs[0].1, ProcEvent::Child { .. }),
+                "{pid}: Child is not first: {evs:?}"
+            );
         }
         if exits == 1 {
             assert!(

@@ -18,6 +18,7 @@ pub(crate) mod socket;
 pub(crate) mod wire;
 
 use super::{procfs, Backend};
+use crate::loom::Arc;
 use crate::registry::{Input, Wakeups};
 use crate::shared::Shared;
 use crate::{BackendKind, Error, Pid};
@@ -26,7 +27,6 @@ use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 use rustix::time::{clock_gettime, ClockId};
-use crate::loom::Arc;
 use std::time::Duration;
 use wire::ProcMsg;
 
@@ -50,12 +50,15 @@ impl Netlink {
         let wrap = |op, e: Errno| Error::io(op, e.into()).with_backend(BackendKind::Netlink);
         let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| wrap("netlink eventfd", e))?;
-        let stop_rx = rustix::io::fcntl_dupfd_cloexec(&stop, 0).map_err(|e| wrap("netlink eventfd", e))?;
+        let stop_rx =
+            rustix::io::fcntl_dupfd_cloexec(&stop, 0).map_err(|e| wrap("netlink eventfd", e))?;
         tracing::debug!(rcvbuf = socket::rcvbuf(&sock), "proc connector subscribed");
         std::thread::Builder::new()
             .name("procwatch-netlink".into())
             .spawn(move || Dispatcher::new(sock, stop_rx, shared).run())
-            .map_err(|e| Error::io("netlink dispatcher thread", e).with_backend(BackendKind::Netlink))?;
+            .map_err(|e| {
+                Error::io("netlink dispatcher thread", e).with_backend(BackendKind::Netlink)
+            })?;
         Ok(Netlink { stop })
     }
 }
@@ -100,16 +103,32 @@ pub(crate) fn to_input(msg: ProcMsg, offset: u64) -> Option<(Input, u64)> {
             if child_pid != child_tgid {
                 // CLONE_THREAD: a new thread of `child_tgid`, not a new process.
                 let tgid = Pid::from_raw(child_tgid)?;
-                Some((Input::ThreadStart { tgid, tid: child_pid }, at))
+                Some((
+                    Input::ThreadStart {
+                        tgid,
+                        tid: child_pid,
+                    },
+                    at,
+                ))
             } else {
                 let parent = Pid::from_raw(parent_tgid)?;
                 let child = Pid::from_raw(child_tgid)?;
-                Some((Input::Fork { parent, child, start_ns: at }, at))
+                Some((
+                    Input::Fork {
+                        parent,
+                        child,
+                        start_ns: at,
+                    },
+                    at,
+                ))
             }
         }
-        ProcMsg::Exec { tgid, ts_ns, .. } => {
-            Some((Input::Exec { pid: Pid::from_raw(tgid)? }, ts_ns.saturating_add(offset)))
-        }
+        ProcMsg::Exec { tgid, ts_ns, .. } => Some((
+            Input::Exec {
+                pid: Pid::from_raw(tgid)?,
+            },
+            ts_ns.saturating_add(offset),
+        )),
         ProcMsg::Exit {
             pid,
             tgid,
@@ -228,7 +247,10 @@ impl Dispatcher {
     /// After an overflow: tell every stream, then rebuild what was missed from `/proc`.
     fn resync(&mut self, mut lost: u32) {
         while lost > 0 {
-            tracing::warn!(lost, "proc connector overflowed (ENOBUFS); resyncing from /proc");
+            tracing::warn!(
+                lost,
+                "proc connector overflowed (ENOBUFS); resyncing from /proc"
+            );
             let mut wake = Wakeups::default();
             self.shared.lock().mark_lost(&mut wake);
             wake.wake_all();

@@ -94,7 +94,10 @@ fn wait_ack(fd: &OwnedFd, ack: u32, deadline: Instant) -> Result<bool, Error> {
                     match found {
                         Some(0) => return Ok(true),
                         Some(code) => {
-                            return Err(err("netlink listen", Errno::from_raw_os_error(code as i32)))
+                            return Err(err(
+                                "netlink listen",
+                                Errno::from_raw_os_error(code as i32),
+                            ))
                         }
                         None => {}
                     }
@@ -129,7 +132,12 @@ pub(crate) fn listen(fd: &OwnedFd, timeout: Duration) -> Result<(), Error> {
     // request without an answer and keep the classic subscription, which is also correct.
     // Newer ones apply the filter; its acknowledgement is itself filtered out, so nobody
     // waits for it.
-    send_op(fd, wire::PROC_CN_MCAST_LISTEN, Some(WANTED), base.wrapping_add(2))?;
+    send_op(
+        fd,
+        wire::PROC_CN_MCAST_LISTEN,
+        Some(WANTED),
+        base.wrapping_add(2),
+    )?;
     Ok(())
 }
 

@@ -170,7 +170,7 @@ pub(crate) fn mcast_request(op: u32, events: Option<u32>, seq: u32, ack: u32) ->
     b.extend_from_slice(&0u16.to_ne_bytes());
     b.extend_from_slice(&seq.to_ne_bytes());
     b.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel fills in the sender
-    // cn_msg
+                                              // cn_msg
     b.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
     b.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
     b.extend_from_slice(&seq.to_ne_bytes());
@@ -222,12 +222,33 @@ pub(crate) mod tests {
         let mut buf = event(what::FORK, 5, 0, &[1, 1, 2, 2]);
         assert_eq!(
             all(&buf),
-            vec![Ok(ProcMsg::Fork { parent_pid: 1, parent_tgid: 1, child_pid: 2, child_tgid: 2, ts_ns: 5 })]
+            vec![Ok(ProcMsg::Fork {
+                parent_pid: 1,
+                parent_tgid: 1,
+                child_pid: 2,
+                child_tgid: 2,
+                ts_ns: 5
+            })]
         );
         buf = event(what::EXEC, 6, 0, &[2, 2]);
-        assert_eq!(all(&buf), vec![Ok(ProcMsg::Exec { pid: 2, tgid: 2, ts_ns: 6 })]);
+        assert_eq!(
+            all(&buf),
+            vec![Ok(ProcMsg::Exec {
+                pid: 2,
+                tgid: 2,
+                ts_ns: 6
+            })]
+        );
         buf = event(what::EXIT, 7, 0, &[3, 2, 0x0900, 17, 1, 1]);
-        assert_eq!(all(&buf), vec![Ok(ProcMsg::Exit { pid: 3, tgid: 2, code: 0x900, ts_ns: 7 })]);
+        assert_eq!(
+            all(&buf),
+            vec![Ok(ProcMsg::Exit {
+                pid: 3,
+                tgid: 2,
+                code: 0x900,
+                ts_ns: 7
+            })]
+        );
         buf = event(what::NONE, 0, 43, &[0]);
         assert_eq!(all(&buf), vec![Ok(ProcMsg::Ack { ack: 43, err: 0 })]);
         buf = event(0x200, 0, 0, &[1, 1, 0, 0, 0, 0, 0, 0]);
@@ -240,7 +261,14 @@ pub(crate) mod tests {
         buf.extend(event(what::EXEC, 2, 0, &[3, 3]));
         let v = all(&buf);
         assert_eq!(v.len(), 2);
-        assert_eq!(v[1], Ok(ProcMsg::Exec { pid: 3, tgid: 3, ts_ns: 2 }));
+        assert_eq!(
+            v[1],
+            Ok(ProcMsg::Exec {
+                pid: 3,
+                tgid: 3,
+                ts_ns: 2
+            })
+        );
     }
 
     #[test]
@@ -267,7 +295,10 @@ pub(crate) mod tests {
         // another connector
         let mut foreign = buf;
         foreign[16..20].copy_from_slice(&9u32.to_ne_bytes());
-        assert_eq!(all(&foreign), vec![Err(DecodeError::Foreign { idx: 9, val: 1 })]);
+        assert_eq!(
+            all(&foreign),
+            vec![Err(DecodeError::Foreign { idx: 9, val: 1 })]
+        );
     }
 
     #[test]
