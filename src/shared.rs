@@ -35,7 +35,7 @@ impl Shared {
 mod loom_model {
     use super::Shared;
     use crate::loom::Arc;
-    use crate::registry::{Input, PopStatus, ProcSnapshot, Wakeups};
+    use crate::registry::{Input, PopStatus, ProcSnapshot, StreamId, Wakeups};
     use crate::{Interest, Pid, ProcEvent};
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use std::collections::VecDeque;
@@ -58,6 +58,19 @@ mod loom_model {
         fn wake(self: std::sync::Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// A registry with one stream watching `p` with every interest.
+    fn watching(p: i32) -> (Arc<Shared>, StreamId) {
+        let shared = Arc::new(Shared::new());
+        let id = {
+            let mut reg = shared.lock();
+            let id = reg.add_stream(pid(p), Interest::ALL, 100).unwrap();
+            reg.attach_root(id, pid(p), Some(&snap()), &mut Wakeups::default())
+                .unwrap();
+            id
+        };
+        (shared, id)
     }
 
     /// The dispatcher's step: apply under the lock, wake after releasing it.
@@ -140,14 +153,7 @@ mod loom_model {
     #[test]
     fn no_lost_wakeup() {
         loom::model(|| {
-            let shared = Arc::new(Shared::new());
-            let id = {
-                let mut reg = shared.lock();
-                let id = reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
-                reg.attach_root(id, pid(10), Some(&snap()), &mut Wakeups::default())
-                    .unwrap();
-                id
-            };
+            let (shared, id) = watching(10);
             let s2 = shared.clone();
             let dispatcher = loom::thread::spawn(move || {
                 dispatch(&s2, vec![Input::Exec { pid: pid(10) }]);
@@ -177,14 +183,7 @@ mod loom_model {
     #[test]
     fn shutdown_races_watch_and_read() {
         loom::model(|| {
-            let shared = Arc::new(Shared::new());
-            let id = {
-                let mut reg = shared.lock();
-                let id = reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
-                reg.attach_root(id, pid(10), Some(&snap()), &mut Wakeups::default())
-                    .unwrap();
-                id
-            };
+            let (shared, id) = watching(10);
             let s2 = shared.clone();
             let closer = loom::thread::spawn(move || {
                 let mut wake = Wakeups::default();

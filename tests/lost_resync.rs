@@ -11,7 +11,7 @@
 mod support;
 
 use futures::StreamExt;
-use procwatch::{BackendKind, ErrorKind, Interest, Pid, ProcEvent, ProcWatcher};
+use procwatch::{Interest, Pid, ProcEvent, ProcWatcher};
 use std::collections::{BTreeSet, HashMap};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,24 +59,7 @@ wait"#
 /// A netlink watcher with a receive buffer small enough to overflow (skips like
 /// [`support::watcher`] where netlink is unavailable).
 fn small_buffer_watcher() -> Option<ProcWatcher> {
-    match ProcWatcher::builder()
-        .backend(BackendKind::Netlink)
-        .receive_buffer(4096)
-        .build()
-    {
-        Ok(w) => Some(w),
-        Err(e)
-            if !in_ci()
-                && matches!(
-                    e.kind(),
-                    ErrorKind::PermissionDenied | ErrorKind::Unsupported
-                ) =>
-        {
-            eprintln!("SKIPPED: the netlink backend is not available here: {e}");
-            None
-        }
-        Err(e) => panic!("the netlink backend must work on this machine: {e}"),
-    }
+    watcher_with(|b| b.receive_buffer(4096))
 }
 
 /// The pids logged under `tag`.

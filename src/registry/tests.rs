@@ -10,9 +10,15 @@ fn pid(n: i32) -> Pid {
 }
 
 fn alive() -> ProcSnapshot {
+    listed(1, 1_000, None)
+}
+
+/// A process as a `/proc` listing shows it: parent, start time, and exit code if a zombie.
+fn listed(ppid: i32, start_ns: u64, zombie: Option<i32>) -> ProcSnapshot {
     ProcSnapshot {
-        ppid: 1,
-        start_ns: 1_000,
+        ppid,
+        start_ns,
+        zombie: zombie.map(status),
         ..ProcSnapshot::default()
     }
 }
@@ -501,47 +507,11 @@ fn lost_then_resync_reports_the_gap() {
     // In the gap: 11 died and was reaped, 12 is a zombie, 10 forked 13 which forked 14,
     // and pid 15 is unrelated.
     let mut snap = SystemSnapshot::new();
-    snap.insert(
-        10,
-        ProcSnapshot {
-            ppid: 1,
-            start_ns: 1_000,
-            ..ProcSnapshot::default()
-        },
-    );
-    snap.insert(
-        12,
-        ProcSnapshot {
-            ppid: 10,
-            start_ns: 2_000,
-            zombie: Some(status(6)),
-            ..ProcSnapshot::default()
-        },
-    );
-    snap.insert(
-        13,
-        ProcSnapshot {
-            ppid: 10,
-            start_ns: 3_000,
-            ..ProcSnapshot::default()
-        },
-    );
-    snap.insert(
-        14,
-        ProcSnapshot {
-            ppid: 13,
-            start_ns: 4_000,
-            ..ProcSnapshot::default()
-        },
-    );
-    snap.insert(
-        15,
-        ProcSnapshot {
-            ppid: 1,
-            start_ns: 4_000,
-            ..ProcSnapshot::default()
-        },
-    );
+    snap.insert(10, listed(1, 1_000, None));
+    snap.insert(12, listed(10, 2_000, Some(6)));
+    snap.insert(13, listed(10, 3_000, None));
+    snap.insert(14, listed(13, 4_000, None));
+    snap.insert(15, listed(1, 4_000, None));
     s.reg.resync(&snap, &mut s.wake);
     let (evs, _) = s.read(id);
     assert_eq!(
@@ -580,23 +550,9 @@ fn resync_sees_a_reused_pid_as_an_exit() {
     let _ = s.read(id);
     s.reg.mark_lost(&mut s.wake);
     let mut snap = SystemSnapshot::new();
-    snap.insert(
-        10,
-        ProcSnapshot {
-            ppid: 1,
-            start_ns: 1_000,
-            ..ProcSnapshot::default()
-        },
-    );
+    snap.insert(10, listed(1, 1_000, None));
     // Pid 11 now names a process that started 10 s later under another parent.
-    snap.insert(
-        11,
-        ProcSnapshot {
-            ppid: 1,
-            start_ns: 10_000_000_000,
-            ..ProcSnapshot::default()
-        },
-    );
+    snap.insert(11, listed(1, 10_000_000_000, None));
     s.reg.resync(&snap, &mut s.wake);
     let (evs, _) = s.read(id);
     assert_eq!(
@@ -672,23 +628,8 @@ fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
     s.exit(11, 0); // 11 is now an unreaped zombie of 10
     let _ = s.read(id);
     let mut snap = SystemSnapshot::new();
-    snap.insert(
-        10,
-        ProcSnapshot {
-            ppid: 1,
-            start_ns: 1_000,
-            ..ProcSnapshot::default()
-        },
-    );
-    snap.insert(
-        11,
-        ProcSnapshot {
-            ppid: 10,
-            start_ns: 2_000,
-            zombie: Some(status(0)),
-            ..ProcSnapshot::default()
-        },
-    );
+    snap.insert(10, listed(1, 1_000, None));
+    snap.insert(11, listed(10, 2_000, Some(0)));
     for _ in 0..3 {
         s.reg.mark_lost(&mut s.wake);
         s.reg.resync(&snap, &mut s.wake);
