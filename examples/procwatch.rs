@@ -22,7 +22,7 @@
 //!   watch is armed, so even its fastest children are seen. `--pid` uses
 //!   [`ProcWatcher::watch`]: children the process already had are not followed (procwatch
 //!   says which), children it creates from then on are.
-//! * Times are when procwatch read each event, relative to the start.
+//! * Times are when each thing happened (the kernel's timestamps), relative to the start.
 //! * The exit code is the command's own, or 128 + N if signal N killed it, like a shell's;
 //!   127 if the command was not found. Bad arguments exit with 2, a watcher that cannot start
 //!   with 1.
@@ -32,7 +32,9 @@
 //!   stdout to stderr so that stdout holds nothing but JSON lines.
 
 use futures::StreamExt;
-use procwatch::{Error, ErrorKind, Interest, Pid, ProcEvent, ProcWatcher, TrackErrReason};
+use procwatch::{
+    Error, ErrorKind, Interest, Pid, ProcEvent, ProcWatcher, Timestamp, TrackErrReason,
+};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -40,7 +42,7 @@ use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitCode, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 const USAGE: &str = "\
@@ -693,7 +695,8 @@ fn existing_children(pid: Pid) -> Vec<Pid> {
 
 /// What we know, and where it goes.
 struct Report {
-    start: Instant,
+    /// Time zero, on the clock of the kernel's event timestamps.
+    start: Timestamp,
     tree: Tree,
     sink: Sink,
 }
@@ -713,7 +716,7 @@ impl Report {
             Sink::Human(Style::for_stderr())
         };
         Report {
-            start: Instant::now(),
+            start: Timestamp::now(),
             tree: Tree::default(),
             sink,
         }
@@ -725,7 +728,7 @@ impl Report {
 
     /// Makes "now" time zero.
     fn restart_clock(&mut self) {
-        self.start = Instant::now();
+        self.start = Timestamp::now();
     }
 
     /// Records the process at the root of the tree; `pre_existing` when we attached to it.
@@ -764,7 +767,12 @@ impl Report {
 
     /// Records and prints one event.
     fn event(&mut self, ev: ProcEvent) {
-        let at = self.start.elapsed();
+        // The kernel's time of the event, not the time we read it: under load the two differ.
+        let at = if ev.at().is_known() {
+            ev.at().duration_since(self.start)
+        } else {
+            self.start.elapsed()
+        };
         let cmdline = match ev {
             ProcEvent::Exec { pid, .. } => Some(self.exec_cmdline(pid)),
             _ => None,

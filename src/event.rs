@@ -1,7 +1,94 @@
 //! The events a stream yields.
 
 use crate::Pid;
+use std::fmt;
 use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+/// When the kernel reported an event: nanoseconds of `CLOCK_MONOTONIC`, the clock of
+/// [`std::time::Instant`] on Linux and of the proc connector's own timestamps.
+///
+/// For a folded event (`count > 1`) it is the time of the latest one. For what a resync after
+/// a loss learned, it is the time of the resync. [`Timestamp::UNKNOWN`] (0) stands for "not
+/// known".
+///
+/// # Examples
+///
+/// ```
+/// use procwatch::Timestamp;
+///
+/// let then = Timestamp::now();
+/// let later = Timestamp::now();
+/// assert!(later >= then);
+/// assert!(then.elapsed() < std::time::Duration::from_secs(60));
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// No time known.
+    pub const UNKNOWN: Timestamp = Timestamp(0);
+
+    /// A timestamp from `CLOCK_MONOTONIC` nanoseconds.
+    pub const fn from_nanos(nanos: u64) -> Timestamp {
+        Timestamp(nanos)
+    }
+
+    /// `CLOCK_MONOTONIC` nanoseconds (0 if unknown).
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// Whether the time is known.
+    pub const fn is_known(self) -> bool {
+        self.0 != 0
+    }
+
+    /// The current time on the same clock.
+    pub fn now() -> Timestamp {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        Timestamp((t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64)
+    }
+
+    /// How long ago this was (zero if unknown or in the future).
+    pub fn elapsed(self) -> Duration {
+        if !self.is_known() {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(Timestamp::now().0.saturating_sub(self.0))
+    }
+
+    /// Time from `earlier` to `self` (zero if `earlier` is later or either is unknown).
+    pub fn duration_since(self, earlier: Timestamp) -> Duration {
+        if !self.is_known() || !earlier.is_known() {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    /// The same moment as an [`Instant`], for use with tokio and std timers; `None` if unknown.
+    pub fn to_instant(self) -> Option<Instant> {
+        if !self.is_known() {
+            return None;
+        }
+        Instant::now().checked_sub(self.elapsed())
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_known() {
+            write!(
+                f,
+                "Timestamp({}.{:09})",
+                self.0 / 1_000_000_000,
+                self.0 % 1_000_000_000
+            )
+        } else {
+            f.write_str("Timestamp(unknown)")
+        }
+    }
+}
 
 /// One thing that happened to a watched process.
 ///
@@ -43,6 +130,8 @@ pub enum ProcEvent {
         pid: Pid,
         /// The process that created it.
         parent: Pid,
+        /// When it was created.
+        at: Timestamp,
     },
     /// `pid` created a new process `child` (`NOTE_FORK`). With `count > 1`, `pid` forked
     /// `count` times in a row and `child` is the last of them.
@@ -55,6 +144,8 @@ pub enum ProcEvent {
         child: Pid,
         /// How many forks this event stands for (at least 1).
         count: u32,
+        /// When the (last) fork happened.
+        at: Timestamp,
     },
     /// `pid` replaced its program image with `execve(2)` (`NOTE_EXEC`). With `count > 1`, it did
     /// so `count` times in a row.
@@ -65,6 +156,8 @@ pub enum ProcEvent {
         pid: Pid,
         /// How many execs this event stands for (at least 1).
         count: u32,
+        /// When the (last) exec happened.
+        at: Timestamp,
     },
     /// The whole process is gone (its last thread exited) (`NOTE_EXIT`). This is the last event
     /// about `pid` on this stream.
@@ -79,6 +172,8 @@ pub enum ProcEvent {
         pid: Pid,
         /// Its exit status, where known.
         status: Option<ExitStatus>,
+        /// When its last thread exited.
+        at: Timestamp,
     },
     /// A new child of `pid` could not be followed (`NOTE_TRACKERR`); `reason` says why. With
     /// `count > 1`, that many children in a row were not followed; `child` is the last.
@@ -93,6 +188,8 @@ pub enum ProcEvent {
         reason: TrackErrReason,
         /// How many children this event stands for (at least 1).
         count: u32,
+        /// When the (last) child was created.
+        at: Timestamp,
     },
     /// The backend lost kernel messages (for netlink: the socket overflowed with `ENOBUFS`).
     /// What the crate learned by rescanning `/proc` follows as ordinary events: `Exit` (status
@@ -104,10 +201,24 @@ pub enum ProcEvent {
         pid: Pid,
         /// How many losses the backend saw since the last `Lost` event on this stream.
         count: u32,
+        /// When the (last) loss was noticed.
+        at: Timestamp,
     },
 }
 
 impl ProcEvent {
+    /// When it happened (see [`Timestamp`]).
+    pub fn at(&self) -> Timestamp {
+        match *self {
+            ProcEvent::Child { at, .. }
+            | ProcEvent::Fork { at, .. }
+            | ProcEvent::Exec { at, .. }
+            | ProcEvent::Exit { at, .. }
+            | ProcEvent::TrackErr { at, .. }
+            | ProcEvent::Lost { at, .. } => at,
+        }
+    }
+
     /// The process the event is about (for `Lost`: the pid the stream was created for).
     pub fn pid(&self) -> Pid {
         match *self {

@@ -98,7 +98,7 @@ mod watcher;
 
 pub use command::WatchedChild;
 pub use error::{Error, ErrorKind};
-pub use event::{ProcEvent, TrackErrReason};
+pub use event::{ProcEvent, Timestamp, TrackErrReason};
 pub use interest::Interest;
 pub use pid::Pid;
 pub use stream::{Finished, ProcEvents};

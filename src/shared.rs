@@ -36,7 +36,7 @@ mod loom_model {
     use super::Shared;
     use crate::loom::Arc;
     use crate::registry::{Input, PopStatus, ProcSnapshot, StreamId, Wakeups};
-    use crate::{Interest, Pid, ProcEvent};
+    use crate::{Interest, Pid, ProcEvent, Timestamp};
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use std::collections::VecDeque;
     use std::task::{Wake, Waker};
@@ -137,11 +137,13 @@ mod loom_model {
                 vec![
                     ProcEvent::Child {
                         pid: pid(11),
-                        parent: pid(10)
+                        parent: pid(10),
+                        at: Timestamp::from_nanos(2),
                     },
                     ProcEvent::Exit {
                         pid: pid(11),
-                        status: Some(std::os::unix::process::ExitStatusExt::from_raw(0))
+                        status: Some(std::os::unix::process::ExitStatusExt::from_raw(0)),
+                        at: Timestamp::UNKNOWN,
                     },
                 ]
             );

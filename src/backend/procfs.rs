@@ -47,13 +47,30 @@ fn ns_per_tick() -> u64 {
     1_000_000_000 / hz
 }
 
+/// How far `CLOCK_BOOTTIME` (which `/proc` start times count in) is ahead of
+/// `CLOCK_MONOTONIC` (which the registry and the proc connector use): the time spent suspended.
+pub(crate) fn boot_ahead_of_monotonic() -> u64 {
+    use rustix::time::{clock_gettime, ClockId};
+    let ns = |t: rustix::time::Timespec| (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64;
+    let boot = ns(clock_gettime(ClockId::Boottime));
+    let mono = ns(clock_gettime(ClockId::Monotonic));
+    boot.saturating_sub(mono)
+}
+
 /// Turns a parsed stat (and the thread list, when needed) into what the registry keeps.
+/// `boot_ahead` is [`boot_ahead_of_monotonic`], taken once per scan.
 pub(crate) fn snapshot_from(
     pid: i32,
     stat: &Stat,
+    boot_ahead: u64,
     tids: impl FnOnce() -> Vec<i32>,
 ) -> ProcSnapshot {
-    let start_ns = stat.start_ticks.saturating_mul(ns_per_tick());
+    // Never 0, which means "unknown": a process started before a suspend is placed at 1 ns.
+    let start_ns = stat
+        .start_ticks
+        .saturating_mul(ns_per_tick())
+        .saturating_sub(boot_ahead)
+        .max(1);
     let leader_dead = matches!(stat.state, 'Z' | 'X' | 'x');
     let mut snap = ProcSnapshot {
         ppid: stat.ppid,
@@ -99,13 +116,19 @@ pub(crate) fn snapshot(pid: Pid) -> io::Result<Option<ProcSnapshot>> {
             format!("unparsable /proc/{raw}/stat"),
         ));
     };
-    Ok(Some(snapshot_from(raw, &stat, || task_ids(raw))))
+    Ok(Some(snapshot_from(
+        raw,
+        &stat,
+        boot_ahead_of_monotonic(),
+        || task_ids(raw),
+    )))
 }
 
 /// Every process `/proc` lists. Entries that vanish while it reads are skipped: a process
 /// that is gone is simply not in the snapshot.
 pub(crate) fn scan_all() -> io::Result<SystemSnapshot> {
     let mut all = SystemSnapshot::new();
+    let boot_ahead = boot_ahead_of_monotonic();
     for entry in fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
         let Some(raw) = entry
@@ -119,7 +142,7 @@ pub(crate) fn scan_all() -> io::Result<SystemSnapshot> {
             continue;
         };
         if let Some(stat) = parse_stat(&text) {
-            all.insert(raw, snapshot_from(raw, &stat, || task_ids(raw)));
+            all.insert(raw, snapshot_from(raw, &stat, boot_ahead, || task_ids(raw)));
         }
     }
     Ok(all)
@@ -153,7 +176,7 @@ mod tests {
         let mut s = parse_stat(LINE).unwrap();
         s.state = 'Z';
         s.num_threads = 1;
-        let snap = snapshot_from(1234, &s, Vec::new);
+        let snap = snapshot_from(1234, &s, 0, Vec::new);
         assert_eq!(snap.zombie, Some(Some(ExitStatus::from_raw(256))));
     }
 
@@ -161,7 +184,7 @@ mod tests {
     fn zombie_leader_with_threads_is_alive() {
         let mut s = parse_stat(LINE).unwrap();
         s.state = 'Z';
-        let snap = snapshot_from(1234, &s, || vec![1234, 1235, 1236]);
+        let snap = snapshot_from(1234, &s, 0, || vec![1234, 1235, 1236]);
         assert_eq!(snap.zombie, None);
         assert!(snap.leader_gone);
         assert_eq!(snap.tids.len(), 3);

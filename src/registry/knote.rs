@@ -5,35 +5,79 @@
 //! status. Its size is fixed, so a stream's memory grows with the number of processes it
 //! tracks, never with the number of raw events a stalled consumer has not read.
 
-use crate::{Interest, Pid, ProcEvent, TrackErrReason};
+use crate::{Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
 use std::collections::VecDeque;
 use std::process::ExitStatus;
 
 /// How many distinct runs a knote keeps in order before folding older ones by kind. It is
-/// larger than the number of run kinds (`Fork`, `Exec`, three `TrackErr` reasons), so folding
-/// always frees a slot.
-pub(crate) const MAX_RUNS: usize = 6;
+/// larger than the number of run kinds (`Fork`, `Exec`, `TrackErr`), so folding always frees
+/// a slot.
+pub(crate) const MAX_RUNS: usize = 4;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RunKind {
     Fork,
     Exec,
-    TrackErr(TrackErrReason),
+    TrackErr,
 }
 
 #[derive(Copy, Clone, Debug)]
 struct Run {
     kind: RunKind,
+    /// For `TrackErr` runs: the reason of the latest one.
+    reason: TrackErrReason,
     count: u32,
     /// The child pid for `Fork` and `TrackErr` runs (the latest one), 0 for `Exec`.
     other: i32,
+    /// When the latest event of the run happened.
+    at: Timestamp,
 }
 
 const EMPTY_RUN: Run = Run {
     kind: RunKind::Exec,
+    reason: TrackErrReason::Limit,
     count: 0,
     other: 0,
+    at: Timestamp::UNKNOWN,
 };
+
+/// One event to record in a run: what, about which child, why (for `TrackErr`), and when.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct RunEvent {
+    pub(crate) kind: RunKind,
+    pub(crate) other: i32,
+    pub(crate) reason: TrackErrReason,
+    pub(crate) at: Timestamp,
+}
+
+impl RunEvent {
+    pub(crate) fn fork(child: i32, at: Timestamp) -> RunEvent {
+        RunEvent {
+            kind: RunKind::Fork,
+            other: child,
+            reason: TrackErrReason::Limit,
+            at,
+        }
+    }
+
+    pub(crate) fn exec(at: Timestamp) -> RunEvent {
+        RunEvent {
+            kind: RunKind::Exec,
+            other: 0,
+            reason: TrackErrReason::Limit,
+            at,
+        }
+    }
+
+    pub(crate) fn track_err(child: i32, reason: TrackErrReason, at: Timestamp) -> RunEvent {
+        RunEvent {
+            kind: RunKind::TrackErr,
+            other: child,
+            reason,
+            at,
+        }
+    }
+}
 
 /// The lifecycle of a knote.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -49,10 +93,13 @@ pub(crate) struct Knote {
     pub(crate) pid: Pid,
     /// The parent for the pending `Child` event, if one is pending.
     child_of: Option<Pid>,
+    /// When the process was born (for `Child`).
+    born_at: Timestamp,
     runs: [Run; MAX_RUNS],
     nruns: u8,
     /// `Some(status)` once the exit is recorded and not yet delivered.
     exit: Option<Option<ExitStatus>>,
+    exit_at: Timestamp,
     pub(crate) state: KnoteState,
     /// Whether the knote sits in its stream's ready list.
     pub(crate) queued: bool,
@@ -62,13 +109,16 @@ pub(crate) struct Knote {
 }
 
 impl Knote {
-    pub(crate) fn new(pid: Pid, child_of: Option<Pid>) -> Knote {
+    /// A knote for `pid`; with `child_of`, a `Child` event born at `born_at` is pending.
+    pub(crate) fn new(pid: Pid, child_of: Option<Pid>, born_at: Timestamp) -> Knote {
         Knote {
             pid,
             child_of,
+            born_at,
             runs: [EMPTY_RUN; MAX_RUNS],
             nruns: 0,
             exit: None,
+            exit_at: Timestamp::UNKNOWN,
             state: KnoteState::Attached,
             queued: false,
             exit_split: false,
@@ -82,34 +132,46 @@ impl Knote {
     /// Records one `Fork`/`Exec`/`TrackErr`, folding it into the latest run when it is of the
     /// same kind. When `MAX_RUNS` distinct runs are already waiting, older runs are folded by
     /// kind (their relative order is lost, their counts are not).
-    pub(crate) fn record_run(&mut self, kind: RunKind, other: i32) {
-        self.record_runs(kind, other, 1);
+    pub(crate) fn record_run(&mut self, ev: RunEvent) {
+        self.record_runs(ev, 1);
     }
 
-    /// Records `count` events of one kind at once (see [`Knote::record_run`]).
-    pub(crate) fn record_runs(&mut self, kind: RunKind, other: i32, count: u32) {
-        let n = self.nruns as usize;
-        if n > 0 && self.runs[n - 1].kind == kind {
-            let last = &mut self.runs[n - 1];
-            last.count = last.count.saturating_add(count);
-            last.other = other;
+    /// Records `count` events like `ev` at once (see [`Knote::record_run`]).
+    pub(crate) fn record_runs(&mut self, ev: RunEvent, count: u32) {
+        if self.join_last(ev, count) {
             return;
         }
-        if n == MAX_RUNS {
+        if self.nruns as usize == MAX_RUNS {
             self.fold_runs_by_kind();
-            let n = self.nruns as usize;
-            if n > 0 && self.runs[n - 1].kind == kind {
-                let last = &mut self.runs[n - 1];
-                last.count = last.count.saturating_add(count);
-                last.other = other;
+            if self.join_last(ev, count) {
                 return;
             }
             // There are fewer kinds than slots, so folding always frees one.
             debug_assert!((self.nruns as usize) < MAX_RUNS);
         }
         let n = self.nruns as usize;
-        self.runs[n] = Run { kind, count, other };
+        self.runs[n] = Run {
+            kind: ev.kind,
+            reason: ev.reason,
+            count,
+            other: ev.other,
+            at: ev.at,
+        };
         self.nruns += 1;
+    }
+
+    /// Folds `ev` into the latest run if it is of the same kind.
+    fn join_last(&mut self, ev: RunEvent, count: u32) -> bool {
+        let n = self.nruns as usize;
+        if n == 0 || self.runs[n - 1].kind != ev.kind {
+            return false;
+        }
+        let last = &mut self.runs[n - 1];
+        last.count = last.count.saturating_add(count);
+        last.other = ev.other;
+        last.reason = ev.reason;
+        last.at = ev.at;
+        true
     }
 
     /// Merges runs of the same kind into the first run of that kind, keeping first-appearance
@@ -122,6 +184,8 @@ impl Knote {
             if let Some(r) = out[..m].iter_mut().find(|r| r.kind == run.kind) {
                 r.count = r.count.saturating_add(run.count);
                 r.other = run.other;
+                r.reason = run.reason;
+                r.at = run.at;
             } else {
                 out[m] = *run;
                 m += 1;
@@ -131,22 +195,29 @@ impl Knote {
         self.nruns = m as u8;
     }
 
-    pub(crate) fn record_exit(&mut self, status: Option<ExitStatus>) {
+    pub(crate) fn record_exit(&mut self, status: Option<ExitStatus>, at: Timestamp) {
         self.exit = Some(status);
+        self.exit_at = at;
     }
 
     /// Copies the runs and exit that were held for this pid before it was claimed.
     pub(crate) fn absorb(&mut self, held: &Knote) {
         for run in &held.runs[..held.nruns as usize] {
-            self.record_runs(run.kind, run.other, run.count);
+            let ev = RunEvent {
+                kind: run.kind,
+                other: run.other,
+                reason: run.reason,
+                at: run.at,
+            };
+            self.record_runs(ev, run.count);
         }
         if let Some(status) = held.exit {
-            self.exit = Some(status);
+            self.record_exit(status, held.exit_at);
         }
     }
 
-    pub(crate) fn exit_recorded(&self) -> Option<Option<ExitStatus>> {
-        self.exit
+    pub(crate) fn exit_recorded(&self) -> Option<(Option<ExitStatus>, Timestamp)> {
+        self.exit.map(|s| (s, self.exit_at))
     }
 
     /// Moves the pending state out as events, in the order the stream must see them: `Child`,
@@ -161,35 +232,35 @@ impl Knote {
     ) {
         let pid = self.pid;
         if let Some(parent) = self.child_of.take() {
-            out.push_back(ProcEvent::Child { pid, parent });
+            out.push_back(ProcEvent::Child {
+                pid,
+                parent,
+                at: self.born_at,
+            });
         }
         for run in &self.runs[..self.nruns as usize] {
             let other = Pid::from_raw(run.other);
-            match run.kind {
-                RunKind::Fork if interest.contains(Interest::FORK) => {
-                    if let Some(child) = other {
-                        out.push_back(ProcEvent::Fork {
-                            pid,
-                            child,
-                            count: run.count,
-                        });
-                    }
-                }
-                RunKind::Exec if interest.contains(Interest::EXEC) => {
-                    out.push_back(ProcEvent::Exec {
+            let (count, at) = (run.count, run.at);
+            match (run.kind, other) {
+                (RunKind::Fork, Some(child)) if interest.contains(Interest::FORK) => {
+                    out.push_back(ProcEvent::Fork {
                         pid,
-                        count: run.count,
+                        child,
+                        count,
+                        at,
                     });
                 }
-                RunKind::TrackErr(reason) => {
-                    if let Some(child) = other {
-                        out.push_back(ProcEvent::TrackErr {
-                            pid,
-                            child,
-                            reason,
-                            count: run.count,
-                        });
-                    }
+                (RunKind::Exec, _) if interest.contains(Interest::EXEC) => {
+                    out.push_back(ProcEvent::Exec { pid, count, at });
+                }
+                (RunKind::TrackErr, Some(child)) => {
+                    out.push_back(ProcEvent::TrackErr {
+                        pid,
+                        child,
+                        reason: run.reason,
+                        count,
+                        at,
+                    });
                 }
                 _ => {}
             }
@@ -200,7 +271,11 @@ impl Knote {
         }
         if let Some(status) = self.exit.take() {
             if interest.contains(Interest::EXIT) {
-                out.push_back(ProcEvent::Exit { pid, status });
+                out.push_back(ProcEvent::Exit {
+                    pid,
+                    status,
+                    at: self.exit_at,
+                });
             }
         }
     }
@@ -214,6 +289,10 @@ mod tests {
         Pid::from_raw(n).unwrap()
     }
 
+    fn t(ns: u64) -> Timestamp {
+        Timestamp::from_nanos(ns)
+    }
+
     fn drain(k: &mut Knote) -> Vec<ProcEvent> {
         let mut out = VecDeque::new();
         k.drain_into(Interest::ALL, &mut out, true);
@@ -221,38 +300,44 @@ mod tests {
     }
 
     #[test]
-    fn keeps_program_order_and_counts() {
-        let mut k = Knote::new(pid(10), Some(pid(1)));
-        k.record_run(RunKind::Fork, 11);
-        k.record_run(RunKind::Fork, 12);
-        k.record_run(RunKind::Exec, 0);
-        k.record_run(RunKind::Fork, 13);
-        k.record_exit(None);
+    fn keeps_program_order_counts_and_latest_times() {
+        let mut k = Knote::new(pid(10), Some(pid(1)), t(1));
+        k.record_run(RunEvent::fork(11, t(2)));
+        k.record_run(RunEvent::fork(12, t(3)));
+        k.record_run(RunEvent::exec(t(4)));
+        k.record_run(RunEvent::fork(13, t(5)));
+        k.record_exit(None, t(6));
         let evs = drain(&mut k);
+        let (p, parent) = (pid(10), pid(1));
         assert_eq!(
             evs,
             vec![
                 ProcEvent::Child {
-                    pid: pid(10),
-                    parent: pid(1)
+                    pid: p,
+                    parent,
+                    at: t(1)
                 },
                 ProcEvent::Fork {
-                    pid: pid(10),
+                    pid: p,
                     child: pid(12),
-                    count: 2
+                    count: 2,
+                    at: t(3)
                 },
                 ProcEvent::Exec {
-                    pid: pid(10),
-                    count: 1
+                    pid: p,
+                    count: 1,
+                    at: t(4)
                 },
                 ProcEvent::Fork {
-                    pid: pid(10),
+                    pid: p,
                     child: pid(13),
-                    count: 1
+                    count: 1,
+                    at: t(5)
                 },
                 ProcEvent::Exit {
-                    pid: pid(10),
-                    status: None
+                    pid: p,
+                    status: None,
+                    at: t(6)
                 },
             ]
         );
@@ -261,47 +346,63 @@ mod tests {
 
     #[test]
     fn bounded_under_alternation() {
-        let mut k = Knote::new(pid(10), None);
+        let mut k = Knote::new(pid(10), None, t(0));
         for i in 0..10_000 {
-            if i % 2 == 0 {
-                k.record_run(RunKind::Fork, 100 + i);
+            if i % 3 == 0 {
+                k.record_run(RunEvent::fork(100 + i, t(i as u64)));
+            } else if i % 3 == 1 {
+                k.record_run(RunEvent::exec(t(i as u64)));
             } else {
-                k.record_run(RunKind::Exec, 0);
+                k.record_run(RunEvent::track_err(
+                    100 + i,
+                    TrackErrReason::Limit,
+                    t(i as u64),
+                ));
             }
         }
         let evs = drain(&mut k);
         assert!(evs.len() <= MAX_RUNS);
-        let forks: u32 = evs
-            .iter()
-            .map(|e| match e {
-                ProcEvent::Fork { count, .. } => *count,
-                _ => 0,
-            })
-            .sum();
-        let execs: u32 = evs
-            .iter()
-            .map(|e| match e {
-                ProcEvent::Exec { count, .. } => *count,
-                _ => 0,
-            })
-            .sum();
-        assert_eq!((forks, execs), (5_000, 5_000));
+        let count = |f: fn(&ProcEvent) -> Option<u32>| evs.iter().filter_map(f).sum::<u32>();
+        let forks = count(|e| match e {
+            ProcEvent::Fork { count, .. } => Some(*count),
+            _ => None,
+        });
+        let execs = count(|e| match e {
+            ProcEvent::Exec { count, .. } => Some(*count),
+            _ => None,
+        });
+        let errs = count(|e| match e {
+            ProcEvent::TrackErr { count, .. } => Some(*count),
+            _ => None,
+        });
+        assert_eq!((forks, execs, errs), (3_334, 3_333, 3_333));
     }
 
     #[test]
     fn interest_filters_at_delivery() {
-        let mut k = Knote::new(pid(10), None);
-        k.record_run(RunKind::Fork, 11);
-        k.record_run(RunKind::Exec, 0);
-        k.record_exit(None);
+        let mut k = Knote::new(pid(10), None, t(0));
+        k.record_run(RunEvent::fork(11, t(1)));
+        k.record_run(RunEvent::exec(t(2)));
+        k.record_exit(None, t(3));
         let mut out = VecDeque::new();
         k.drain_into(Interest::EXEC, &mut out, true);
         assert_eq!(
             Vec::from(out),
             vec![ProcEvent::Exec {
                 pid: pid(10),
-                count: 1
+                count: 1,
+                at: t(2)
             }]
+        );
+    }
+
+    #[test]
+    fn knote_stays_small() {
+        // Part of the per-tracked-process memory budget (see benches/RESULTS.md).
+        assert!(
+            std::mem::size_of::<Knote>() <= 160,
+            "{}",
+            std::mem::size_of::<Knote>()
         );
     }
 }

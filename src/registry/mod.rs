@@ -27,8 +27,8 @@ mod knote;
 mod slab;
 mod threads;
 
-use crate::{ErrorKind, Interest, Pid, ProcEvent, TrackErrReason};
-use knote::{Knote, KnoteState, RunKind};
+use crate::{ErrorKind, Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
+use knote::{Knote, KnoteState, RunEvent};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
@@ -49,7 +49,7 @@ const MAX_HELD: usize = 4096;
 /// What a backend tells the registry. Pids are thread-group ids unless named `tid`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Input {
-    /// Process `parent` created process `child`, which started at `start_ns` (boot-time
+    /// Process `parent` created process `child`, which started at `start_ns` (`CLOCK_MONOTONIC`
     /// nanoseconds; 0 when unknown).
     Fork {
         parent: Pid,
@@ -83,7 +83,7 @@ pub(crate) enum Input {
 pub(crate) struct ProcSnapshot {
     /// The parent's pid (0 if none).
     pub(crate) ppid: i32,
-    /// Boot-time nanoseconds at which it started.
+    /// `CLOCK_MONOTONIC` nanoseconds at which it started (converted from `/proc`).
     pub(crate) start_ns: u64,
     /// `Some(status)` if the whole process is a zombie (status where readable).
     pub(crate) zombie: Option<Option<ExitStatus>>,
@@ -140,6 +140,7 @@ struct Stream {
     /// Knotes with something to deliver, oldest first; `true` marks an exit-only entry.
     ready: VecDeque<(u32, bool)>,
     lost: u32,
+    lost_at: Timestamp,
     waker: Option<Waker>,
 }
 
@@ -259,6 +260,7 @@ impl Registry {
             knotes: Slab::new(),
             ready: VecDeque::new(),
             lost: 0,
+            lost_at: Timestamp::UNKNOWN,
             waker: None,
         });
         Ok(StreamId { idx, gen })
@@ -286,14 +288,17 @@ impl Registry {
             if !stream.interest.contains(Interest::EXIT) {
                 return Err(ErrorKind::NoSuchProcess);
             }
-            let mut k = Knote::new(pid, None);
+            let mut k = Knote::new(pid, None, Timestamp::UNKNOWN);
             k.state = KnoteState::Exited;
-            k.record_exit(status);
+            // A zombie's exit time is not recorded anywhere the crate can read.
+            k.record_exit(status, Timestamp::UNKNOWN);
             let kid = stream.knotes.insert(k);
             stream.enqueue(kid, wake);
             return Ok(());
         }
-        let kid = stream.knotes.insert(Knote::new(pid, None));
+        let kid = stream
+            .knotes
+            .insert(Knote::new(pid, None, Timestamp::from_nanos(snap.start_ns)));
         let entry = self.procs.entry(pid.as_raw()).or_insert_with(|| ProcEntry {
             start_ns: snap.start_ns,
             knotes: Vec::new(),
@@ -354,6 +359,7 @@ impl Registry {
             out.push_back(ProcEvent::Lost {
                 pid: stream.root,
                 count: std::mem::take(&mut stream.lost),
+                at: stream.lost_at,
             });
         }
         let interest = stream.interest;
@@ -414,16 +420,17 @@ impl Registry {
 
     /// The backend lost messages: every stream that tracks something gets `Lost`. A resync
     /// ([`Registry::resync`]) should follow.
-    pub(crate) fn mark_lost(&mut self, wake: &mut Wakeups) {
+    pub(crate) fn mark_lost(&mut self, now: Timestamp, wake: &mut Wakeups) {
         for (_, s) in self.streams.iter_mut() {
             if s.knotes.len() > 0 {
                 s.lost = s.lost.saturating_add(1);
+                s.lost_at = now;
                 s.wake(wake);
             }
         }
     }
 
-    /// Applies one input stamped with the boot-time nanoseconds at which it happened (0 if
+    /// Applies one input stamped with the `CLOCK_MONOTONIC` nanoseconds at which it happened (0 if
     /// unknown). An input older than the start of the process now tracked under its pid is
     /// about that pid's previous owner, still queued when the number was reused: it is dropped.
     pub(crate) fn apply_at(&mut self, input: Input, at_ns: u64, wake: &mut Wakeups) {
@@ -432,7 +439,9 @@ impl Registry {
                 Input::Fork { parent, .. } => *parent,
                 Input::ThreadStart { tgid, .. } | Input::ThreadExit { tgid, .. } => *tgid,
                 Input::Exec { pid } | Input::Exit { pid, .. } => *pid,
-                Input::Birth { .. } | Input::Abandon { .. } => return self.apply(input, wake),
+                Input::Birth { .. } | Input::Abandon { .. } => {
+                    return self.dispatch(input, Timestamp::from_nanos(at_ns), wake)
+                }
             };
             if let Some(e) = self.procs.get(&subject.as_raw()) {
                 if e.start_ns > at_ns.saturating_add(STALE_SLACK_NS) {
@@ -440,23 +449,28 @@ impl Registry {
                 }
             }
         }
-        self.apply(input, wake)
+        self.dispatch(input, Timestamp::from_nanos(at_ns), wake)
     }
 
-    /// Applies one backend input.
+    /// Applies one backend input whose time is not known.
+    #[cfg(test)]
     pub(crate) fn apply(&mut self, input: Input, wake: &mut Wakeups) {
+        self.dispatch(input, Timestamp::UNKNOWN, wake)
+    }
+
+    fn dispatch(&mut self, input: Input, at: Timestamp, wake: &mut Wakeups) {
         match input {
             Input::Fork {
                 parent,
                 child,
                 start_ns,
-            } => self.fork(parent, child, start_ns, true, wake),
+            } => self.fork(parent, child, start_ns, true, at, wake),
             Input::ThreadStart { tgid, tid } => {
                 if let Some(e) = self.procs.get_mut(&tgid.as_raw()) {
                     e.threads.add(tgid.as_raw(), tid);
                 }
             }
-            Input::Exec { pid } => self.exec(pid, wake),
+            Input::Exec { pid } => self.exec(pid, at, wake),
             Input::ThreadExit { tgid, tid, code } => {
                 let raw = tgid.as_raw();
                 let done = match self.procs.get_mut(&raw) {
@@ -470,15 +484,15 @@ impl Registry {
                     }
                 };
                 if let Some(code) = done {
-                    self.exit(tgid, Some(ExitStatus::from_raw(code)), wake);
+                    self.exit(tgid, Some(ExitStatus::from_raw(code)), at, wake);
                 }
             }
-            Input::Exit { pid, status } => self.exit(pid, status, wake),
+            Input::Exit { pid, status } => self.exit(pid, status, at, wake),
             Input::Birth { pid } => {
                 let raw = pid.as_raw();
                 if !self.procs.contains_key(&raw) && self.held.len() < MAX_HELD {
                     self.held.entry(raw).or_insert_with(|| Held {
-                        knote: Knote::new(pid, None),
+                        knote: Knote::new(pid, None, at),
                         parent: None,
                         start_ns: 0,
                     });
@@ -490,11 +504,11 @@ impl Registry {
         }
     }
 
-    fn exec(&mut self, pid: Pid, wake: &mut Wakeups) {
+    fn exec(&mut self, pid: Pid, at: Timestamp, wake: &mut Wakeups) {
         let raw = pid.as_raw();
         let Some(entry) = self.procs.get_mut(&raw) else {
             if let Some(h) = self.held.get_mut(&raw) {
-                h.knote.record_run(RunKind::Exec, 0);
+                h.knote.record_run(RunEvent::exec(at));
             }
             return;
         };
@@ -505,7 +519,7 @@ impl Registry {
             };
             if s.interest.contains(Interest::EXEC) {
                 if let Some(k) = s.knotes.get_mut(kid) {
-                    k.record_run(RunKind::Exec, 0);
+                    k.record_run(RunEvent::exec(at));
                 }
                 s.enqueue(kid, wake);
             }
@@ -520,9 +534,15 @@ impl Registry {
         child: Pid,
         start_ns: u64,
         fork_event: bool,
+        at: Timestamp,
         wake: &mut Wakeups,
     ) {
         let craw = child.as_raw();
+        let born_at = if start_ns != 0 {
+            Timestamp::from_nanos(start_ns)
+        } else {
+            at
+        };
         let praw = parent.as_raw();
         // A process whose exit was already reported (found by a resync before this message
         // was read) only counts as a fork of its parent; it is not announced again.
@@ -535,17 +555,17 @@ impl Registry {
             if same_start(old.start_ns, start_ns) {
                 known = true;
             } else {
-                self.exit(child, None, wake);
+                self.exit(child, None, at, wake);
             }
         }
         let Some(pentry) = self.procs.get(&praw) else {
             if let Some(h) = self.held.get_mut(&praw) {
                 // Born of a process that is itself still held: claim it along with its parent.
                 if fork_event {
-                    h.knote.record_run(RunKind::Fork, craw);
+                    h.knote.record_run(RunEvent::fork(craw, at));
                 }
                 let held_child = self.held.entry(craw).or_insert_with(|| Held {
-                    knote: Knote::new(child, None),
+                    knote: Knote::new(child, None, born_at),
                     parent: None,
                     start_ns,
                 });
@@ -568,16 +588,16 @@ impl Registry {
             };
             if fork_event && s.interest.contains(Interest::FORK) {
                 if let Some(k) = s.knotes.get_mut(pkid) {
-                    k.record_run(RunKind::Fork, craw);
+                    k.record_run(RunEvent::fork(craw, at));
                 }
             }
             if s.interest.contains(Interest::TRACK) && !reported && !already.contains(&sidx) {
                 if s.knotes.len() >= s.max_tracked {
                     if let Some(k) = s.knotes.get_mut(pkid) {
-                        k.record_run(RunKind::TrackErr(TrackErrReason::Limit), craw);
+                        k.record_run(RunEvent::track_err(craw, TrackErrReason::Limit, at));
                     }
                 } else {
-                    let kid = s.knotes.insert(Knote::new(child, Some(parent)));
+                    let kid = s.knotes.insert(Knote::new(child, Some(parent), born_at));
                     attached.push((sidx, kid));
                 }
             }
@@ -622,11 +642,11 @@ impl Registry {
         born.sort_unstable();
         for (start, raw) in born {
             if let Some(g) = Pid::from_raw(raw) {
-                self.fork(child, g, start, false, wake);
+                self.fork(child, g, start, false, at, wake);
             }
         }
-        if let Some(status) = h.knote.exit_recorded() {
-            self.exit(child, status, wake);
+        if let Some((status, exit_at)) = h.knote.exit_recorded() {
+            self.exit(child, status, exit_at, wake);
         }
     }
 
@@ -652,11 +672,11 @@ impl Registry {
     }
 
     /// The whole process `pid` is gone: unlink it everywhere and record its exit.
-    fn exit(&mut self, pid: Pid, status: Option<ExitStatus>, wake: &mut Wakeups) {
+    fn exit(&mut self, pid: Pid, status: Option<ExitStatus>, at: Timestamp, wake: &mut Wakeups) {
         let raw = pid.as_raw();
         let Some(entry) = self.procs.remove(&raw) else {
             if let Some(h) = self.held.get_mut(&raw) {
-                h.knote.record_exit(status);
+                h.knote.record_exit(status, at);
             }
             return;
         };
@@ -670,7 +690,7 @@ impl Registry {
             };
             k.state = KnoteState::Exited;
             if s.interest.contains(Interest::EXIT) {
-                k.record_exit(status);
+                k.record_exit(status, at);
             }
             s.enqueue_exit(kid, wake);
             s.reap(kid, wake);
@@ -680,7 +700,7 @@ impl Registry {
     /// Reconciles the table with a full `/proc` listing taken after a loss: tracked processes
     /// that are gone (or whose pid now names another process) exit, zombies exit with their
     /// status, and untracked children of tracked processes are attached with `Child`.
-    pub(crate) fn resync(&mut self, snapshot: &SystemSnapshot, wake: &mut Wakeups) {
+    pub(crate) fn resync(&mut self, snapshot: &SystemSnapshot, now: Timestamp, wake: &mut Wakeups) {
         let tracked: Vec<(i32, u64)> = self.procs.iter().map(|(&p, e)| (p, e.start_ns)).collect();
         for (raw, start) in tracked {
             let Some(pid) = Pid::from_raw(raw) else {
@@ -689,7 +709,7 @@ impl Registry {
             match snapshot.get(&raw) {
                 Some(sp) if same_start(start, sp.start_ns) => {
                     if let Some(status) = sp.zombie {
-                        self.exit(pid, status, wake);
+                        self.exit(pid, status, now, wake);
                     } else if let Some(e) = self.procs.get_mut(&raw) {
                         if e.start_ns == 0 {
                             e.start_ns = sp.start_ns;
@@ -697,7 +717,7 @@ impl Registry {
                         e.threads = Threads::from_tids(raw, &sp.tids, sp.leader_gone);
                     }
                 }
-                _ => self.exit(pid, None, wake),
+                _ => self.exit(pid, None, now, wake),
             }
         }
         // Parents start before their children, so walking by start time attaches a whole new
@@ -719,12 +739,12 @@ impl Registry {
             if !self.procs.contains_key(&sp.ppid) {
                 continue;
             }
-            self.fork(parent, pid, start, false, wake);
+            self.fork(parent, pid, start, false, now, wake);
             if let Some(e) = self.procs.get_mut(&raw) {
                 e.threads = Threads::from_tids(raw, &sp.tids, sp.leader_gone);
             }
             if let Some(status) = sp.zombie {
-                self.exit(pid, status, wake);
+                self.exit(pid, status, now, wake);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Scripted tests of the registry's ordering rules: backend inputs in, stream events out.
 
 use super::*;
+use crate::Timestamp;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc as StdArc;
 use std::task::{Wake, Waker};
@@ -88,19 +89,23 @@ impl Script {
     fn read(&mut self, id: StreamId) -> (Vec<ProcEvent>, bool) {
         let mut out = VecDeque::new();
         loop {
-            match self.reg.pop(id, &mut out, 1000, None) {
+            let done = match self.reg.pop(id, &mut out, 1000, None) {
                 PopStatus::Ready => continue,
-                PopStatus::Pending => return (out.into(), false),
-                PopStatus::Done => return (out.into(), true),
-            }
+                PopStatus::Pending => false,
+                PopStatus::Done => true,
+            };
+            return (out.into_iter().map(untimed).collect(), done);
         }
     }
 }
+
+const T0: Timestamp = Timestamp::UNKNOWN;
 
 fn child(p: i32, parent: i32) -> ProcEvent {
     ProcEvent::Child {
         pid: pid(p),
         parent: pid(parent),
+        at: T0,
     }
 }
 
@@ -108,6 +113,15 @@ fn exit(p: i32, code: i32) -> ProcEvent {
     ProcEvent::Exit {
         pid: pid(p),
         status: status(code),
+        at: T0,
+    }
+}
+
+fn exit_unknown(p: i32) -> ProcEvent {
+    ProcEvent::Exit {
+        pid: pid(p),
+        status: None,
+        at: T0,
     }
 }
 
@@ -116,7 +130,37 @@ fn fork(p: i32, c: i32, count: u32) -> ProcEvent {
         pid: pid(p),
         child: pid(c),
         count,
+        at: T0,
     }
+}
+
+fn exec(p: i32, count: u32) -> ProcEvent {
+    ProcEvent::Exec {
+        pid: pid(p),
+        count,
+        at: T0,
+    }
+}
+
+fn lost(p: i32, count: u32) -> ProcEvent {
+    ProcEvent::Lost {
+        pid: pid(p),
+        count,
+        at: T0,
+    }
+}
+
+/// The event with its time blanked, for comparisons with scripted expectations.
+fn untimed(mut ev: ProcEvent) -> ProcEvent {
+    match &mut ev {
+        ProcEvent::Child { at, .. }
+        | ProcEvent::Fork { at, .. }
+        | ProcEvent::Exec { at, .. }
+        | ProcEvent::Exit { at, .. }
+        | ProcEvent::TrackErr { at, .. }
+        | ProcEvent::Lost { at, .. } => *at = T0,
+    }
+    ev
 }
 
 #[test]
@@ -157,10 +201,7 @@ fn a_parents_exit_comes_after_the_child_it_forked_before_exiting() {
         s.read(id),
         (
             vec![
-                ProcEvent::Exec {
-                    pid: pid(10),
-                    count: 1
-                },
+                exec(10, 1),
                 fork(10, 11, 1),
                 child(11, 10),
                 exit(10, 0),
@@ -179,18 +220,37 @@ fn events_read_as_they_come_keep_causal_order() {
     assert_eq!(s.read(id).0, vec![fork(10, 11, 1), child(11, 10)]);
     s.exec(11);
     s.exit(11, 1);
-    assert_eq!(
-        s.read(id).0,
-        vec![
-            ProcEvent::Exec {
-                pid: pid(11),
-                count: 1
-            },
-            exit(11, 1)
-        ]
-    );
+    assert_eq!(s.read(id).0, vec![exec(11, 1), exit(11, 1)]);
     s.exit(10, 0);
     assert_eq!(s.read(id), (vec![exit(10, 0)], true));
+}
+
+#[test]
+fn events_carry_the_kernel_time_of_what_they_report() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    let t = Timestamp::from_nanos;
+    let fork_in = Input::Fork {
+        parent: pid(10),
+        child: pid(11),
+        start_ns: 5_000,
+    };
+    s.reg.apply_at(fork_in, 5_000, &mut s.wake);
+    s.reg
+        .apply_at(Input::Exec { pid: pid(11) }, 6_000, &mut s.wake);
+    s.reg
+        .apply_at(Input::Exec { pid: pid(11) }, 7_000, &mut s.wake);
+    let exit_in = Input::ThreadExit {
+        tgid: pid(11),
+        tid: 11,
+        code: 0,
+    };
+    s.reg.apply_at(exit_in, 8_000, &mut s.wake);
+    let mut out = VecDeque::new();
+    s.reg.pop(id, &mut out, 100, None);
+    let times: Vec<Timestamp> = out.iter().map(|e| e.at()).collect();
+    // Fork(10), Child(11), Exec(11) x2 (the later time), Exit(11).
+    assert_eq!(times, vec![t(5_000), t(5_000), t(7_000), t(8_000)]);
 }
 
 #[test]
@@ -232,16 +292,7 @@ fn non_leader_exec_is_an_exec_not_an_exit() {
     // Thread 20 calls execve: the old leader exits, then the exec comes under pid 10.
     s.exit(10, 0);
     s.exec(10);
-    assert_eq!(
-        s.read(id),
-        (
-            vec![ProcEvent::Exec {
-                pid: pid(10),
-                count: 1
-            }],
-            false
-        )
-    );
+    assert_eq!(s.read(id), (vec![exec(10, 1)], false));
     s.exit(10, 4);
     assert_eq!(s.read(id), (vec![exit(10, 4)], true));
 }
@@ -283,10 +334,7 @@ fn a_stalled_stream_folds_repeats_and_stays_bounded() {
         evs,
         vec![
             fork(10, 1000 + 49_999, 100_000),
-            ProcEvent::Exec {
-                pid: pid(10),
-                count: 2
-            },
+            exec(10, 2),
             fork(10, 7, 1),
         ]
     );
@@ -381,6 +429,7 @@ fn limit_gives_track_err() {
                 child: pid(13),
                 reason: TrackErrReason::Limit,
                 count: 2,
+                at: T0,
             },
         ]
     );
@@ -465,10 +514,7 @@ fn child_held_in_flux_until_its_parents_fork_arrives() {
         vec![
             fork(10, 11, 1),
             child(11, 10),
-            ProcEvent::Exec {
-                pid: pid(11),
-                count: 1
-            },
+            exec(11, 1),
             fork(11, 12, 1),
             child(12, 11),
             exit(12, 5),
@@ -503,7 +549,7 @@ fn lost_then_resync_reports_the_gap() {
     s.fork(10, 11);
     s.fork(10, 12);
     let _ = s.read(id);
-    s.reg.mark_lost(&mut s.wake);
+    s.reg.mark_lost(T0, &mut s.wake);
     // In the gap: 11 died and was reaped, 12 is a zombie, 10 forked 13 which forked 14,
     // and pid 15 is unrelated.
     let mut snap = SystemSnapshot::new();
@@ -512,23 +558,11 @@ fn lost_then_resync_reports_the_gap() {
     snap.insert(13, listed(10, 3_000, None));
     snap.insert(14, listed(13, 4_000, None));
     snap.insert(15, listed(1, 4_000, None));
-    s.reg.resync(&snap, &mut s.wake);
+    s.reg.resync(&snap, T0, &mut s.wake);
     let (evs, _) = s.read(id);
-    assert_eq!(
-        evs[0],
-        ProcEvent::Lost {
-            pid: pid(10),
-            count: 1
-        }
-    );
+    assert_eq!(evs[0], lost(10, 1));
     let rest: Vec<_> = evs[1..].to_vec();
-    assert!(
-        rest.contains(&ProcEvent::Exit {
-            pid: pid(11),
-            status: None
-        }),
-        "{rest:?}"
-    );
+    assert!(rest.contains(&exit_unknown(11)), "{rest:?}");
     assert!(rest.contains(&exit(12, 6)), "{rest:?}");
     assert!(rest.contains(&child(13, 10)), "{rest:?}");
     assert!(rest.contains(&child(14, 13)), "{rest:?}");
@@ -548,26 +582,14 @@ fn resync_sees_a_reused_pid_as_an_exit() {
     let id = s.watch(10, Interest::ALL);
     s.fork(10, 11);
     let _ = s.read(id);
-    s.reg.mark_lost(&mut s.wake);
+    s.reg.mark_lost(T0, &mut s.wake);
     let mut snap = SystemSnapshot::new();
     snap.insert(10, listed(1, 1_000, None));
     // Pid 11 now names a process that started 10 s later under another parent.
     snap.insert(11, listed(1, 10_000_000_000, None));
-    s.reg.resync(&snap, &mut s.wake);
+    s.reg.resync(&snap, T0, &mut s.wake);
     let (evs, _) = s.read(id);
-    assert_eq!(
-        evs,
-        vec![
-            ProcEvent::Lost {
-                pid: pid(10),
-                count: 1
-            },
-            ProcEvent::Exit {
-                pid: pid(11),
-                status: None
-            }
-        ]
-    );
+    assert_eq!(evs, vec![lost(10, 1), exit_unknown(11)]);
 }
 
 #[test]
@@ -631,15 +653,9 @@ fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
     snap.insert(10, listed(1, 1_000, None));
     snap.insert(11, listed(10, 2_000, Some(0)));
     for _ in 0..3 {
-        s.reg.mark_lost(&mut s.wake);
-        s.reg.resync(&snap, &mut s.wake);
-        assert_eq!(
-            s.read(id).0,
-            vec![ProcEvent::Lost {
-                pid: pid(10),
-                count: 1
-            }]
-        );
+        s.reg.mark_lost(T0, &mut s.wake);
+        s.reg.resync(&snap, T0, &mut s.wake);
+        assert_eq!(s.read(id).0, vec![lost(10, 1)]);
     }
     // A fork message for it read late (queued during a scan) does not bring it back either.
     s.fork(10, 11);

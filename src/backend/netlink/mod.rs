@@ -12,7 +12,7 @@
 //! * after an `execve` from a non-leader thread, the exec is reported under the leader's pid;
 //! * `ENOBUFS` means the socket overflowed: streams get `Lost`, then a `/proc` resync;
 //! * messages can name a pid's previous owner (queued before it was reaped); their
-//!   timestamps are compared with the tracked process's start time.
+//!   timestamps (`CLOCK_MONOTONIC`) are compared with the tracked process's start time.
 
 pub(crate) mod socket;
 pub(crate) mod wire;
@@ -21,12 +21,11 @@ use super::{procfs, Backend};
 use crate::loom::Arc;
 use crate::registry::{Input, Wakeups};
 use crate::shared::Shared;
-use crate::{BackendKind, Error, Pid};
+use crate::{BackendKind, Error, Pid, Timestamp};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
-use rustix::time::{clock_gettime, ClockId};
 use std::time::Duration;
 use wire::ProcMsg;
 
@@ -80,17 +79,8 @@ impl Drop for Netlink {
     }
 }
 
-/// Offset from `CLOCK_MONOTONIC` (the connector's timestamps) to `CLOCK_BOOTTIME` (`/proc`
-/// start times).
-fn mono_to_boot_offset() -> u64 {
-    let ns = |t: rustix::time::Timespec| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
-    let boot = ns(clock_gettime(ClockId::Boottime));
-    let mono = ns(clock_gettime(ClockId::Monotonic));
-    boot.saturating_sub(mono)
-}
-
-/// Maps one decoded message to a registry input. Returns the input and its boot-time stamp.
-pub(crate) fn to_input(msg: ProcMsg, offset: u64) -> Option<(Input, u64)> {
+/// Maps one decoded message to a registry input, with its `CLOCK_MONOTONIC` stamp.
+pub(crate) fn to_input(msg: ProcMsg) -> Option<(Input, u64)> {
     match msg {
         ProcMsg::Fork {
             parent_tgid,
@@ -99,7 +89,7 @@ pub(crate) fn to_input(msg: ProcMsg, offset: u64) -> Option<(Input, u64)> {
             ts_ns,
             ..
         } => {
-            let at = ts_ns.saturating_add(offset);
+            let at = ts_ns;
             if child_pid != child_tgid {
                 // CLONE_THREAD: a new thread of `child_tgid`, not a new process.
                 let tgid = Pid::from_raw(child_tgid)?;
@@ -127,7 +117,7 @@ pub(crate) fn to_input(msg: ProcMsg, offset: u64) -> Option<(Input, u64)> {
             Input::Exec {
                 pid: Pid::from_raw(tgid)?,
             },
-            ts_ns.saturating_add(offset),
+            ts_ns,
         )),
         ProcMsg::Exit {
             pid,
@@ -140,7 +130,7 @@ pub(crate) fn to_input(msg: ProcMsg, offset: u64) -> Option<(Input, u64)> {
                 tid: pid,
                 code: code as i32,
             },
-            ts_ns.saturating_add(offset),
+            ts_ns,
         )),
         ProcMsg::Ack { .. } | ProcMsg::Other { .. } => None,
     }
@@ -155,7 +145,6 @@ struct Dispatcher {
     shared: Arc<Shared>,
     buf: Vec<u8>,
     batch: Vec<(Input, u64)>,
-    offset: u64,
 }
 
 impl Dispatcher {
@@ -166,7 +155,6 @@ impl Dispatcher {
             shared,
             buf: vec![0; 64 * 1024],
             batch: Vec::with_capacity(BATCH),
-            offset: mono_to_boot_offset(),
         }
     }
 
@@ -206,9 +194,9 @@ impl Dispatcher {
         loop {
             match rustix::net::recv(&self.sock, &mut self.buf[..], RecvFlags::DONTWAIT) {
                 Ok((n, _)) => {
-                    let (batch, offset) = (&mut self.batch, self.offset);
+                    let batch = &mut self.batch;
                     wire::decode_datagram(&self.buf[..n], |m| match m {
-                        Ok(msg) => batch.extend(to_input(msg, offset)),
+                        Ok(msg) => batch.extend(to_input(msg)),
                         Err(e) => tracing::debug!(?e, "undecodable proc connector message"),
                     });
                     if self.batch.len() >= BATCH {
@@ -252,14 +240,15 @@ impl Dispatcher {
                 "proc connector overflowed (ENOBUFS); resyncing from /proc"
             );
             let mut wake = Wakeups::default();
-            self.shared.lock().mark_lost(&mut wake);
+            self.shared.lock().mark_lost(Timestamp::now(), &mut wake);
             wake.wake_all();
-            self.offset = mono_to_boot_offset();
             // Whatever arrived after the overflow is applied before the listing is taken.
             lost = self.drain();
             match procfs::scan_all() {
                 Ok(snapshot) => {
-                    self.shared.lock().resync(&snapshot, &mut wake);
+                    self.shared
+                        .lock()
+                        .resync(&snapshot, Timestamp::now(), &mut wake);
                     wake.wake_all();
                 }
                 Err(e) => tracing::error!(error = %e, "cannot list /proc for a resync"),
