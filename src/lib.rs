@@ -84,6 +84,8 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod backend;
+#[doc(hidden)]
+pub mod bench_support;
 mod command;
 mod error;
 mod event;

@@ -21,25 +21,86 @@ pub(crate) enum RunKind {
     TrackErr,
 }
 
+/// A run of events of one kind, in 16 bytes.
 #[derive(Copy, Clone, Debug)]
 struct Run {
-    kind: RunKind,
-    /// For `TrackErr` runs: the reason of the latest one.
-    reason: TrackErrReason,
-    count: u32,
-    /// The child pid for `Fork` and `TrackErr` runs (the latest one), 0 for `Exec`.
-    other: i32,
     /// When the latest event of the run happened.
     at: Timestamp,
+    /// The child pid for `Fork` and `TrackErr` runs (the latest one), 0 for `Exec`.
+    other: i32,
+    /// The kind (bits 30..32), the latest `TrackErr` reason (bits 28..30) and the count
+    /// (bits 0..28, saturating at [`MAX_COUNT`]).
+    packed: u32,
 }
 
+/// The largest count a run holds; more events of a run are still folded, not counted.
+pub(crate) const MAX_COUNT: u32 = (1 << 28) - 1;
+
 const EMPTY_RUN: Run = Run {
-    kind: RunKind::Exec,
-    reason: TrackErrReason::Limit,
-    count: 0,
-    other: 0,
     at: Timestamp::UNKNOWN,
+    other: 0,
+    packed: 0,
 };
+
+impl Run {
+    fn new(ev: RunEvent, count: u32) -> Run {
+        let kind = match ev.kind {
+            RunKind::Fork => 0,
+            RunKind::Exec => 1,
+            RunKind::TrackErr => 2,
+        };
+        let mut run = Run {
+            at: ev.at,
+            other: ev.other,
+            packed: kind << 30,
+        };
+        run.set_reason(ev.reason);
+        run.add(count);
+        run
+    }
+
+    fn kind(&self) -> RunKind {
+        match self.packed >> 30 {
+            0 => RunKind::Fork,
+            1 => RunKind::Exec,
+            _ => RunKind::TrackErr,
+        }
+    }
+
+    fn reason(&self) -> TrackErrReason {
+        match (self.packed >> 28) & 3 {
+            0 => TrackErrReason::Limit,
+            1 => TrackErrReason::Permission,
+            _ => TrackErrReason::Resources,
+        }
+    }
+
+    fn set_reason(&mut self, reason: TrackErrReason) {
+        let bits = match reason {
+            TrackErrReason::Limit => 0,
+            TrackErrReason::Permission => 1,
+            TrackErrReason::Resources => 2,
+        };
+        self.packed = (self.packed & !(3 << 28)) | (bits << 28);
+    }
+
+    fn count(&self) -> u32 {
+        self.packed & MAX_COUNT
+    }
+
+    fn add(&mut self, n: u32) {
+        let count = self.count().saturating_add(n).min(MAX_COUNT);
+        self.packed = (self.packed & !MAX_COUNT) | count;
+    }
+
+    /// Folds a later run (or event) of the same kind into this one.
+    fn absorb(&mut self, at: Timestamp, other: i32, reason: TrackErrReason, count: u32) {
+        self.add(count);
+        self.at = at;
+        self.other = other;
+        self.set_reason(reason);
+    }
+}
 
 /// One event to record in a run: what, about which child, why (for `TrackErr`), and when.
 #[derive(Copy, Clone, Debug)]
@@ -150,27 +211,17 @@ impl Knote {
             debug_assert!((self.nruns as usize) < MAX_RUNS);
         }
         let n = self.nruns as usize;
-        self.runs[n] = Run {
-            kind: ev.kind,
-            reason: ev.reason,
-            count,
-            other: ev.other,
-            at: ev.at,
-        };
+        self.runs[n] = Run::new(ev, count);
         self.nruns += 1;
     }
 
     /// Folds `ev` into the latest run if it is of the same kind.
     fn join_last(&mut self, ev: RunEvent, count: u32) -> bool {
         let n = self.nruns as usize;
-        if n == 0 || self.runs[n - 1].kind != ev.kind {
+        if n == 0 || self.runs[n - 1].kind() != ev.kind {
             return false;
         }
-        let last = &mut self.runs[n - 1];
-        last.count = last.count.saturating_add(count);
-        last.other = ev.other;
-        last.reason = ev.reason;
-        last.at = ev.at;
+        self.runs[n - 1].absorb(ev.at, ev.other, ev.reason, count);
         true
     }
 
@@ -181,11 +232,8 @@ impl Knote {
         let mut out: [Run; MAX_RUNS] = [EMPTY_RUN; MAX_RUNS];
         let mut m = 0;
         for run in &self.runs[..n] {
-            if let Some(r) = out[..m].iter_mut().find(|r| r.kind == run.kind) {
-                r.count = r.count.saturating_add(run.count);
-                r.other = run.other;
-                r.reason = run.reason;
-                r.at = run.at;
+            if let Some(r) = out[..m].iter_mut().find(|r| r.kind() == run.kind()) {
+                r.absorb(run.at, run.other, run.reason(), run.count());
             } else {
                 out[m] = *run;
                 m += 1;
@@ -204,12 +252,12 @@ impl Knote {
     pub(crate) fn absorb(&mut self, held: &Knote) {
         for run in &held.runs[..held.nruns as usize] {
             let ev = RunEvent {
-                kind: run.kind,
+                kind: run.kind(),
                 other: run.other,
-                reason: run.reason,
+                reason: run.reason(),
                 at: run.at,
             };
-            self.record_runs(ev, run.count);
+            self.record_runs(ev, run.count());
         }
         if let Some(status) = held.exit {
             self.record_exit(status, held.exit_at);
@@ -240,8 +288,8 @@ impl Knote {
         }
         for run in &self.runs[..self.nruns as usize] {
             let other = Pid::from_raw(run.other);
-            let (count, at) = (run.count, run.at);
-            match (run.kind, other) {
+            let (count, at) = (run.count(), run.at);
+            match (run.kind(), other) {
                 (RunKind::Fork, Some(child)) if interest.contains(Interest::FORK) => {
                     out.push_back(ProcEvent::Fork {
                         pid,
@@ -257,7 +305,7 @@ impl Knote {
                     out.push_back(ProcEvent::TrackErr {
                         pid,
                         child,
-                        reason: run.reason,
+                        reason: run.reason(),
                         count,
                         at,
                     });
@@ -400,9 +448,25 @@ mod tests {
     fn knote_stays_small() {
         // Part of the per-tracked-process memory budget (see benches/RESULTS.md).
         assert!(
-            std::mem::size_of::<Knote>() <= 160,
+            std::mem::size_of::<Knote>() <= 112,
             "{}",
             std::mem::size_of::<Knote>()
         );
+    }
+
+    #[test]
+    fn run_packs_kind_reason_and_a_saturating_count() {
+        let mut r = Run::new(RunEvent::track_err(5, TrackErrReason::Resources, t(9)), 2);
+        let seen = (r.kind(), r.reason(), r.count());
+        assert_eq!(seen, (RunKind::TrackErr, TrackErrReason::Resources, 2));
+        r.absorb(t(10), 6, TrackErrReason::Permission, MAX_COUNT);
+        let seen = (r.kind(), r.reason(), r.count(), r.other);
+        assert_eq!(
+            seen,
+            (RunKind::TrackErr, TrackErrReason::Permission, MAX_COUNT, 6)
+        );
+        let f = Run::new(RunEvent::fork(3, t(1)), 1);
+        assert_eq!((f.kind(), f.count()), (RunKind::Fork, 1));
+        assert_eq!(std::mem::size_of::<Run>(), 16);
     }
 }

@@ -24,11 +24,13 @@
 //! that delivers its `Exit`.
 
 mod knote;
+mod links;
 mod slab;
 mod threads;
 
 use crate::{ErrorKind, Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
 use knote::{Knote, KnoteState, RunEvent};
+use links::Links;
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
@@ -196,7 +198,7 @@ impl Stream {
 struct ProcEntry {
     start_ns: u64,
     /// (stream slot, knote slot) of every stream watching this pid.
-    knotes: Vec<(u32, u32)>,
+    knotes: Links,
     threads: Threads,
 }
 
@@ -301,10 +303,10 @@ impl Registry {
             .insert(Knote::new(pid, None, Timestamp::from_nanos(snap.start_ns)));
         let entry = self.procs.entry(pid.as_raw()).or_insert_with(|| ProcEntry {
             start_ns: snap.start_ns,
-            knotes: Vec::new(),
+            knotes: Links::new(),
             threads: Threads::from_tids(pid.as_raw(), &snap.tids, snap.leader_gone),
         });
-        entry.knotes.push((id.idx, kid));
+        entry.knotes.push(id.idx, kid);
         Ok(())
     }
 
@@ -320,8 +322,7 @@ impl Registry {
             }
             let raw = k.pid.as_raw();
             if let Some(entry) = self.procs.get_mut(&raw) {
-                entry.knotes.retain(|&(s, _)| s != id.idx);
-                if entry.knotes.is_empty() {
+                if entry.knotes.remove_stream(id.idx) {
                     self.procs.remove(&raw);
                 }
             }
@@ -513,7 +514,7 @@ impl Registry {
             return;
         };
         entry.threads.exec();
-        for &(sidx, kid) in &entry.knotes {
+        for (sidx, kid) in entry.knotes.iter() {
             let Some(s) = self.streams.get_mut(sidx) else {
                 continue;
             };
@@ -576,12 +577,12 @@ impl Registry {
             }
             return;
         };
-        let parents: Vec<(u32, u32)> = pentry.knotes.clone();
-        let already: Vec<u32> = match self.procs.get(&craw) {
-            Some(e) if known => e.knotes.iter().map(|&(s, _)| s).collect(),
-            _ => Vec::new(),
+        let parents = pentry.knotes.clone();
+        let already = match self.procs.get(&craw) {
+            Some(e) if known => e.knotes.clone(),
+            _ => Links::new(),
         };
-        let mut attached: Vec<(u32, u32)> = Vec::new();
+        let mut attached = Links::new();
         for (sidx, pkid) in parents {
             let Some(s) = self.streams.get_mut(sidx) else {
                 continue;
@@ -591,14 +592,14 @@ impl Registry {
                     k.record_run(RunEvent::fork(craw, at));
                 }
             }
-            if s.interest.contains(Interest::TRACK) && !reported && !already.contains(&sidx) {
+            if s.interest.contains(Interest::TRACK) && !reported && !already.has_stream(sidx) {
                 if s.knotes.len() >= s.max_tracked {
                     if let Some(k) = s.knotes.get_mut(pkid) {
                         k.record_run(RunEvent::track_err(craw, TrackErrReason::Limit, at));
                     }
                 } else {
                     let kid = s.knotes.insert(Knote::new(child, Some(parent), born_at));
-                    attached.push((sidx, kid));
+                    attached.push(sidx, kid);
                 }
             }
             s.enqueue(pkid, wake);
@@ -607,7 +608,7 @@ impl Registry {
         if attached.is_empty() {
             return;
         }
-        for &(sidx, kid) in &attached {
+        for (sidx, kid) in attached.iter() {
             let Some(s) = self.streams.get_mut(sidx) else {
                 continue;
             };
@@ -617,7 +618,9 @@ impl Registry {
             s.enqueue(kid, wake);
         }
         match self.procs.get_mut(&craw) {
-            Some(e) => e.knotes.extend(attached),
+            Some(e) => attached
+                .into_iter()
+                .for_each(|(sidx, kid)| e.knotes.push(sidx, kid)),
             None => {
                 self.procs.insert(
                     craw,

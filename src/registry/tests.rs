@@ -668,3 +668,10 @@ fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
     });
     assert_eq!(s.read(id).0, vec![fork(10, 11, 1), child(11, 10)]);
 }
+
+#[test]
+fn per_process_records_stay_small() {
+    // The per-tracked-process memory budget (benches/memory.rs measures the whole of it).
+    assert!(std::mem::size_of::<ProcEntry>() <= 32);
+    assert!(std::mem::size_of::<Stream>() <= 128);
+}

@@ -7,69 +7,78 @@
 
 use std::collections::HashSet;
 
+/// The live threads of a process: `None` in the common case of a single, leader thread
+/// (one pointer of memory), a boxed set otherwise.
 #[derive(Debug)]
-pub(crate) struct Threads {
+pub(crate) struct Threads(Option<Box<Group>>);
+
+#[derive(Debug, Default)]
+struct Group {
     leader_alive: bool,
-    /// Live non-leader thread ids; `None` while there are none (the common case). Boxed so
-    /// that a single-threaded process pays one pointer, not an empty hash set.
-    #[allow(clippy::box_collection)]
-    others: Option<Box<HashSet<i32>>>,
+    /// Live non-leader thread ids.
+    others: HashSet<i32>,
 }
 
 impl Threads {
     /// A process with one thread, its leader.
     pub(crate) fn single() -> Threads {
-        Threads {
-            leader_alive: true,
-            others: None,
-        }
+        Threads(None)
     }
 
     /// A process with the thread ids `tids` (as listed in `/proc/<tgid>/task`), whose leader
     /// has already exited if `leader_gone`.
     pub(crate) fn from_tids(tgid: i32, tids: &[i32], leader_gone: bool) -> Threads {
-        let mut t = Threads::single();
-        t.leader_alive = !leader_gone;
-        for &tid in tids {
-            if tid != tgid {
-                t.add(tgid, tid);
-            }
+        let others: HashSet<i32> = tids.iter().copied().filter(|&t| t != tgid).collect();
+        if others.is_empty() && !leader_gone {
+            return Threads::single();
         }
-        t
+        Threads(Some(Box::new(Group {
+            leader_alive: !leader_gone,
+            others,
+        })))
+    }
+
+    fn group(&mut self) -> &mut Group {
+        self.0.get_or_insert_with(|| {
+            Box::new(Group {
+                leader_alive: true,
+                others: HashSet::new(),
+            })
+        })
     }
 
     pub(crate) fn add(&mut self, tgid: i32, tid: i32) {
         if tid == tgid {
-            self.leader_alive = true;
+            if let Some(g) = &mut self.0 {
+                g.leader_alive = true;
+            }
         } else {
-            self.others.get_or_insert_with(Default::default).insert(tid);
+            self.group().others.insert(tid);
         }
     }
 
     /// After `execve` the process has exactly one thread, whose id is the pid.
     pub(crate) fn exec(&mut self) {
-        self.leader_alive = true;
-        self.others = None;
+        self.0 = None;
     }
 
     /// Thread `tid` exited with wait status `code`. Returns the process's wait status when this
     /// was its last thread.
     pub(crate) fn exit(&mut self, tgid: i32, tid: i32, code: i32) -> Option<i32> {
+        let Some(g) = &mut self.0 else {
+            // One thread: the leader's exit is the process's; any other tid is one that exited
+            // before we looked.
+            return (tid == tgid).then_some(code);
+        };
         if tid == tgid {
-            if !self.leader_alive {
+            if !g.leader_alive {
                 return None; // a duplicate or a stale leader message
             }
-            self.leader_alive = false;
-        } else {
-            let others = self.others.as_mut()?;
-            if !others.remove(&tid) {
-                return None; // a thread we never counted (it exited before we looked)
-            }
-            if others.is_empty() {
-                self.others = None;
-            }
+            g.leader_alive = false;
+        } else if !g.others.remove(&tid) {
+            return None; // a thread we never counted (it exited before we looked)
         }
-        if self.leader_alive || self.others.is_some() {
+        if g.leader_alive || !g.others.is_empty() {
             return None;
         }
         // Since Linux 5.19 the thread that leaves last sets the group's exit code when no
@@ -81,7 +90,10 @@ impl Threads {
 
     #[cfg(test)]
     pub(crate) fn count(&self) -> usize {
-        usize::from(self.leader_alive) + self.others.as_ref().map_or(0, |o| o.len())
+        match &self.0 {
+            None => 1,
+            Some(g) => usize::from(g.leader_alive) + g.others.len(),
+        }
     }
 }
 
@@ -149,5 +161,13 @@ mod tests {
         let mut t = Threads::from_tids(10, &[10, 11], true);
         assert_eq!(t.count(), 1);
         assert_eq!(t.exit(10, 11, 0), Some(0));
+    }
+
+    #[test]
+    fn one_pointer_for_a_single_thread() {
+        assert_eq!(std::mem::size_of::<Threads>(), 8);
+        let mut t = Threads::single();
+        assert_eq!(t.exit(10, 99, 0), None);
+        assert_eq!(t.exit(10, 10, 5), Some(5));
     }
 }

@@ -185,31 +185,36 @@ pub(crate) fn mcast_request(op: u32, events: Option<u32>, seq: u32, ack: u32) ->
     b
 }
 
+/// Encodes a proc_event datagram the way the kernel lays it out.
+pub(crate) fn encode_event_with_ack(what: u32, ts: u64, ack: u32, fields: &[u32]) -> Vec<u8> {
+    let dlen = PROC_EVENT_HDR + fields.len() * 4;
+    let total = NLMSG_HDRLEN + CN_MSG_LEN + dlen;
+    let mut b = Vec::new();
+    b.extend_from_slice(&(total as u32).to_ne_bytes());
+    b.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+    b.extend_from_slice(&[0; 10]);
+    for v in [CN_IDX_PROC, CN_VAL_PROC, 7, ack] {
+        b.extend_from_slice(&v.to_ne_bytes());
+    }
+    b.extend_from_slice(&(dlen as u16).to_ne_bytes());
+    b.extend_from_slice(&0u16.to_ne_bytes());
+    b.extend_from_slice(&what.to_ne_bytes());
+    b.extend_from_slice(&1u32.to_ne_bytes());
+    b.extend_from_slice(&ts.to_ne_bytes());
+    for f in fields {
+        b.extend_from_slice(&f.to_ne_bytes());
+    }
+    b
+}
+
+/// Encodes a proc_event datagram (for tests and benchmarks).
+pub(crate) fn encode_event(what: u32, ts: u64, fields: &[u32]) -> Vec<u8> {
+    encode_event_with_ack(what, ts, 0, fields)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// Encodes a proc_event datagram the way the kernel lays it out.
-    pub(crate) fn event(what: u32, ts: u64, ack: u32, fields: &[u32]) -> Vec<u8> {
-        let dlen = PROC_EVENT_HDR + fields.len() * 4;
-        let total = NLMSG_HDRLEN + CN_MSG_LEN + dlen;
-        let mut b = Vec::new();
-        b.extend_from_slice(&(total as u32).to_ne_bytes());
-        b.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
-        b.extend_from_slice(&[0; 10]);
-        for v in [CN_IDX_PROC, CN_VAL_PROC, 7, ack] {
-            b.extend_from_slice(&v.to_ne_bytes());
-        }
-        b.extend_from_slice(&(dlen as u16).to_ne_bytes());
-        b.extend_from_slice(&0u16.to_ne_bytes());
-        b.extend_from_slice(&what.to_ne_bytes());
-        b.extend_from_slice(&1u32.to_ne_bytes());
-        b.extend_from_slice(&ts.to_ne_bytes());
-        for f in fields {
-            b.extend_from_slice(&f.to_ne_bytes());
-        }
-        b
-    }
 
     fn all(buf: &[u8]) -> Vec<Result<ProcMsg, DecodeError>> {
         let mut v = Vec::new();
@@ -219,7 +224,7 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_fork_exec_exit_ack() {
-        let mut buf = event(what::FORK, 5, 0, &[1, 1, 2, 2]);
+        let mut buf = encode_event_with_ack(what::FORK, 5, 0, &[1, 1, 2, 2]);
         assert_eq!(
             all(&buf),
             vec![Ok(ProcMsg::Fork {
@@ -230,7 +235,7 @@ pub(crate) mod tests {
                 ts_ns: 5
             })]
         );
-        buf = event(what::EXEC, 6, 0, &[2, 2]);
+        buf = encode_event_with_ack(what::EXEC, 6, 0, &[2, 2]);
         assert_eq!(
             all(&buf),
             vec![Ok(ProcMsg::Exec {
@@ -239,7 +244,7 @@ pub(crate) mod tests {
                 ts_ns: 6
             })]
         );
-        buf = event(what::EXIT, 7, 0, &[3, 2, 0x0900, 17, 1, 1]);
+        buf = encode_event_with_ack(what::EXIT, 7, 0, &[3, 2, 0x0900, 17, 1, 1]);
         assert_eq!(
             all(&buf),
             vec![Ok(ProcMsg::Exit {
@@ -249,16 +254,16 @@ pub(crate) mod tests {
                 ts_ns: 7
             })]
         );
-        buf = event(what::NONE, 0, 43, &[0]);
+        buf = encode_event_with_ack(what::NONE, 0, 43, &[0]);
         assert_eq!(all(&buf), vec![Ok(ProcMsg::Ack { ack: 43, err: 0 })]);
-        buf = event(0x200, 0, 0, &[1, 1, 0, 0, 0, 0, 0, 0]);
+        buf = encode_event_with_ack(0x200, 0, 0, &[1, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(all(&buf), vec![Ok(ProcMsg::Other { what: 0x200 })]);
     }
 
     #[test]
     fn decodes_several_messages_in_one_datagram() {
-        let mut buf = event(what::EXEC, 1, 0, &[2, 2]);
-        buf.extend(event(what::EXEC, 2, 0, &[3, 3]));
+        let mut buf = encode_event_with_ack(what::EXEC, 1, 0, &[2, 2]);
+        buf.extend(encode_event_with_ack(what::EXEC, 2, 0, &[3, 3]));
         let v = all(&buf);
         assert_eq!(v.len(), 2);
         assert_eq!(
@@ -273,7 +278,7 @@ pub(crate) mod tests {
 
     #[test]
     fn truncated_and_bogus_lengths_are_errors() {
-        let buf = event(what::FORK, 5, 0, &[1, 1, 2, 2]);
+        let buf = encode_event_with_ack(what::FORK, 5, 0, &[1, 1, 2, 2]);
         for cut in 0..buf.len() {
             let v = all(&buf[..cut]);
             if cut == 0 {
@@ -311,7 +316,7 @@ pub(crate) mod tests {
             x ^= x << 17;
             x
         };
-        let seed = event(what::EXIT, 7, 0, &[3, 2, 0x0900, 17, 1, 1]);
+        let seed = encode_event_with_ack(what::EXIT, 7, 0, &[3, 2, 0x0900, 17, 1, 1]);
         for _ in 0..50_000 {
             let len = (next() % 160) as usize;
             let mut buf: Vec<u8> = if next() % 2 == 0 {
