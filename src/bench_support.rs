@@ -2,7 +2,7 @@
 //! the docs, exempt from semver, and may change with any release.
 
 use crate::backend::netlink::wire;
-use crate::registry::{Input, PopStatus, ProcSnapshot, Registry, StreamId, Wakeups};
+use crate::registry::{Input, PopStatus, ProcSnapshot, Registry, Stamp, StreamId, Wakeups};
 use crate::{Interest, Pid, ProcEvent};
 use std::collections::VecDeque;
 
@@ -29,6 +29,11 @@ impl std::fmt::Debug for ScriptedRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ScriptedRegistry")
     }
+}
+
+/// Scripted time: the same nanoseconds on both clocks.
+fn stamp(ns: u64) -> Stamp {
+    Stamp { mono: ns, boot: ns }
 }
 
 fn pid(raw: i32) -> Pid {
@@ -60,7 +65,7 @@ impl ScriptedRegistry {
             child: pid(child),
             start_ns: at_ns,
         };
-        self.reg.apply_at(input, at_ns, &mut self.wake);
+        self.reg.apply_at(input, stamp(at_ns), &mut self.wake);
     }
 
     /// `tgid` created thread `tid`.
@@ -69,13 +74,13 @@ impl ScriptedRegistry {
             tgid: pid(tgid),
             tid,
         };
-        self.reg.apply_at(input, at_ns, &mut self.wake);
+        self.reg.apply_at(input, stamp(at_ns), &mut self.wake);
     }
 
     /// `pid` exec'd.
     pub fn exec(&mut self, p: i32, at_ns: u64) {
         self.reg
-            .apply_at(Input::Exec { pid: pid(p) }, at_ns, &mut self.wake);
+            .apply_at(Input::Exec { pid: pid(p) }, stamp(at_ns), &mut self.wake);
     }
 
     /// Thread `tid` of `tgid` exited with wait status `code`.
@@ -85,7 +90,7 @@ impl ScriptedRegistry {
             tid,
             code,
         };
-        self.reg.apply_at(input, at_ns, &mut self.wake);
+        self.reg.apply_at(input, stamp(at_ns), &mut self.wake);
     }
 
     /// Moves up to `max` events of `stream` into `out`; returns how many.

@@ -3,9 +3,10 @@
 use crate::sys::{self, HoldFds};
 use crate::{Error, ErrorKind, Interest, Pid, ProcEvents, ProcWatcher};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
-use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::process::PidfdFlags;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,10 @@ impl fmt::Debug for WatchedChild {
             .finish()
     }
 }
+
+/// A child whose watch is armed: its pid, its stream, and a pidfd on it where the kernel has
+/// `pidfd_open` (Linux 5.3+).
+type Armed = (Pid, ProcEvents, Option<OwnedFd>);
 
 fn os(op: &'static str, e: Errno) -> Error {
     Error::io(op, e.into())
@@ -103,11 +108,16 @@ impl ProcWatcher {
                 .with_backend(backend)
                 .with_detail("ProcWatcher::spawn must be called within a tokio runtime"));
         }
+        if interest.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidInput, "spawn")
+                .with_backend(backend)
+                .with_detail(
+                    "the interest is empty; ask for at least one of FORK, EXEC, EXIT, TRACK",
+                ));
+        }
         let mut cmd: tokio::process::Command = cmd.into();
-        let (report_r, report_w) =
-            pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("spawn pipe", e))?;
-        let (release_r, release_w) =
-            pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("spawn pipe", e))?;
+        let (report_r, report_w) = hold_pipe()?;
+        let (release_r, release_w) = hold_pipe()?;
         let done = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| os("spawn eventfd", e))?;
         sys::hold_before_exec(
@@ -136,7 +146,7 @@ impl ProcWatcher {
         });
         drop((report_w, release_r));
         match (spawned, armed) {
-            (Ok(child), Some(Ok((pid, events)))) => Ok(WatchedChild { child, events, pid }),
+            (Ok(child), Some(Ok((pid, events, _)))) => Ok(WatchedChild { child, events, pid }),
             (Ok(mut child), Some(Err(e))) => {
                 // Cannot happen in practice (the child only execs once released), but never
                 // leave a process behind.
@@ -153,7 +163,13 @@ impl ProcWatcher {
                 tracing::debug!(%spawn_err, "child aborted before exec because its watch failed");
                 Err(watch_err)
             }
-            (Err(spawn_err), _) => {
+            (Err(spawn_err), armed) => {
+                if let Some(Ok((_, _, pidfd))) = &armed {
+                    // The child was released; `spawn` failed after that. If exec failed, std
+                    // has reaped it already and this is a no-op; otherwise (the runtime
+                    // failed to take the child over) it is killed and reaped here.
+                    sys_reap_released(pidfd);
+                }
                 // The program's own failure to start (ENOENT, EACCES, ENOEXEC) is not about a
                 // process id: keep `NoSuchProcess` for pids.
                 let kind = match spawn_err.kind() {
@@ -168,55 +184,100 @@ impl ProcWatcher {
         }
     }
 
-    /// Runs beside `spawn`: reads the child's pid, arms its watch, releases it.
+    /// Runs beside `spawn`: reads the child's pid, arms its watch, then releases the child
+    /// (or tells it to give up). Returns `None` if no child reported.
     fn arm_child(
         &self,
         report_r: OwnedFd,
         release_w: OwnedFd,
         done: &OwnedFd,
         interest: Interest,
-    ) -> Option<Result<(Pid, ProcEvents), Error>> {
-        let deadline = Instant::now() + REPORT_TIMEOUT;
-        let mut bytes = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
+    ) -> Option<Result<Armed, Error>> {
+        // An explicit answer, not only EOF: a child forked at the same moment by another
+        // thread holds a copy of `release_w` until it execs, which would delay the EOF.
+        let answer = |byte: u8| {
+            let _ = rustix::io::write(&release_w, &[byte]);
+        };
+        let Some(pid) = read_pid(&report_r, done) else {
+            answer(sys::HOLD_ABORT);
+            return None;
+        };
+        // A handle on this very process while it is certainly alive (it is waiting for us),
+        // so that a failure after its release can never hit a reused pid.
+        let pidfd = rustix::process::pidfd_open(pid.to_rustix(), PidfdFlags::empty()).ok();
+        match self.watch(pid, interest) {
+            Ok(events) => {
+                answer(sys::HOLD_GO);
+                Some(Ok((pid, events, pidfd)))
             }
-            let ts = rustix::time::Timespec {
-                tv_sec: left.as_secs() as _,
-                tv_nsec: left.subsec_nanos() as _,
-            };
-            let mut fds = [
-                PollFd::new(&report_r, PollFlags::IN),
-                PollFd::new(done, PollFlags::IN),
-            ];
-            match poll(&mut fds, Some(&ts)) {
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(_) => return None,
-            }
-            if fds[0].revents().is_empty() {
-                if !fds[1].revents().is_empty() {
-                    return None; // spawn returned before any child reported: fork failed
-                }
-                continue;
-            }
-            match rustix::io::read(&report_r, &mut bytes[got..]) {
-                Ok(0) => return None,
-                Ok(n) => got += n,
-                Err(Errno::INTR) | Err(Errno::AGAIN) => {}
-                Err(_) => return None,
+            Err(e) => {
+                answer(sys::HOLD_ABORT);
+                Some(Err(e))
             }
         }
-        let pid = Pid::from_raw(i32::from_ne_bytes(bytes))?;
-        let result = self.watch(pid, interest);
-        if result.is_ok() {
-            // The child waits for exactly this byte; if it is gone already, the watch holds
-            // its exit.
-            let _ = rustix::io::write(&release_w, &[1]);
-        }
-        drop(release_w);
-        Some(result.map(|events| (pid, events)))
     }
+}
+
+/// Reads the 4-byte pid the held child reports, until `done` says `spawn` returned first
+/// (the fork failed) or a generous deadline passes.
+fn read_pid(report_r: &OwnedFd, done: &OwnedFd) -> Option<Pid> {
+    let deadline = Instant::now() + REPORT_TIMEOUT;
+    let mut bytes = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let ts = rustix::time::Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut fds = [
+            PollFd::new(report_r, PollFlags::IN),
+            PollFd::new(done, PollFlags::IN),
+        ];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => return None,
+        }
+        if fds[0].revents().is_empty() {
+            if !fds[1].revents().is_empty() {
+                return None; // spawn returned before any child reported: the fork failed
+            }
+            continue;
+        }
+        match rustix::io::read(report_r, &mut bytes[got..]) {
+            Ok(0) => return None,
+            Ok(n) => got += n,
+            Err(Errno::INTR) | Err(Errno::AGAIN) => {}
+            Err(_) => return None,
+        }
+    }
+    Pid::from_raw(i32::from_ne_bytes(bytes))
+}
+
+/// A close-on-exec pipe whose ends are above the standard streams: `Command` installs the
+/// child's stdio on fds 0–2 before the hook runs, which would overwrite a pipe end there (a
+/// program whose own fd 0, 1 or 2 is closed gets new pipes on those numbers).
+fn hold_pipe() -> Result<(OwnedFd, OwnedFd), Error> {
+    let (r, w) = pipe_with(PipeFlags::CLOEXEC).map_err(|e| os("spawn pipe", e))?;
+    let above = |fd: OwnedFd| -> Result<OwnedFd, Error> {
+        if fd.as_raw_fd() > 2 {
+            return Ok(fd);
+        }
+        rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(|e| os("spawn pipe", e))
+    };
+    Ok((above(r)?, above(w)?))
+}
+
+/// Kills and reaps a released child whose `spawn` failed afterwards. Both steps are no-ops
+/// (`ESRCH`, `ECHILD`) if std already reaped it, which it does when `exec` fails.
+fn sys_reap_released(pidfd: &Option<OwnedFd>) {
+    let Some(fd) = pidfd else { return };
+    let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+    let _ = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(fd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED,
+    );
 }

@@ -42,6 +42,10 @@ impl Pid {
         self.0.get()
     }
 
+    pub(crate) fn to_rustix(self) -> rustix::process::Pid {
+        rustix::process::Pid::from_raw(self.as_raw()).expect("a Pid is positive")
+    }
+
     /// The calling process's own pid (`getpid(2)`).
     pub fn this() -> Pid {
         Pid::from_raw(rustix::process::getpid().as_raw_nonzero().get())

@@ -138,7 +138,7 @@ mod loom_model {
                     ProcEvent::Child {
                         pid: pid(11),
                         parent: pid(10),
-                        at: Timestamp::from_nanos(2),
+                        at: Timestamp::UNKNOWN,
                     },
                     ProcEvent::Exit {
                         pid: pid(11),

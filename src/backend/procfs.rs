@@ -47,30 +47,47 @@ fn ns_per_tick() -> u64 {
     1_000_000_000 / hz
 }
 
-/// How far `CLOCK_BOOTTIME` (which `/proc` start times count in) is ahead of
-/// `CLOCK_MONOTONIC` (which the registry and the proc connector use): the time spent suspended.
-pub(crate) fn boot_ahead_of_monotonic() -> u64 {
-    use rustix::time::{clock_gettime, ClockId};
-    let ns = |t: rustix::time::Timespec| (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64;
-    let boot = ns(clock_gettime(ClockId::Boottime));
-    let mono = ns(clock_gettime(ClockId::Monotonic));
-    boot.saturating_sub(mono)
+/// `CLOCK_BOOTTIME` now, in nanoseconds: the clock `/proc` start times count in.
+pub(crate) fn boottime_now() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
 }
 
-/// Turns a parsed stat (and the thread list, when needed) into what the registry keeps.
-/// `boot_ahead` is [`boot_ahead_of_monotonic`], taken once per scan.
+/// The `CLOCK_MONOTONIC` offset of this process's time namespace, in nanoseconds
+/// (`/proc/self/timens_offsets`, Linux 5.6+; 0 outside a time namespace). The kernel stamps
+/// proc-connector events on the initial namespace's clock; adding this makes them comparable
+/// with this process's own clock.
+pub(crate) fn timens_monotonic_offset() -> i64 {
+    let Ok(text) = fs::read_to_string("/proc/self/timens_offsets") else {
+        return 0;
+    };
+    parse_timens_monotonic(&text)
+}
+
+fn parse_timens_monotonic(text: &str) -> i64 {
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split_ascii_whitespace();
+            if f.next()? != "monotonic" {
+                return None;
+            }
+            let secs: i64 = f.next()?.parse().ok()?;
+            let nanos: i64 = f.next()?.parse().ok()?;
+            Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+        })
+        .unwrap_or(0)
+}
+
+/// Turns a parsed stat (and the thread list, when needed) into what the registry keeps. A
+/// leader that is dead while `num_threads > 1` but whose listing shows no other thread lost a
+/// race with its last thread's exit: `None` then asks the caller to read `stat` again.
 pub(crate) fn snapshot_from(
     pid: i32,
     stat: &Stat,
-    boot_ahead: u64,
     tids: impl FnOnce() -> Vec<i32>,
-) -> ProcSnapshot {
-    // Never 0, which means "unknown": a process started before a suspend is placed at 1 ns.
-    let start_ns = stat
-        .start_ticks
-        .saturating_mul(ns_per_tick())
-        .saturating_sub(boot_ahead)
-        .max(1);
+) -> Option<ProcSnapshot> {
+    // Never 0, which means "unknown".
+    let start_ns = stat.start_ticks.saturating_mul(ns_per_tick()).max(1);
     let leader_dead = matches!(stat.state, 'Z' | 'X' | 'x');
     let mut snap = ProcSnapshot {
         ppid: stat.ppid,
@@ -84,11 +101,15 @@ pub(crate) fn snapshot_from(
     } else if stat.num_threads > 1 {
         snap.leader_gone = leader_dead;
         snap.tids = tids();
+        let others = snap.tids.iter().any(|&t| t != pid);
+        if leader_dead && !others {
+            return None;
+        }
         if snap.tids.is_empty() {
             snap.tids.push(pid);
         }
     }
-    snap
+    Some(snap)
 }
 
 /// The thread ids listed in `/proc/<pid>/task`.
@@ -100,37 +121,63 @@ pub(crate) fn task_ids(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// What `/proc` says about `pid` now: `Ok(None)` if there is no such process.
-pub(crate) fn snapshot(pid: Pid) -> io::Result<Option<ProcSnapshot>> {
-    let raw = pid.as_raw();
-    let text = match fs::read_to_string(format!("/proc/{raw}/stat")) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
-    let Some(stat) = parse_stat(&text) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unparsable /proc/{raw}/stat"),
-        ));
-    };
-    Ok(Some(snapshot_from(
-        raw,
-        &stat,
-        boot_ahead_of_monotonic(),
-        || task_ids(raw),
-    )))
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
 }
 
-/// Every process `/proc` lists. Entries that vanish while it reads are skipped: a process
-/// that is gone is simply not in the snapshot.
+/// Reads one process: `Ok(None)` if it does not exist (any more). Only "not found" means
+/// gone; any other failure (out of file descriptors, permission) is an error, so that a
+/// resync never mistakes an unreadable process for a dead one.
+fn read_one(raw: i32) -> io::Result<Option<ProcSnapshot>> {
+    for _ in 0..3 {
+        let text = match fs::read_to_string(format!("/proc/{raw}/stat")) {
+            Ok(t) => t,
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(stat) = parse_stat(&text) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unparsable /proc/{raw}/stat"),
+            ));
+        };
+        if let Some(snap) = snapshot_from(raw, &stat, || task_ids(raw)) {
+            return Ok(Some(snap));
+        }
+    }
+    // Still racing with thread exits: the process is on its way out; say so.
+    Ok(None)
+}
+
+/// The thread-group id of task `raw` (`Tgid:` in `/proc/<raw>/status`).
+fn tgid_of(raw: i32) -> io::Result<Option<i32>> {
+    let text = match fs::read_to_string(format!("/proc/{raw}/status")) {
+        Ok(t) => t,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok()))
+}
+
+/// What `/proc` says about process `pid` now: `Ok(None)` if there is no such process — a
+/// thread id that is not its process's id included (`/proc` answers for those too).
+pub(crate) fn snapshot(pid: Pid) -> io::Result<Option<ProcSnapshot>> {
+    let raw = pid.as_raw();
+    if tgid_of(raw)? != Some(raw) {
+        return Ok(None);
+    }
+    read_one(raw)
+}
+
+/// Every process `/proc` lists. Processes that vanish while it reads are simply not in the
+/// listing; any other failure fails the whole listing.
 pub(crate) fn scan_all() -> io::Result<SystemSnapshot> {
     let mut all = SystemSnapshot::new();
-    let boot_ahead = boot_ahead_of_monotonic();
     for entry in fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
+        let entry = entry?;
         let Some(raw) = entry
             .file_name()
             .to_str()
@@ -138,11 +185,8 @@ pub(crate) fn scan_all() -> io::Result<SystemSnapshot> {
         else {
             continue;
         };
-        let Ok(text) = fs::read_to_string(format!("/proc/{raw}/stat")) else {
-            continue;
-        };
-        if let Some(stat) = parse_stat(&text) {
-            all.insert(raw, snapshot_from(raw, &stat, boot_ahead, || task_ids(raw)));
+        if let Some(snap) = read_one(raw)? {
+            all.insert(raw, snap);
         }
     }
     Ok(all)
@@ -176,7 +220,7 @@ mod tests {
         let mut s = parse_stat(LINE).unwrap();
         s.state = 'Z';
         s.num_threads = 1;
-        let snap = snapshot_from(1234, &s, 0, Vec::new);
+        let snap = snapshot_from(1234, &s, Vec::new).unwrap();
         assert_eq!(snap.zombie, Some(Some(ExitStatus::from_raw(256))));
     }
 
@@ -184,10 +228,38 @@ mod tests {
     fn zombie_leader_with_threads_is_alive() {
         let mut s = parse_stat(LINE).unwrap();
         s.state = 'Z';
-        let snap = snapshot_from(1234, &s, 0, || vec![1234, 1235, 1236]);
+        let snap = snapshot_from(1234, &s, || vec![1234, 1235, 1236]).unwrap();
         assert_eq!(snap.zombie, None);
         assert!(snap.leader_gone);
         assert_eq!(snap.tids.len(), 3);
+    }
+
+    #[test]
+    fn dead_leader_without_listed_threads_asks_for_a_reread() {
+        let mut s = parse_stat(LINE).unwrap();
+        s.state = 'Z';
+        assert!(snapshot_from(1234, &s, || vec![1234]).is_none());
+        assert!(snapshot_from(1234, &s, Vec::new).is_none());
+    }
+
+    #[test]
+    fn a_thread_id_is_not_a_process() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+        let tid = rx.recv().unwrap();
+        assert!(snapshot(Pid::from_raw(tid).unwrap()).unwrap().is_none());
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn time_namespace_offsets() {
+        let text = "monotonic           100         5\nboottime            -3         0\n";
+        assert_eq!(parse_timens_monotonic(text), 100_000_000_005);
+        assert_eq!(parse_timens_monotonic(""), 0);
     }
 
     #[test]

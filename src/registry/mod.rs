@@ -32,7 +32,7 @@ use crate::{ErrorKind, Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
 use knote::{Knote, KnoteState, RunEvent};
 use links::Links;
 use slab::Slab;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::task::Waker;
@@ -51,8 +51,8 @@ const MAX_HELD: usize = 4096;
 /// What a backend tells the registry. Pids are thread-group ids unless named `tid`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Input {
-    /// Process `parent` created process `child`, which started at `start_ns` (`CLOCK_MONOTONIC`
-    /// nanoseconds; 0 when unknown).
+    /// Process `parent` created process `child`, which started at `start_ns` (`CLOCK_BOOTTIME`
+    /// nanoseconds, the clock of `/proc` start times; 0 when unknown).
     Fork {
         parent: Pid,
         child: Pid,
@@ -85,7 +85,7 @@ pub(crate) enum Input {
 pub(crate) struct ProcSnapshot {
     /// The parent's pid (0 if none).
     pub(crate) ppid: i32,
-    /// `CLOCK_MONOTONIC` nanoseconds at which it started (converted from `/proc`).
+    /// `CLOCK_BOOTTIME` nanoseconds at which it started (from `/proc`, clock-tick precision).
     pub(crate) start_ns: u64,
     /// `Some(status)` if the whole process is a zombie (status where readable).
     pub(crate) zombie: Option<Option<ExitStatus>>,
@@ -97,6 +97,30 @@ pub(crate) struct ProcSnapshot {
 
 /// Every process `/proc` listed during a resync.
 pub(crate) type SystemSnapshot = HashMap<i32, ProcSnapshot>;
+
+/// When an input happened, on both clocks the registry needs: `CLOCK_MONOTONIC` for the
+/// events' [`Timestamp`]s, `CLOCK_BOOTTIME` to compare with `/proc` start times (which count
+/// suspended time too). 0 means unknown.
+#[derive(Debug, Copy, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub(crate) mono: u64,
+    pub(crate) boot: u64,
+}
+
+impl Stamp {
+    /// Both clocks read now.
+    pub(crate) fn now() -> Stamp {
+        Stamp {
+            mono: Timestamp::now().as_nanos(),
+            boot: crate::backend::procfs::boottime_now(),
+        }
+    }
+
+    /// How far the boot clock is ahead of the monotonic one (time spent suspended).
+    pub(crate) fn boot_ahead(self) -> u64 {
+        self.boot.saturating_sub(self.mono)
+    }
+}
 
 /// Names one stream; the generation makes a stale id harmless after the slot is reused.
 #[derive(Debug, Copy, Clone, PartialEq, Eq, Hash)]
@@ -218,6 +242,9 @@ pub(crate) struct Registry {
     /// Recently exited tracked processes (pid, start), oldest first, and their index.
     gone: HashMap<i32, u64>,
     gone_order: VecDeque<(i32, u64)>,
+    /// Pids attached by `watch` while a resync's `/proc` listing was being taken: the listing
+    /// may predate them, so that resync leaves them alone.
+    scan_attached: Option<HashSet<i32>>,
     closed: bool,
 }
 
@@ -234,6 +261,7 @@ impl Registry {
             held: HashMap::new(),
             gone: HashMap::new(),
             gone_order: VecDeque::new(),
+            scan_attached: None,
             closed: false,
         }
     }
@@ -300,8 +328,17 @@ impl Registry {
         }
         let kid = stream
             .knotes
-            .insert(Knote::new(pid, None, Timestamp::from_nanos(snap.start_ns)));
-        let entry = self.procs.entry(pid.as_raw()).or_insert_with(|| ProcEntry {
+            .insert(Knote::new(pid, None, Timestamp::UNKNOWN));
+        let raw = pid.as_raw();
+        if let Some(set) = &mut self.scan_attached {
+            set.insert(raw);
+        }
+        // An entry under this number for a process that started at another time is a previous
+        // owner of the pid whose exit message is still queued: it is certainly gone.
+        if matches!(self.procs.get(&raw), Some(e) if !same_start(e.start_ns, snap.start_ns)) {
+            self.exit(pid, None, Timestamp::UNKNOWN, wake);
+        }
+        let entry = self.procs.entry(raw).or_insert_with(|| ProcEntry {
             start_ns: snap.start_ns,
             knotes: Links::new(),
             threads: Threads::from_tids(pid.as_raw(), &snap.tids, snap.leader_gone),
@@ -431,26 +468,27 @@ impl Registry {
         }
     }
 
-    /// Applies one input stamped with the `CLOCK_MONOTONIC` nanoseconds at which it happened (0 if
-    /// unknown). An input older than the start of the process now tracked under its pid is
-    /// about that pid's previous owner, still queued when the number was reused: it is dropped.
-    pub(crate) fn apply_at(&mut self, input: Input, at_ns: u64, wake: &mut Wakeups) {
-        if at_ns != 0 {
+    /// Applies one input stamped with the time it happened. An input older than the start of
+    /// the process now tracked under its pid is about that pid's previous owner, still queued
+    /// when the number was reused: it is dropped.
+    pub(crate) fn apply_at(&mut self, input: Input, at: Stamp, wake: &mut Wakeups) {
+        let mono = Timestamp::from_nanos(at.mono);
+        if at.boot != 0 {
             let subject = match &input {
                 Input::Fork { parent, .. } => *parent,
                 Input::ThreadStart { tgid, .. } | Input::ThreadExit { tgid, .. } => *tgid,
                 Input::Exec { pid } | Input::Exit { pid, .. } => *pid,
                 Input::Birth { .. } | Input::Abandon { .. } => {
-                    return self.dispatch(input, Timestamp::from_nanos(at_ns), wake)
+                    return self.dispatch(input, mono, wake)
                 }
             };
             if let Some(e) = self.procs.get(&subject.as_raw()) {
-                if e.start_ns > at_ns.saturating_add(STALE_SLACK_NS) {
+                if e.start_ns > at.boot.saturating_add(STALE_SLACK_NS) {
                     return;
                 }
             }
         }
-        self.dispatch(input, Timestamp::from_nanos(at_ns), wake)
+        self.dispatch(input, mono, wake)
     }
 
     /// Applies one backend input whose time is not known.
@@ -539,11 +577,7 @@ impl Registry {
         wake: &mut Wakeups,
     ) {
         let craw = child.as_raw();
-        let born_at = if start_ns != 0 {
-            Timestamp::from_nanos(start_ns)
-        } else {
-            at
-        };
+        let born_at = at;
         let praw = parent.as_raw();
         // A process whose exit was already reported (found by a resync before this message
         // was read) only counts as a fork of its parent; it is not announced again.
@@ -700,19 +734,38 @@ impl Registry {
         }
     }
 
+    /// Marks the start of a resync's `/proc` listing: pids that `watch` attaches from now on
+    /// are judged by their own, newer look at `/proc`, not by this listing.
+    pub(crate) fn begin_scan(&mut self) {
+        self.scan_attached = Some(HashSet::new());
+    }
+
     /// Reconciles the table with a full `/proc` listing taken after a loss: tracked processes
     /// that are gone (or whose pid now names another process) exit, zombies exit with their
-    /// status, and untracked children of tracked processes are attached with `Child`.
-    pub(crate) fn resync(&mut self, snapshot: &SystemSnapshot, now: Timestamp, wake: &mut Wakeups) {
+    /// status, and untracked children of tracked processes that started after `cutoff_boot`
+    /// (the boot-clock time of the last event read before the loss; anything older was not
+    /// lost) are attached with `Child`, whole new subtrees included.
+    pub(crate) fn resync(
+        &mut self,
+        snapshot: &SystemSnapshot,
+        now: Stamp,
+        cutoff_boot: u64,
+        wake: &mut Wakeups,
+    ) {
+        let skip = self.scan_attached.take().unwrap_or_default();
+        let at = Timestamp::from_nanos(now.mono);
         let tracked: Vec<(i32, u64)> = self.procs.iter().map(|(&p, e)| (p, e.start_ns)).collect();
         for (raw, start) in tracked {
             let Some(pid) = Pid::from_raw(raw) else {
                 continue;
             };
+            if skip.contains(&raw) {
+                continue;
+            }
             match snapshot.get(&raw) {
                 Some(sp) if same_start(start, sp.start_ns) => {
                     if let Some(status) = sp.zombie {
-                        self.exit(pid, status, now, wake);
+                        self.exit(pid, status, at, wake);
                     } else if let Some(e) = self.procs.get_mut(&raw) {
                         if e.start_ns == 0 {
                             e.start_ns = sp.start_ns;
@@ -720,34 +773,44 @@ impl Registry {
                         e.threads = Threads::from_tids(raw, &sp.tids, sp.leader_gone);
                     }
                 }
-                _ => self.exit(pid, None, now, wake),
+                _ => self.exit(pid, None, at, wake),
             }
         }
-        // Parents start before their children, so walking by start time attaches a whole new
-        // subtree in one pass.
-        let mut fresh: Vec<(u64, i32)> = snapshot
-            .iter()
-            .filter(|(raw, _)| !self.procs.contains_key(raw))
-            .map(|(&raw, sp)| (sp.start_ns, raw))
-            .collect();
-        fresh.sort_unstable();
-        for (start, raw) in fresh {
-            let sp = &snapshot[&raw];
-            let (Some(pid), Some(parent)) = (Pid::from_raw(raw), Pid::from_raw(sp.ppid)) else {
+        // Walk down from every tracked process through the listing's parent links, so a whole
+        // subtree born in the gap is attached parent first, whatever its pids and start times.
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        for (&raw, sp) in snapshot {
+            if !self.procs.contains_key(&raw) && !skip.contains(&raw) {
+                children.entry(sp.ppid).or_default().push(raw);
+            }
+        }
+        let mut queue: VecDeque<i32> = self.procs.keys().copied().collect();
+        while let Some(parent_raw) = queue.pop_front() {
+            let Some(kids) = children.remove(&parent_raw) else {
                 continue;
             };
-            if self.already_gone(raw, start) {
-                continue; // an unreaped zombie whose exit this registry already reported
-            }
-            if !self.procs.contains_key(&sp.ppid) {
-                continue;
-            }
-            self.fork(parent, pid, start, false, now, wake);
-            if let Some(e) = self.procs.get_mut(&raw) {
-                e.threads = Threads::from_tids(raw, &sp.tids, sp.leader_gone);
-            }
-            if let Some(status) = sp.zombie {
-                self.exit(pid, status, now, wake);
+            for raw in kids {
+                let sp = &snapshot[&raw];
+                let (Some(pid), Some(parent)) = (Pid::from_raw(raw), Pid::from_raw(parent_raw))
+                else {
+                    continue;
+                };
+                // Older than the loss: its creation was reported (or it predates the watch).
+                // Already reported gone: an unreaped zombie this registry announced before.
+                if sp.start_ns.saturating_add(START_TOLERANCE_NS) < cutoff_boot
+                    || self.already_gone(raw, sp.start_ns)
+                {
+                    continue;
+                }
+                let born = Timestamp::from_nanos(sp.start_ns.saturating_sub(now.boot_ahead()));
+                self.fork(parent, pid, sp.start_ns, false, born, wake);
+                if let Some(e) = self.procs.get_mut(&raw) {
+                    e.threads = Threads::from_tids(raw, &sp.tids, sp.leader_gone);
+                    queue.push_back(raw);
+                }
+                if let Some(status) = sp.zombie {
+                    self.exit(pid, status, at, wake);
+                }
             }
         }
     }

@@ -101,6 +101,11 @@ impl Script {
 
 const T0: Timestamp = Timestamp::UNKNOWN;
 
+/// Scripted time: the same nanoseconds on both clocks.
+fn st(ns: u64) -> Stamp {
+    Stamp { mono: ns, boot: ns }
+}
+
 fn child(p: i32, parent: i32) -> ProcEvent {
     ProcEvent::Child {
         pid: pid(p),
@@ -235,17 +240,17 @@ fn events_carry_the_kernel_time_of_what_they_report() {
         child: pid(11),
         start_ns: 5_000,
     };
-    s.reg.apply_at(fork_in, 5_000, &mut s.wake);
+    s.reg.apply_at(fork_in, st(5_000), &mut s.wake);
     s.reg
-        .apply_at(Input::Exec { pid: pid(11) }, 6_000, &mut s.wake);
+        .apply_at(Input::Exec { pid: pid(11) }, st(6_000), &mut s.wake);
     s.reg
-        .apply_at(Input::Exec { pid: pid(11) }, 7_000, &mut s.wake);
+        .apply_at(Input::Exec { pid: pid(11) }, st(7_000), &mut s.wake);
     let exit_in = Input::ThreadExit {
         tgid: pid(11),
         tid: 11,
         code: 0,
     };
-    s.reg.apply_at(exit_in, 8_000, &mut s.wake);
+    s.reg.apply_at(exit_in, st(8_000), &mut s.wake);
     let mut out = VecDeque::new();
     s.reg.pop(id, &mut out, 100, None);
     let times: Vec<Timestamp> = out.iter().map(|e| e.at()).collect();
@@ -372,7 +377,7 @@ fn stale_messages_about_a_pids_previous_owner_are_dropped() {
             tid: 10,
             code: 0,
         },
-        1_000_000_000,
+        st(1_000_000_000),
         &mut s.wake,
     );
     assert_eq!(s.read(id), (vec![], false));
@@ -382,7 +387,7 @@ fn stale_messages_about_a_pids_previous_owner_are_dropped() {
             tid: 10,
             code: 0,
         },
-        6_000_000_000,
+        st(6_000_000_000),
         &mut s.wake,
     );
     assert_eq!(s.read(id), (vec![exit(10, 0)], true));
@@ -558,7 +563,7 @@ fn lost_then_resync_reports_the_gap() {
     snap.insert(13, listed(10, 3_000, None));
     snap.insert(14, listed(13, 4_000, None));
     snap.insert(15, listed(1, 4_000, None));
-    s.reg.resync(&snap, T0, &mut s.wake);
+    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
     let (evs, _) = s.read(id);
     assert_eq!(evs[0], lost(10, 1));
     let rest: Vec<_> = evs[1..].to_vec();
@@ -587,7 +592,7 @@ fn resync_sees_a_reused_pid_as_an_exit() {
     snap.insert(10, listed(1, 1_000, None));
     // Pid 11 now names a process that started 10 s later under another parent.
     snap.insert(11, listed(1, 10_000_000_000, None));
-    s.reg.resync(&snap, T0, &mut s.wake);
+    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
     let (evs, _) = s.read(id);
     assert_eq!(evs, vec![lost(10, 1), exit_unknown(11)]);
 }
@@ -654,7 +659,7 @@ fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
     snap.insert(11, listed(10, 2_000, Some(0)));
     for _ in 0..3 {
         s.reg.mark_lost(T0, &mut s.wake);
-        s.reg.resync(&snap, T0, &mut s.wake);
+        s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
         assert_eq!(s.read(id).0, vec![lost(10, 1)]);
     }
     // A fork message for it read late (queued during a scan) does not bring it back either.
@@ -674,4 +679,95 @@ fn per_process_records_stay_small() {
     // The per-tracked-process memory budget (benches/memory.rs measures the whole of it).
     assert!(std::mem::size_of::<ProcEntry>() <= 32);
     assert!(std::mem::size_of::<Stream>() <= 128);
+}
+
+#[test]
+fn a_watch_during_a_resync_listing_is_not_judged_by_that_listing() {
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL);
+    s.reg.mark_lost(T0, &mut s.wake);
+    s.reg.begin_scan();
+    // The listing is taken now; then a new process is watched before it is applied.
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, listed(1, 1_000, None));
+    let b = s.watch(20, Interest::ALL);
+    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
+    assert_eq!(
+        s.read(b),
+        (vec![], false),
+        "20 is alive and was not in the older listing"
+    );
+    assert_eq!(s.read(a), (vec![lost(10, 1)], false));
+    // The next resync, with a listing taken after the watch, does judge it.
+    s.reg.mark_lost(T0, &mut s.wake);
+    s.reg.begin_scan();
+    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
+    assert_eq!(s.read(b), (vec![lost(20, 1), exit_unknown(20)], true));
+}
+
+#[test]
+fn a_resync_attaches_only_children_born_after_the_last_event_read() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.reg.mark_lost(T0, &mut s.wake);
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, listed(1, 1_000, None));
+    snap.insert(11, listed(10, 5_000_000_000, None)); // older than the loss: not lost
+    snap.insert(12, listed(10, 9_000_000_000, Some(0))); // an old zombie: not lost either
+    snap.insert(13, listed(10, 20_000_000_000, None)); // born in the gap
+    s.reg
+        .resync(&snap, Stamp::default(), 15_000_000_000, &mut s.wake);
+    assert_eq!(s.read(id), (vec![lost(10, 1), child(13, 10)], false));
+}
+
+#[test]
+fn a_resync_walks_new_subtrees_by_parent_links_not_start_order() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.reg.mark_lost(T0, &mut s.wake);
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, listed(1, 1_000, None));
+    // Same clock tick; the grandchild got a lower pid after a wrap and sorts first.
+    snap.insert(300, listed(10, 2_000, None));
+    snap.insert(200, listed(300, 2_000, None));
+    snap.insert(100, listed(200, 1_999, None));
+    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
+    let (evs, _) = s.read(id);
+    assert_eq!(
+        evs,
+        vec![
+            lost(10, 1),
+            child(300, 10),
+            child(200, 300),
+            child(100, 200)
+        ]
+    );
+}
+
+#[test]
+fn watching_a_reused_pid_retires_the_stale_entry() {
+    let mut s = Script::new();
+    let old = s.watch(10, Interest::ALL);
+    // 10 died and its number was reused; its exit message is still queued when the new
+    // process is watched.
+    let new = s.reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
+    let fresh = listed(1, 9_000_000_000, None);
+    s.reg
+        .attach_root(new, pid(10), Some(&fresh), &mut s.wake)
+        .unwrap();
+    assert_eq!(s.read(old), (vec![exit_unknown(10)], true));
+    s.reg.apply_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 10,
+            code: 0,
+        },
+        st(8_000_000_000),
+        &mut s.wake,
+    );
+    assert_eq!(
+        s.read(new),
+        (vec![], false),
+        "the old exit is not the new process's"
+    );
 }

@@ -14,6 +14,11 @@ use rustix::fd::{BorrowedFd, RawFd};
 use rustix::io::Errno;
 use std::io;
 
+/// The parent's answer to a held child: run the program.
+pub(crate) const HOLD_GO: u8 = 1;
+/// The parent's answer to a held child: give up before `exec` (its watch failed).
+pub(crate) const HOLD_ABORT: u8 = 0;
+
 /// The descriptors the exec hook uses, as seen in the child (all inherited from the parent).
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct HoldFds {
@@ -26,8 +31,9 @@ pub(crate) struct HoldFds {
 }
 
 /// Installs a `pre_exec` hook on `cmd` that reports the child's pid on `report_w` and then
-/// blocks until one byte arrives on `release_r`. EOF there (the parent gave up) makes the
-/// child fail before `exec` with `ECANCELED`, which `spawn` then returns.
+/// blocks until one byte arrives on `release_r`: [`HOLD_GO`] lets it `exec`; anything else,
+/// or EOF (the parent is gone), makes it fail before `exec` with `ECANCELED`, which `spawn`
+/// then returns.
 ///
 /// See `fork(2)`'s notes on async-signal-safety and `pipe(7)` for the EOF rule.
 pub(crate) fn hold_before_exec(cmd: &mut tokio::process::Command, fds: HoldFds) {
@@ -60,7 +66,7 @@ pub(crate) fn hold_before_exec(cmd: &mut tokio::process::Command, fds: HoldFds) 
         let mut go = [0u8; 1];
         loop {
             match rustix::io::read(release, &mut go) {
-                Ok(1) => return Ok(()),
+                Ok(1) if go[0] == HOLD_GO => return Ok(()),
                 Ok(_) => return Err(io::Error::from_raw_os_error(libc::ECANCELED)),
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),

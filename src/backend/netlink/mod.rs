@@ -19,13 +19,15 @@ pub(crate) mod wire;
 
 use super::{procfs, Backend};
 use crate::loom::Arc;
-use crate::registry::{Input, Wakeups};
+use crate::registry::{Input, Stamp, Wakeups};
 use crate::shared::Shared;
 use crate::{BackendKind, Error, Pid, Timestamp};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
+use rustix::net::netlink::SocketAddrNetlink;
 use rustix::net::RecvFlags;
+use rustix::time::Timespec;
 use std::time::Duration;
 use wire::ProcMsg;
 
@@ -139,32 +141,60 @@ pub(crate) fn to_input(msg: ProcMsg) -> Option<(Input, u64)> {
 /// How many inputs are applied under one lock at most.
 const BATCH: usize = 2048;
 
+/// How long to wait before trying a failed `/proc` resync again.
+const RESYNC_RETRY: Duration = Duration::from_millis(100);
+
 struct Dispatcher {
     sock: OwnedFd,
     stop: OwnedFd,
     shared: Arc<Shared>,
     buf: Vec<u8>,
-    batch: Vec<(Input, u64)>,
+    batch: Vec<(Input, Stamp)>,
+    /// Added to the kernel's stamps: the monotonic offset of our time namespace (the kernel
+    /// stamps events on the initial namespace's clock).
+    mono_offset: i64,
+    /// `CLOCK_BOOTTIME` minus `CLOCK_MONOTONIC`, refreshed at every drain.
+    boot_ahead: u64,
+    /// The boot-clock stamp of the latest event applied.
+    last_boot: u64,
+    /// After a loss whose resync has not succeeded yet: the boot-clock time before which
+    /// nothing was lost.
+    resync_cutoff: Option<u64>,
 }
 
 impl Dispatcher {
     fn new(sock: OwnedFd, stop: OwnedFd, shared: Arc<Shared>) -> Dispatcher {
+        let now = Stamp::now();
         Dispatcher {
             sock,
             stop,
             shared,
             buf: vec![0; 64 * 1024],
             batch: Vec::with_capacity(BATCH),
+            mono_offset: procfs::timens_monotonic_offset(),
+            boot_ahead: now.boot_ahead(),
+            last_boot: now.boot,
+            resync_cutoff: None,
         }
+    }
+
+    fn stopping(&self) -> bool {
+        let mut fds = [PollFd::new(&self.stop, PollFlags::IN)];
+        matches!(poll(&mut fds, Some(&Timespec::default())), Ok(n) if n > 0)
+            || self.shared.is_closed()
     }
 
     fn run(mut self) {
         loop {
+            let retry = self.resync_cutoff.map(|_| Timespec {
+                tv_sec: 0,
+                tv_nsec: RESYNC_RETRY.as_nanos() as _,
+            });
             let mut fds = [
                 PollFd::new(&self.sock, PollFlags::IN),
                 PollFd::new(&self.stop, PollFlags::IN),
             ];
-            match poll(&mut fds, None) {
+            match poll(&mut fds, retry.as_ref()) {
                 Ok(_) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => {
@@ -175,9 +205,9 @@ impl Dispatcher {
             if !fds[1].revents().is_empty() || self.shared.is_closed() {
                 break;
             }
-            let lost = self.drain();
-            if lost > 0 {
-                self.resync(lost);
+            self.drain();
+            if self.resync_cutoff.is_some() {
+                self.resync();
             }
         }
         socket::ignore(&self.sock);
@@ -187,27 +217,46 @@ impl Dispatcher {
         tracing::debug!("procwatch netlink dispatcher stopped");
     }
 
-    /// Reads until the socket is empty, applying inputs in batches. Returns how many times
-    /// the kernel reported an overflow.
-    fn drain(&mut self) -> u32 {
-        let mut lost = 0;
+    /// Reads until the socket is empty, applying inputs in batches. An overflow reported by
+    /// the kernel tells every stream at once and schedules a resync.
+    fn drain(&mut self) {
+        self.boot_ahead = Stamp::now().boot_ahead();
         loop {
-            match rustix::net::recv(&self.sock, &mut self.buf[..], RecvFlags::DONTWAIT) {
-                Ok((n, _)) => {
-                    let batch = &mut self.batch;
+            match rustix::net::recvfrom(&self.sock, &mut self.buf[..], RecvFlags::DONTWAIT) {
+                Ok((n, _, from)) => {
+                    // Only the kernel speaks on this group; anything else is not an event.
+                    let from_kernel = from
+                        .and_then(|a| SocketAddrNetlink::try_from(a).ok())
+                        .is_some_and(|a| a.pid() == 0);
+                    if !from_kernel {
+                        tracing::debug!("dropped a proc connector datagram not sent by the kernel");
+                        continue;
+                    }
+                    let (batch, offset, ahead) =
+                        (&mut self.batch, self.mono_offset, self.boot_ahead);
                     wire::decode_datagram(&self.buf[..n], |m| match m {
-                        Ok(msg) => batch.extend(to_input(msg)),
+                        Ok(msg) => {
+                            if let Some((input, ts)) = to_input(msg) {
+                                let mono = ts.saturating_add_signed(offset);
+                                let stamp = Stamp {
+                                    mono,
+                                    boot: mono.saturating_add(ahead),
+                                };
+                                batch.push((fix_start(input, stamp), stamp));
+                            }
+                        }
                         Err(e) => tracing::debug!(?e, "undecodable proc connector message"),
                     });
                     if self.batch.len() >= BATCH {
                         self.flush();
+                        if self.stopping() {
+                            return;
+                        }
                     }
                 }
                 Err(Errno::AGAIN) => break,
                 Err(Errno::INTR) => continue,
-                Err(Errno::NOBUFS) => {
-                    lost += 1;
-                }
+                Err(Errno::NOBUFS) => self.lost(),
                 Err(e) => {
                     tracing::error!(error = %e, "procwatch netlink recv failed");
                     break;
@@ -215,7 +264,6 @@ impl Dispatcher {
             }
         }
         self.flush();
-        lost
     }
 
     fn flush(&mut self) {
@@ -226,33 +274,62 @@ impl Dispatcher {
         {
             let mut reg = self.shared.lock();
             for (input, at) in self.batch.drain(..) {
+                self.last_boot = self.last_boot.max(at.boot);
                 reg.apply_at(input, at, &mut wake);
             }
         }
         wake.wake_all();
     }
 
-    /// After an overflow: tell every stream, then rebuild what was missed from `/proc`.
-    fn resync(&mut self, mut lost: u32) {
-        while lost > 0 {
-            tracing::warn!(
-                lost,
-                "proc connector overflowed (ENOBUFS); resyncing from /proc"
-            );
-            let mut wake = Wakeups::default();
-            self.shared.lock().mark_lost(Timestamp::now(), &mut wake);
-            wake.wake_all();
-            // Whatever arrived after the overflow is applied before the listing is taken.
-            lost = self.drain();
-            match procfs::scan_all() {
-                Ok(snapshot) => {
-                    self.shared
-                        .lock()
-                        .resync(&snapshot, Timestamp::now(), &mut wake);
-                    wake.wake_all();
-                }
-                Err(e) => tracing::error!(error = %e, "cannot list /proc for a resync"),
+    /// The kernel dropped messages: apply what was read before the drop, tell every stream,
+    /// and remember since when a resync must look.
+    fn lost(&mut self) {
+        self.flush();
+        let cutoff = self.last_boot;
+        tracing::warn!("proc connector overflowed (ENOBUFS); a /proc resync follows");
+        self.resync_cutoff = Some(self.resync_cutoff.map_or(cutoff, |c| c.min(cutoff)));
+        let mut wake = Wakeups::default();
+        self.shared
+            .lock()
+            .mark_lost(Timestamp::from_nanos(Stamp::now().mono), &mut wake);
+        wake.wake_all();
+    }
+
+    /// Rebuilds what a loss hid from a `/proc` listing. On failure (out of file descriptors,
+    /// say) it stays pending and is tried again shortly: an unreadable process is never taken
+    /// for a dead one.
+    fn resync(&mut self) {
+        let Some(cutoff) = self.resync_cutoff else {
+            return;
+        };
+        if self.stopping() {
+            return;
+        }
+        self.shared.lock().begin_scan();
+        match procfs::scan_all() {
+            Ok(snapshot) => {
+                let mut wake = Wakeups::default();
+                self.shared
+                    .lock()
+                    .resync(&snapshot, Stamp::now(), cutoff, &mut wake);
+                wake.wake_all();
+                self.resync_cutoff = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list /proc for a resync; retrying");
             }
         }
+    }
+}
+
+/// A fork's start time is its stamp on the boot clock (what `/proc` start times use).
+fn fix_start(input: Input, at: Stamp) -> Input {
+    match input {
+        Input::Fork { parent, child, .. } => Input::Fork {
+            parent,
+            child,
+            start_ns: at.boot,
+        },
+        other => other,
     }
 }

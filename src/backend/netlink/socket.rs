@@ -120,7 +120,11 @@ pub(crate) fn listen(fd: &OwnedFd, timeout: Duration) -> Result<(), Error> {
     let base = std::process::id().wrapping_mul(2654435761);
     // The classic request is acknowledged by every kernel that supports the connector.
     send_op(fd, wire::PROC_CN_MCAST_LISTEN, None, base)?;
-    if !wait_ack(fd, base, Instant::now() + timeout)? {
+    // A timeout too large to add means "no deadline" in practice: cap it at a day.
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+    if !wait_ack(fd, base, deadline)? {
         return Err(Error::new(ErrorKind::Unsupported, "netlink listen")
             .with_backend(BackendKind::Netlink)
             .with_detail(format!(
