@@ -60,7 +60,8 @@
 //! 7. A slow consumer never slows the backend, nor another stream.
 //! 8. Several streams may watch one pid; each gets every event.
 //! 9. [`ProcWatcher::watch`] returns only once the source covers the pid; a fork straight after
-//!    it is never missed. [`ProcWatcher::spawn`] goes further: the new process is held before
+//!    it is never missed. A parent's `Exit` comes after the `Child` of every process it
+//!    created before exiting. [`ProcWatcher::spawn`] goes further: the new process is held before
 //!    it runs its program until its watch is armed.
 //!
 //! # Caveats
@@ -70,15 +71,24 @@
 //! * A child that a process creates with `CLONE_PARENT` is reported by the kernel as its
 //!   grandparent's child; it is tracked only if that grandparent is.
 //! * Children discovered by a resync after a loss are attached with `Child` but without the
-//!   `Fork` on their parent (the kernel message that would have said so was lost). A child
+//!   `Fork` on their parent (the kernel message that would have said so was lost). Only
+//!   children that started after the last event read before the loss are attached; a child
 //!   whose parent died in the gap was reparented and is not found.
+//! * Pid reuse is told apart by start times, so a queued message about a pid's previous owner
+//!   is not applied to the new one. One window remains: the kernel sends a process's exit
+//!   message just after its parent may already reap it, so if the pid is reused within those
+//!   microseconds (a full pid wrap-around at that instant), the new process could be taken as
+//!   exited.
 //! * Non-leader `execve`: the kernel reports the old leader's exit and the exec separately;
 //!   if the old leader's exit message is delayed past the exec message (it would take a
 //!   preemption of hundreds of microseconds at one exact point), the process may be reported
 //!   as exited early.
 //! * The `Netlink` backend needs root or `CAP_NET_ADMIN`, and does not work inside a
 //!   container's user or pid namespace (the kernel ignores the subscription; `build` then
-//!   fails with [`ErrorKind::Unsupported`] after a short wait).
+//!   fails with [`ErrorKind::Unsupported`] after a short wait). In a time namespace the
+//!   kernel's timestamps are shifted onto the namespace's own clock.
+//! * Event times ([`Timestamp`]) are the kernel's; a process started by the kernel before
+//!   the watch and read from `/proc` has a start time with clock-tick (10 ms) precision.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
