@@ -101,7 +101,8 @@ impl Builder {
 
     /// The netlink socket's receive buffer in bytes (default 64 MiB, set with
     /// `SO_RCVBUFFORCE`, or `SO_RCVBUF` capped by `net.core.rmem_max` without privilege). A
-    /// larger buffer rides out longer dispatcher stalls before the kernel drops messages.
+    /// larger buffer rides out longer stalls of the process that drains the socket before the
+    /// kernel drops messages.
     pub fn receive_buffer(mut self, bytes: usize) -> Builder {
         self.rcvbuf = bytes;
         self
@@ -159,13 +160,15 @@ impl Builder {
 
 /// Watches processes and hands out [`ProcEvents`] streams.
 ///
-/// One watcher runs one backend (for netlink: one socket and one dispatcher thread) and can
-/// serve any number of streams. It is `Send + Sync`; share it with an `Arc`.
+/// One watcher runs one backend and can serve any number of streams. It is `Send + Sync`;
+/// share it with an `Arc`. For netlink that is one socket, drained by a task on the tokio
+/// runtime the watcher was created in (so an event reaches a stream with a single wakeup) and
+/// by a backstop thread that keeps draining if that runtime is blocked or gone.
 ///
 /// # Caveats
 ///
-/// Dropping the watcher stops its backend without blocking: the dispatcher thread is told
-/// to stop and closes the socket itself moments later. Streams still alive then yield the
+/// Dropping the watcher stops its backend without blocking: the drain task is aborted and
+/// the backstop thread unsubscribes and closes the socket moments later. Streams still alive then yield the
 /// events they already hold and end.
 ///
 /// # Examples

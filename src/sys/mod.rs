@@ -2,11 +2,15 @@
 //!
 //! # Safety
 //!
-//! The crate root denies `unsafe_code`; this module alone allows it. Its one job is the hook
-//! that holds a freshly forked child before `execve` until its watch is armed. That hook runs
-//! in the child between `fork` and `exec`, where only async-signal-safe operations are
-//! allowed: it makes raw `read`/`write`/`close`/`getpid` syscalls through rustix, allocates
-//! nothing, takes no lock, and touches only file descriptor numbers copied into the closure.
+//! The crate root denies `unsafe_code`; this module alone allows it, for two jobs:
+//!
+//! * the hook that holds a freshly forked child before `execve` until its watch is armed.
+//!   That hook runs in the child between `fork` and `exec`, where only async-signal-safe
+//!   operations are allowed: it makes raw `read`/`write`/`close`/`getpid` syscalls through
+//!   rustix, allocates nothing, takes no lock, and touches only file descriptor numbers copied
+//!   into the closure;
+//! * registering the netlink socket with tokio's reactor, which requires the descriptor to
+//!   stay open and the same for as long as the registration lives.
 
 #![allow(unsafe_code)]
 
@@ -76,5 +80,33 @@ pub(crate) fn hold_before_exec(cmd: &mut tokio::process::Command, fds: HoldFds) 
     // SAFETY: the hook obeys the async-signal-safety rules stated above.
     unsafe {
         cmd.pre_exec(hook);
+    }
+}
+
+/// Registers `sock` with the current tokio runtime's reactor for readability. `None` outside a
+/// runtime, or in one built without I/O (tokio panics there; the panic is caught and the
+/// caller does without the reactor).
+pub(crate) fn register_readable(
+    sock: &std::sync::Arc<rustix::fd::OwnedFd>,
+) -> Option<tokio::io::unix::AsyncFd<std::sync::Arc<rustix::fd::OwnedFd>>> {
+    tokio::runtime::Handle::try_current().ok()?;
+    let sock = sock.clone();
+    let registered = std::panic::catch_unwind(move || {
+        // SAFETY: the `AsyncFd` owns a clone of the `Arc<OwnedFd>`, so the descriptor stays
+        // open, and names the same socket, for as long as the registration lives.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE)
+        }
+    });
+    match registered {
+        Ok(Ok(afd)) => Some(afd),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "cannot register the netlink socket with tokio");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("the tokio runtime has no I/O driver; draining from a thread");
+            None
+        }
     }
 }

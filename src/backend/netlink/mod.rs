@@ -1,10 +1,17 @@
 //! The `Netlink` backend: the Linux proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`).
 //!
-//! One thread per watcher (`procwatch-netlink`) owns the socket. It sleeps in `poll(2)` on
-//! the socket and a stop `eventfd`, then drains every queued datagram without blocking,
+//! A [`Drainer`] owns the receive side: it reads every queued datagram without blocking,
 //! decodes them, and applies the whole batch to the registry under one short lock. It never
 //! waits for a consumer: the registry folds what a slow stream has not read, so the socket
-//! is emptied at the pace the kernel fills it.
+//! is emptied at the pace the kernel fills it. Two parties run it, whoever gets the lock:
+//!
+//! * **a task on the tokio runtime** the watcher was built in, woken by the runtime's reactor
+//!   when the socket becomes readable. The consumer's tasks usually run on that same
+//!   runtime, so an event costs one thread wakeup from kernel to stream;
+//! * **a backstop thread** (`procwatch-netlink`) that drains whatever the task has left every
+//!   few milliseconds — so a blocked or shut-down runtime never makes the kernel drop
+//!   messages — retries a failed resync, and, when there is no runtime to run the task (or
+//!   the task stopped), takes over entirely, sleeping in `poll(2)` on the socket.
 //!
 //! Kernel traps handled here and in the registry:
 //! * a thread creation is reported like a fork, with `child_pid != child_tgid`;
@@ -12,7 +19,7 @@
 //! * after an `execve` from a non-leader thread, the exec is reported under the leader's pid;
 //! * `ENOBUFS` means the socket overflowed: streams get `Lost`, then a `/proc` resync;
 //! * messages can name a pid's previous owner (queued before it was reaped); their
-//!   timestamps (`CLOCK_MONOTONIC`) are compared with the tracked process's start time.
+//!   timestamps are compared with the tracked process's start time.
 
 pub(crate) mod socket;
 pub(crate) mod wire;
@@ -28,6 +35,8 @@ use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
 use rustix::net::RecvFlags;
 use rustix::time::Timespec;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 use wire::ProcMsg;
 
@@ -38,15 +47,27 @@ pub(crate) struct Options {
     pub(crate) ack_timeout: Duration,
 }
 
-/// The running backend: the dispatcher thread holds the socket; this holds its stop switch.
+/// How often the backstop thread drains what the runtime task left (if anything).
+const BACKSTOP_PERIOD: Duration = Duration::from_millis(10);
+
+/// The running backend: the stop switch of the backstop thread and the runtime task.
 pub(crate) struct Netlink {
     stop: OwnedFd,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the drainer's two runners share.
+struct Shared2 {
+    drainer: Mutex<Drainer>,
+    /// Whether the runtime task is alive and watching the socket.
+    task_alive: AtomicBool,
 }
 
 impl Netlink {
-    /// Opens and subscribes the socket, then starts the dispatcher thread.
+    /// Opens and subscribes the socket, then starts the backstop thread and, inside a tokio
+    /// runtime with I/O enabled, the runtime task.
     pub(crate) fn start(shared: Arc<Shared>, opts: &Options) -> Result<Netlink, Error> {
-        let sock = socket::open(opts.rcvbuf)?;
+        let sock = std::sync::Arc::new(socket::open(opts.rcvbuf)?);
         socket::listen(&sock, opts.ack_timeout)?;
         let wrap = |op, e: Errno| Error::io(op, e.into()).with_backend(BackendKind::Netlink);
         let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
@@ -54,13 +75,22 @@ impl Netlink {
         let stop_rx =
             rustix::io::fcntl_dupfd_cloexec(&stop, 0).map_err(|e| wrap("netlink eventfd", e))?;
         tracing::debug!(rcvbuf = socket::rcvbuf(&sock), "proc connector subscribed");
+        let both = std::sync::Arc::new(Shared2 {
+            drainer: Mutex::new(Drainer::new(sock.clone(), shared)),
+            task_alive: AtomicBool::new(false),
+        });
+        let task = spawn_task(&sock, &both);
+        let backstop = both.clone();
         std::thread::Builder::new()
             .name("procwatch-netlink".into())
-            .spawn(move || Dispatcher::new(sock, stop_rx, shared).run())
+            .spawn(move || backstop_thread(&sock, &stop_rx, &backstop))
             .map_err(|e| {
+                if let Some(t) = &task {
+                    t.abort();
+                }
                 Error::io("netlink dispatcher thread", e).with_backend(BackendKind::Netlink)
             })?;
-        Ok(Netlink { stop })
+        Ok(Netlink { stop, task })
     }
 }
 
@@ -72,6 +102,9 @@ impl Backend for Netlink {
     fn shutdown(&self) {
         // An eventfd write only fails if the counter would overflow: it is stopping anyway.
         let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -79,6 +112,116 @@ impl Drop for Netlink {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Marks the runtime task dead however it ends (returns, panics, is aborted or dropped with
+/// its runtime), so the backstop thread takes over the socket.
+struct TaskAlive(std::sync::Arc<Shared2>);
+
+impl Drop for TaskAlive {
+    fn drop(&mut self) {
+        self.0.task_alive.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Starts the runtime task, if there is a runtime with a reactor to register the socket in.
+fn spawn_task(
+    sock: &std::sync::Arc<OwnedFd>,
+    both: &std::sync::Arc<Shared2>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let afd = crate::sys::register_readable(sock)?;
+    both.task_alive.store(true, Ordering::SeqCst);
+    let alive = TaskAlive(both.clone());
+    Some(handle.spawn(async move {
+        let alive = alive;
+        loop {
+            let Ok(mut ready) = afd.readable().await else {
+                break;
+            };
+            // If the backstop thread holds the drainer, it is draining and reads everything
+            // up to the kernel's last message; readiness that arrives later wakes us again.
+            if let Ok(mut d) = alive.0.drainer.try_lock() {
+                d.drain();
+                d.resync();
+            }
+            ready.clear_ready();
+            if alive.0.drainer_stopping() {
+                break;
+            }
+        }
+    }))
+}
+
+impl Shared2 {
+    fn drainer_stopping(&self) -> bool {
+        match self.drainer.try_lock() {
+            Ok(d) => d.shared.is_closed(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The backstop: drains every `BACKSTOP_PERIOD` while the runtime task lives, the whole
+/// socket on its own otherwise, until told to stop. Then unsubscribes.
+fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2) {
+    loop {
+        let task = both.task_alive.load(Ordering::SeqCst);
+        let pending = both
+            .drainer
+            .lock()
+            .map(|d| d.resync_cutoff.is_some())
+            .unwrap_or(false);
+        let timeout = if task {
+            Some(BACKSTOP_PERIOD)
+        } else if pending {
+            Some(RESYNC_RETRY)
+        } else {
+            None
+        };
+        let ts = timeout.map(|t| Timespec {
+            tv_sec: 0,
+            tv_nsec: t.as_nanos() as _,
+        });
+        let mut fds = [
+            PollFd::new(stop, PollFlags::IN),
+            PollFd::new(
+                sock,
+                if task {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::IN
+                },
+            ),
+        ];
+        match poll(&mut fds, ts.as_ref()) {
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "procwatch netlink poll failed; stopping");
+                break;
+            }
+        }
+        if !fds[0].revents().is_empty() {
+            break;
+        }
+        let Ok(mut d) = both.drainer.lock() else {
+            break;
+        };
+        if d.shared.is_closed() {
+            break;
+        }
+        d.drain();
+        d.resync();
+    }
+    socket::ignore(sock);
+    if let Ok(d) = both.drainer.lock() {
+        let mut wake = Wakeups::default();
+        d.shared.lock().shutdown(&mut wake);
+        drop(d);
+        wake.wake_all();
+    }
+    tracing::debug!("procwatch netlink backstop stopped");
 }
 
 /// Maps one decoded message to a registry input, with its `CLOCK_MONOTONIC` stamp.
@@ -144,9 +287,9 @@ const BATCH: usize = 2048;
 /// How long to wait before trying a failed `/proc` resync again.
 const RESYNC_RETRY: Duration = Duration::from_millis(100);
 
-struct Dispatcher {
-    sock: OwnedFd,
-    stop: OwnedFd,
+/// The receive side of the socket and what decoding and resyncing need.
+struct Drainer {
+    sock: std::sync::Arc<OwnedFd>,
     shared: Arc<Shared>,
     buf: Vec<u8>,
     batch: Vec<(Input, Stamp)>,
@@ -162,12 +305,11 @@ struct Dispatcher {
     resync_cutoff: Option<u64>,
 }
 
-impl Dispatcher {
-    fn new(sock: OwnedFd, stop: OwnedFd, shared: Arc<Shared>) -> Dispatcher {
+impl Drainer {
+    fn new(sock: std::sync::Arc<OwnedFd>, shared: Arc<Shared>) -> Drainer {
         let now = Stamp::now();
-        Dispatcher {
+        Drainer {
             sock,
-            stop,
             shared,
             buf: vec![0; 64 * 1024],
             batch: Vec::with_capacity(BATCH),
@@ -179,42 +321,7 @@ impl Dispatcher {
     }
 
     fn stopping(&self) -> bool {
-        let mut fds = [PollFd::new(&self.stop, PollFlags::IN)];
-        matches!(poll(&mut fds, Some(&Timespec::default())), Ok(n) if n > 0)
-            || self.shared.is_closed()
-    }
-
-    fn run(mut self) {
-        loop {
-            let retry = self.resync_cutoff.map(|_| Timespec {
-                tv_sec: 0,
-                tv_nsec: RESYNC_RETRY.as_nanos() as _,
-            });
-            let mut fds = [
-                PollFd::new(&self.sock, PollFlags::IN),
-                PollFd::new(&self.stop, PollFlags::IN),
-            ];
-            match poll(&mut fds, retry.as_ref()) {
-                Ok(_) => {}
-                Err(Errno::INTR) => continue,
-                Err(e) => {
-                    tracing::error!(error = %e, "procwatch netlink poll failed; stopping");
-                    break;
-                }
-            }
-            if !fds[1].revents().is_empty() || self.shared.is_closed() {
-                break;
-            }
-            self.drain();
-            if self.resync_cutoff.is_some() {
-                self.resync();
-            }
-        }
-        socket::ignore(&self.sock);
-        let mut wake = Wakeups::default();
-        self.shared.lock().shutdown(&mut wake);
-        wake.wake_all();
-        tracing::debug!("procwatch netlink dispatcher stopped");
+        self.shared.is_closed()
     }
 
     /// Reads until the socket is empty, applying inputs in batches. An overflow reported by
@@ -222,7 +329,7 @@ impl Dispatcher {
     fn drain(&mut self) {
         self.boot_ahead = Stamp::now().boot_ahead();
         loop {
-            match rustix::net::recvfrom(&self.sock, &mut self.buf[..], RecvFlags::DONTWAIT) {
+            match rustix::net::recvfrom(&*self.sock, &mut self.buf[..], RecvFlags::DONTWAIT) {
                 Ok((n, _, from)) => {
                     // Only the kernel speaks on this group; anything else is not an event.
                     let from_kernel = from
