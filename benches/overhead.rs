@@ -1,25 +1,32 @@
 //! What watching costs: the same process workloads run unwatched, watched by procwatch
-//! (`TRACK`, every event consumed by a tokio task), and — when installed — by `forkstat` and
-//! `strace -f`, in alternating rounds. Prints the median wall-time ratio of each watcher over
-//! the unwatched run, and procwatch's kernel-to-stream latency percentiles.
+//! (`TRACK`, every event consumed by a tokio task), by a minimal C proc-connector listener
+//! (`benches/peer/cn_listener.c`, built here with `cc`), and — when installed — by
+//! `forkstat` and `strace -f`, in alternating rounds. Prints the median wall-time ratio of
+//! each watcher over the unwatched run and kernel-to-consumer latency percentiles; then the
+//! latency at a light load, procwatch and the C listener alternating; then a consumer that
+//! stalls for a second in the middle of a fork storm: loss, memory, order.
 //!
 //! ```text
-//! cargo bench --bench overhead                 # all workloads, 7 rounds
+//! cargo bench --bench overhead                 # everything, 7 rounds
 //! cargo bench --bench overhead -- --rounds 3 --only forkexit
 //! ```
 //!
-//! Needs root (the proc connector). `forkstat` and `strace` are optional peers
-//! (`apt-get install forkstat strace`); a peer that is not installed is reported as skipped.
-//! The `make` workload needs `cc` and `make`.
+//! `--only` takes one of `forkexec`, `forkexit`, `tree`, `make`, `light`, `stall`.
+//!
+//! Needs root (the proc connector). The peers are optional: the C listener needs `cc`,
+//! the others `apt-get install forkstat strace`; a peer that is missing is reported as
+//! skipped. The `make` workload needs `cc` and `make`.
 //!
 //! The workloads are this binary itself, re-executed with `__workload <name> <args>`, so the
 //! bench depends on nothing outside the repository.
 
 use futures::StreamExt;
-use procwatch::{Interest, ProcWatcher, Timestamp};
-use std::path::PathBuf;
+use procwatch::{Interest, Pid, ProcEvent, ProcWatcher, Timestamp};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,6 +77,7 @@ struct Workload {
 enum Mode {
     Unwatched,
     Procwatch,
+    CListener,
     Forkstat,
     Strace,
 }
@@ -79,8 +87,49 @@ impl Mode {
         match self {
             Mode::Unwatched => "unwatched",
             Mode::Procwatch => "procwatch",
+            Mode::CListener => "C listener",
             Mode::Forkstat => "forkstat",
             Mode::Strace => "strace -f",
+        }
+    }
+}
+
+/// Latency percentiles of one run, kernel timestamp to the consumer's clock.
+#[derive(Copy, Clone, Default)]
+struct Latency {
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Latency {
+        samples.sort();
+        Latency {
+            p50: percentile(&samples, 0.5),
+            p90: percentile(&samples, 0.9),
+            p99: percentile(&samples, 0.99),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+
+    /// The median of each percentile over several runs.
+    fn median_of(runs: &[Latency]) -> Latency {
+        let pick = |f: fn(&Latency) -> Duration| {
+            let mut v: Vec<f64> = runs.iter().map(|l| f(l).as_secs_f64()).collect();
+            let m = median(&mut v);
+            if m.is_nan() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(m)
+            }
+        };
+        Latency {
+            p50: pick(|l| l.p50),
+            p90: pick(|l| l.p90),
+            p99: pick(|l| l.p99),
+            max: pick(|l| l.max),
         }
     }
 }
@@ -88,9 +137,128 @@ impl Mode {
 /// One measured run.
 struct Run {
     wall: Duration,
-    /// Kernel-to-stream latencies of every event (procwatch only).
-    latencies: Vec<Duration>,
+    /// Kernel-to-consumer latency (procwatch and the C listener).
+    latency: Option<Latency>,
     events: usize,
+}
+
+/// What the C listener printed when it was stopped.
+#[derive(Default)]
+struct PeerReport {
+    events: u64,
+    overflows: u64,
+    latency: Latency,
+}
+
+impl PeerReport {
+    fn parse(line: &str) -> Option<PeerReport> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let field = |name: &str| -> Option<u64> {
+            let i = words.iter().position(|w| *w == name)?;
+            words.get(i + 1)?.parse().ok()
+        };
+        let ns = |name: &str| field(name).map(Duration::from_nanos);
+        Some(PeerReport {
+            events: field("events")?,
+            overflows: field("overflows")?,
+            latency: Latency {
+                p50: ns("p50")?,
+                p90: ns("p90")?,
+                p99: ns("p99")?,
+                max: ns("max")?,
+            },
+        })
+    }
+}
+
+/// A listener process running beside the workload (the C listener or forkstat).
+struct Peer {
+    child: tokio::process::Child,
+    stdout: Option<tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>>,
+}
+
+impl Peer {
+    /// Starts the C listener with `args` and waits until the kernel acknowledged its
+    /// subscription.
+    async fn c_listener(program: &Path, args: &[&str]) -> Peer {
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the C listener");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
+        assert!(
+            matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"),
+            "the C listener did not subscribe"
+        );
+        Peer {
+            child,
+            stdout: Some(lines),
+        }
+    }
+
+    async fn forkstat() -> Peer {
+        let child = tokio::process::Command::new("forkstat")
+            .args(["-e", "fork,exec,exit"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start forkstat");
+        // forkstat has no "ready" signal: give it time to subscribe.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Peer {
+            child,
+            stdout: None,
+        }
+    }
+
+    /// Stops it with `SIGINT`; the C listener's report, if it is the C listener.
+    async fn stop(mut self) -> Option<PeerReport> {
+        // Let the last messages of the workload reach it first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(pid) = self.child.id() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).expect("a child's pid"),
+                rustix::process::Signal::INT,
+            );
+        }
+        let report = match self.stdout.as_mut() {
+            Some(lines) => {
+                let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
+                match line {
+                    Ok(Ok(Some(l))) => PeerReport::parse(&l),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        report
+    }
+}
+
+/// Builds the C listener from `benches/peer/cn_listener.c`, if there is a C compiler.
+fn build_c_listener() -> Result<PathBuf, String> {
+    if !installed("cc") {
+        return Err("no `cc`".into());
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/cn_listener.c");
+    let out = std::env::temp_dir().join(format!("procwatch-cn-listener-{}", std::process::id()));
+    let status = std::process::Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .map_err(|e| format!("cc: {e}"))?;
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!("cc failed on {}: {status}", src.display()))
+    }
 }
 
 fn installed(program: &str) -> bool {
@@ -152,7 +320,7 @@ fn workloads() -> Vec<Workload> {
     list
 }
 
-async fn run_once(mode: Mode, argv: &[String], watcher: &ProcWatcher) -> Run {
+async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
     let mut cmd = match mode {
         Mode::Strace => {
             let mut c = tokio::process::Command::new("strace");
@@ -167,21 +335,20 @@ async fn run_once(mode: Mode, argv: &[String], watcher: &ProcWatcher) -> Run {
         }
     };
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut peer = None;
-    if mode == Mode::Forkstat {
-        let child = tokio::process::Command::new("forkstat")
-            .args(["-e", "fork,exec,exit"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start forkstat");
-        // forkstat has no "ready" signal: give it time to subscribe.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        peer = Some(child);
-    }
+    let peer = match mode {
+        Mode::Forkstat => Some(Peer::forkstat().await),
+        Mode::CListener => {
+            let program = env.c_listener.as_ref().expect("C listener built");
+            Some(Peer::c_listener(program, &[]).await)
+        }
+        _ => None,
+    };
     let start = Instant::now();
-    let run = if mode == Mode::Procwatch {
-        let mut started = watcher.spawn(cmd, Interest::ALL).expect("spawn watched");
+    let mut run = if mode == Mode::Procwatch {
+        let mut started = env
+            .watcher
+            .spawn(cmd, Interest::ALL)
+            .expect("spawn watched");
         let mut events = started.events;
         let reader = tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
@@ -200,7 +367,7 @@ async fn run_once(mode: Mode, argv: &[String], watcher: &ProcWatcher) -> Run {
         let (latencies, events) = reader.await.expect("reader");
         Run {
             wall,
-            latencies,
+            latency: Some(Latency::of(latencies)),
             events,
         }
     } else {
@@ -212,18 +379,15 @@ async fn run_once(mode: Mode, argv: &[String], watcher: &ProcWatcher) -> Run {
         );
         Run {
             wall: start.elapsed(),
-            latencies: Vec::new(),
+            latency: None,
             events: 0,
         }
     };
-    if let Some(mut child) = peer {
-        if let Some(pid) = child.id() {
-            let _ = rustix::process::kill_process(
-                rustix::process::Pid::from_raw(pid as i32).unwrap(),
-                rustix::process::Signal::INT,
-            );
+    if let Some(peer) = peer {
+        if let Some(report) = peer.stop().await {
+            run.latency = Some(report.latency);
+            run.events = report.events as usize;
         }
-        let _ = child.wait().await;
     }
     run
 }
@@ -253,17 +417,37 @@ fn micros(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
+/// What every run needs.
+struct Env {
+    watcher: ProcWatcher,
+    c_listener: Option<PathBuf>,
+}
+
 async fn bench(opts: Options) {
     let watcher = ProcWatcher::new().expect("procwatch needs root (the proc connector)");
     let mut modes = vec![Mode::Unwatched, Mode::Procwatch];
     let mut skipped = Vec::new();
+    let c_listener = match build_c_listener() {
+        Ok(path) => {
+            modes.push(Mode::CListener);
+            Some(path)
+        }
+        Err(why) => {
+            skipped.push(format!("C listener ({why})"));
+            None
+        }
+    };
     for (mode, program) in [(Mode::Forkstat, "forkstat"), (Mode::Strace, "strace")] {
         if installed(program) {
             modes.push(mode);
         } else {
-            skipped.push(program);
+            skipped.push(format!("{program} (not installed)"));
         }
     }
+    let env = Env {
+        watcher,
+        c_listener,
+    };
     println!(
         "procwatch overhead bench: {} rounds, {} cores, kernel {}",
         opts.rounds,
@@ -273,27 +457,42 @@ async fn bench(opts: Options) {
             .trim()
     );
     for s in &skipped {
-        println!("peer {s}: skipped (not installed)");
+        println!("peer skipped: {s}");
     }
-    println!();
-    println!(
-        "| workload | unwatched (median) | {} | procwatch latency p50 / p99 | events |",
-        modes[1..]
-            .iter()
-            .map(|m| format!("{} ratio", m.name()))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    );
-    println!("|---|---|{}---|---|", "---|".repeat(modes.len() - 1));
-    for w in workloads() {
-        if opts.only.as_deref().is_some_and(|o| o != w.name) {
-            continue;
-        }
+    let wants = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
+    let timed: Vec<usize> = (0..modes.len())
+        .filter(|&i| matches!(modes[i], Mode::Procwatch | Mode::CListener))
+        .collect();
+    let list: Vec<Workload> = workloads().into_iter().filter(|w| wants(w.name)).collect();
+    if !list.is_empty() {
+        println!();
+        println!("Wall-time ratio over unwatched (median, with min-max over rounds); latency p50 / p99 (median over rounds).");
+        println!();
+        println!(
+            "| workload | unwatched (median) | {} | {} | events (procwatch) |",
+            modes[1..]
+                .iter()
+                .map(|m| format!("{} ratio", m.name()))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            timed
+                .iter()
+                .map(|&i| format!("{} latency", modes[i].name()))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        println!(
+            "|---|---|{}{}---|",
+            "---|".repeat(modes.len() - 1),
+            "---|".repeat(timed.len())
+        );
+    }
+    for w in list {
         // Warm-up: page cache, binaries, the C compiler.
-        let _ = run_once(Mode::Unwatched, &w.argv, &watcher).await;
+        let _ = run_once(Mode::Unwatched, &w.argv, &env).await;
         let mut walls: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-        let mut lat = Vec::new();
+        let mut lat: Vec<Vec<Latency>> = vec![Vec::new(); modes.len()];
         let mut events = 0;
         for round in 0..opts.rounds {
             // Rotate the order each round so no mode always runs first or last.
@@ -301,10 +500,12 @@ async fn bench(opts: Options) {
             order.rotate_left(round % modes.len());
             let mut this = vec![0.0; modes.len()];
             for &i in &order {
-                let r = run_once(modes[i], &w.argv, &watcher).await;
+                let r = run_once(modes[i], &w.argv, &env).await;
                 this[i] = r.wall.as_secs_f64();
+                if let Some(l) = r.latency {
+                    lat[i].push(l);
+                }
                 if modes[i] == Mode::Procwatch {
-                    lat.extend(r.latencies);
                     events = r.events;
                 }
             }
@@ -313,31 +514,47 @@ async fn bench(opts: Options) {
                 ratios[i].push(this[i] / this[0]);
             }
         }
-        lat.sort();
         let base = median(&mut walls[0]);
         let cells: Vec<String> = (1..modes.len())
-            .map(|i| format!("{:.3}", median(&mut ratios[i])))
+            .map(|i| {
+                let lo = ratios[i].iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ratios[i].iter().copied().fold(0.0, f64::max);
+                format!("{:.3} ({lo:.2}-{hi:.2})", median(&mut ratios[i]))
+            })
+            .collect();
+        let lats: Vec<String> = timed
+            .iter()
+            .map(|&i| {
+                let l = Latency::median_of(&lat[i]);
+                format!("{} / {}", micros(l.p50), micros(l.p99))
+            })
             .collect();
         println!(
-            "| {} | {:.3} s | {} | {} / {} | {} |",
+            "| {} | {:.3} s | {} | {} | {} |",
             w.what,
             base,
             cells.join(" | "),
-            micros(percentile(&lat, 0.5)),
-            micros(percentile(&lat, 0.99)),
+            lats.join(" | "),
             events
         );
         if let Some(dir) = w.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-    if opts.only.as_deref().is_none_or(|o| o == "light") {
-        light_latency(&watcher).await;
+    if wants("light") {
+        light_latency(&env, opts.rounds).await;
+    }
+    if wants("stall") {
+        stall(&env).await;
+    }
+    if let Some(path) = &env.c_listener {
+        let _ = std::fs::remove_file(path);
     }
 }
 
-/// Latency at a light load: one short process every 2 ms.
-async fn light_latency(watcher: &ProcWatcher) {
+/// Latency at a light load (one short process every 2 ms), procwatch and the C listener in
+/// alternating runs.
+async fn light_latency(env: &Env, rounds: usize) {
     let argv = [
         self_exe(),
         "__workload".into(),
@@ -345,27 +562,274 @@ async fn light_latency(watcher: &ProcWatcher) {
         "500".into(),
         "2".into(),
     ];
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]);
-    let mut started = watcher.spawn(cmd, Interest::ALL).expect("spawn");
-    let mut lat = Vec::new();
-    while let Some(ev) = started.events.next().await {
-        let at: Timestamp = ev.at();
-        if at.is_known() {
-            lat.push(at.elapsed());
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut events = 0;
+    for _ in 0..rounds {
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        let mut started = env.watcher.spawn(cmd, Interest::ALL).expect("spawn");
+        let mut lat = Vec::new();
+        while let Some(ev) = started.events.next().await {
+            let at: Timestamp = ev.at();
+            if at.is_known() {
+                lat.push(at.elapsed());
+            }
+        }
+        let _ = started.child.wait().await;
+        events = lat.len();
+        ours.push(Latency::of(lat));
+        if env.c_listener.is_some() {
+            let r = run_once(Mode::CListener, &argv, env).await;
+            theirs.extend(r.latency);
         }
     }
-    let _ = started.child.wait().await;
-    lat.sort();
     println!();
     println!(
-        "light load (1 fork+exit every 2 ms, {} events): kernel-to-stream latency p50 {} / p90 {} / p99 {} / max {}",
-        lat.len(),
-        micros(percentile(&lat, 0.5)),
-        micros(percentile(&lat, 0.9)),
-        micros(percentile(&lat, 0.99)),
-        micros(lat.last().copied().unwrap_or_default()),
+        "Light load (1 fork+exit every 2 ms, {events} events a run, {rounds} runs each, medians of the runs' percentiles):"
     );
+    println!();
+    println!("| listener | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, l: Latency| {
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            micros(l.p50),
+            micros(l.p90),
+            micros(l.p99),
+            micros(l.max)
+        );
+    };
+    row("procwatch (stream, tokio task)", Latency::median_of(&ours));
+    if !theirs.is_empty() {
+        row("C listener (blocking recv)", Latency::median_of(&theirs));
+    }
+}
+
+/// `VmRSS` of this process, in bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// What a stalled procwatch consumer saw.
+struct StallReport {
+    check: Checker,
+    /// Highest RSS growth over the run, from spawning the storm to its last event read.
+    rss_peak_growth: u64,
+}
+
+/// Checks a stream's promises as it is read: one `Child` before anything else about a pid,
+/// `Exit` last and once (until the pid names a new process), nothing lost.
+#[derive(Default)]
+struct Checker {
+    seen: HashMap<Pid, bool>,
+    events: usize,
+    lost: usize,
+    children: usize,
+    exits: usize,
+    order_errors: usize,
+}
+
+impl Checker {
+    /// A checker whose table already has room (and resident pages) for `pids` entries, so
+    /// that it does not count in the memory measured while it runs.
+    fn with_room(pids: i32) -> Checker {
+        let mut seen = HashMap::with_capacity(pids as usize);
+        seen.extend((1..=pids).filter_map(Pid::from_raw).map(|p| (p, true)));
+        seen.clear();
+        Checker {
+            seen,
+            ..Checker::default()
+        }
+    }
+
+    /// `true` in `seen` means born and not exited.
+    fn feed(&mut self, ev: &ProcEvent) {
+        self.events += 1;
+        match ev {
+            ProcEvent::Lost { .. } => self.lost += 1,
+            ProcEvent::Child { pid, .. } => {
+                self.children += 1;
+                // A pid may come back after its `Exit`: the storm outnumbers `pid_max`.
+                if self.seen.insert(*pid, true) == Some(true) {
+                    self.order_errors += 1;
+                }
+            }
+            ProcEvent::Exit { pid, .. } => {
+                self.exits += 1;
+                if self.seen.insert(*pid, false) != Some(true) {
+                    self.order_errors += 1;
+                }
+            }
+            other => {
+                if self.seen.get(&other.pid()) != Some(&true) {
+                    self.order_errors += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Samples this process's RSS every 2 ms on a thread of its own; the highest value seen.
+struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start() -> RssSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = rss();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak.max(rss())
+        });
+        RssSampler { stop, thread }
+    }
+
+    fn peak(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("rss sampler")
+    }
+}
+
+/// How the consumer stalls.
+#[derive(Copy, Clone)]
+enum Stall {
+    /// Its task sleeps for a second after the first event.
+    Task,
+    /// It blocks the whole runtime thread for a second (the drain task cannot run either).
+    Runtime,
+    /// It reads nothing until the storm is over: every process is pending at once.
+    WholeStorm,
+}
+
+/// A consumer that stalls early in the 2 x 20,000 fork storm, with the watcher's default
+/// settings.
+async fn stalled_run(env: &Env, argv: &[String], stall: Stall) -> StallReport {
+    let mut check = Checker::with_room(1 << 16);
+    let sampler = RssSampler::start();
+    // Let the sampler thread settle before the baseline.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = rss();
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    let mut started = env.watcher.spawn(cmd, Interest::ALL).expect("spawn");
+    check.seen.insert(started.pid(), true);
+    if let Some(ev) = started.events.next().await {
+        check.feed(&ev);
+    }
+    match stall {
+        Stall::Task => tokio::time::sleep(Duration::from_secs(1)).await,
+        Stall::Runtime => std::thread::sleep(Duration::from_secs(1)),
+        Stall::WholeStorm => {
+            let _ = started.child.wait().await;
+        }
+    }
+    while let Some(ev) = started.events.next().await {
+        check.feed(&ev);
+    }
+    let _ = started.child.wait().await;
+    StallReport {
+        check,
+        rss_peak_growth: sampler.peak().saturating_sub(before),
+    }
+}
+
+async fn stall(env: &Env) {
+    let argv = vec![
+        self_exe(),
+        "__workload".into(),
+        "forkexit".into(),
+        "2".into(),
+        "20000".into(),
+    ];
+    // The storm's own processes: the root, 2 parents, 40,000 children.
+    let processes = 40_003;
+    println!();
+    println!(
+        "Stalled consumer: 2 x 20,000 fork+_exit ({processes} processes, {} fork+exit messages at least), watcher defaults; the consumer stops reading after its first event:",
+        2 * (processes - 1)
+    );
+    println!();
+    println!("| listener | lost | delivered | order errors | memory |");
+    println!("|---|---|---|---|---|");
+    for (name, stall) in [
+        ("procwatch: consumer task asleep 1 s", Stall::Task),
+        ("procwatch: whole runtime blocked 1 s", Stall::Runtime),
+        (
+            "procwatch: nothing read until the storm is over",
+            Stall::WholeStorm,
+        ),
+    ] {
+        let r = stalled_run(env, &argv, stall).await;
+        let c = &r.check;
+        let per_process = match stall {
+            Stall::WholeStorm => format!(
+                " ({:.0} B per process)",
+                r.rss_peak_growth as f64 / processes as f64
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "| {name} | {} `Lost` | {} events: {} `Child` (of {}), {} `Exit` (of {processes}) | {} | +{:.1} MiB peak RSS{per_process} |",
+            c.lost,
+            c.events,
+            c.children,
+            processes - 1,
+            c.exits,
+            c.order_errors,
+            r.rss_peak_growth as f64 / (1024.0 * 1024.0),
+        );
+    }
+    let Some(program) = &env.c_listener else {
+        println!("| C listener | skipped (no `cc`) | | | |");
+        return;
+    };
+    for (name, args) in [
+        (
+            "C listener: default receive buffer, asleep 1 s",
+            vec!["-s", "1000"],
+        ),
+        (
+            "C listener: 64 MiB receive buffer, asleep 1 s",
+            vec!["-s", "1000", "-b", "67108864"],
+        ),
+    ] {
+        let peer = Peer::c_listener(program, &args).await;
+        let status = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .status()
+            .await
+            .expect("run the storm");
+        assert!(status.success(), "storm failed: {status}");
+        // The listener may still be catching up after its stall.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match peer.stop().await {
+            Some(r) => {
+                let expected = 2 * (processes - 1) as u64;
+                let missing = expected.saturating_sub(r.events);
+                println!(
+                    "| {name} | {} overflows (ENOBUFS); at least {missing} of {expected} messages missing ({:.1}%) | {} messages (any process) | n/a | n/a |",
+                    r.overflows,
+                    100.0 * missing as f64 / expected as f64,
+                    r.events
+                );
+            }
+            None => println!("| {name} | no report | | | |"),
+        }
+    }
 }
 
 mod workload {

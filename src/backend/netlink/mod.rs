@@ -303,6 +303,8 @@ struct Drainer {
     /// After a loss whose resync has not succeeded yet: the boot-clock time before which
     /// nothing was lost.
     resync_cutoff: Option<u64>,
+    /// After a failed resync: not to be tried again before then.
+    resync_retry_at: Option<std::time::Instant>,
 }
 
 impl Drainer {
@@ -317,6 +319,7 @@ impl Drainer {
             boot_ahead: now.boot_ahead(),
             last_boot: now.boot,
             resync_cutoff: None,
+            resync_retry_at: None,
         }
     }
 
@@ -412,6 +415,10 @@ impl Drainer {
         if self.stopping() {
             return;
         }
+        let now = std::time::Instant::now();
+        if self.resync_retry_at.is_some_and(|at| now < at) {
+            return;
+        }
         self.shared.lock().begin_scan();
         match procfs::scan_all() {
             Ok(snapshot) => {
@@ -421,9 +428,20 @@ impl Drainer {
                     .resync(&snapshot, Stamp::now(), cutoff, &mut wake);
                 wake.wake_all();
                 self.resync_cutoff = None;
+                if self.resync_retry_at.take().is_some() {
+                    tracing::info!("/proc resync succeeded after retrying");
+                }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list /proc for a resync; retrying");
+                if self.resync_retry_at.is_none() {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot list /proc for a resync; retrying every {RESYNC_RETRY:?}"
+                    );
+                } else {
+                    tracing::debug!(error = %e, "/proc resync failed again");
+                }
+                self.resync_retry_at = Some(now + RESYNC_RETRY);
             }
         }
     }
