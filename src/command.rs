@@ -73,6 +73,9 @@ impl ProcWatcher {
     /// * The watch fails (see [`ProcWatcher::watch`]); the held child is then released into a
     ///   failure before `exec` and reaped.
     /// * [`ErrorKind::InvalidInput`]: called outside a tokio runtime.
+    /// * [`ErrorKind::Other`] with `EMFILE`/`ENFILE` in [`Error::raw_os_error`]: this process
+    ///   (or the system) is out of file descriptors for the pipes, eventfd and pidfd that
+    ///   `spawn` needs.
     ///
     /// In every case no process is left behind.
     ///
@@ -116,10 +119,10 @@ impl ProcWatcher {
                 ));
         }
         let mut cmd: tokio::process::Command = cmd.into();
-        let (report_r, report_w) = hold_pipe()?;
-        let (release_r, release_w) = hold_pipe()?;
+        let (report_r, report_w) = hold_pipe().map_err(|e| e.with_backend(backend))?;
+        let (release_r, release_w) = hold_pipe().map_err(|e| e.with_backend(backend))?;
         let done = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| os("spawn eventfd", e))?;
+            .map_err(|e| os("spawn eventfd", e).with_backend(backend))?;
         sys::hold_before_exec(
             &mut cmd,
             HoldFds {
@@ -161,7 +164,9 @@ impl ProcWatcher {
             }
             (Err(spawn_err), Some(Err(watch_err))) => {
                 tracing::debug!(%spawn_err, "child aborted before exec because its watch failed");
-                Err(watch_err)
+                Err(watch_err.with_detail(
+                    "spawn stopped the new process before it ran the program, and reaped it",
+                ))
             }
             (Err(spawn_err), armed) => {
                 if let Some(Ok((_, _, pidfd))) = &armed {

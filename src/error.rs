@@ -21,6 +21,12 @@ pub enum ErrorKind {
     /// An argument is out of range (an empty interest, a zero limit).
     InvalidInput,
     /// Any other operating-system error; [`Error::raw_os_error`] has the number.
+    ///
+    /// Running out of file descriptors is one: `EMFILE` when this process reached its
+    /// `RLIMIT_NOFILE`, `ENFILE` when the whole system is out of open files. The crate needs
+    /// descriptors to create a watcher (a netlink socket, an eventfd), to attach a stream (it
+    /// reads `/proc/<pid>`) and to spawn (pipes, an eventfd, a pidfd); streams that already
+    /// exist keep receiving events without any. The error's text then says what to do.
     Other,
 }
 
@@ -90,8 +96,13 @@ impl Error {
         self
     }
 
+    /// Adds a detail; a detail already there is kept, and the new one follows it.
     pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Error {
-        self.detail = Some(detail.into());
+        let detail = detail.into();
+        self.detail = Some(match self.detail.take() {
+            Some(old) => format!("{old}; {detail}"),
+            None => detail,
+        });
         self
     }
 
@@ -123,6 +134,36 @@ impl Error {
     /// The OS error number behind this error, if there is one.
     pub fn raw_os_error(&self) -> Option<i32> {
         self.source.as_ref().and_then(|e| e.raw_os_error())
+    }
+
+    /// What the caller can do about an error whose cause is a limit it controls.
+    fn hint(&self) -> Option<&'static str> {
+        match self.raw_os_error()? {
+            libc::EMFILE => Some(
+                "close descriptors the process no longer needs, or raise the limit \
+                 (RLIMIT_NOFILE: setrlimit(2), `ulimit -n`, LimitNOFILE= for a systemd service)",
+            ),
+            libc::ENFILE => {
+                Some("close files, or raise the system-wide limit (sysctl fs.file-max)")
+            }
+            _ => None,
+        }
+    }
+
+    /// The short description of what went wrong, after the operation.
+    fn summary(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::NoSuchProcess => "no such process",
+            ErrorKind::PermissionDenied => "permission denied",
+            ErrorKind::Unsupported => "not supported here",
+            ErrorKind::Closed => "the watcher is shut down",
+            ErrorKind::InvalidInput => "invalid argument",
+            ErrorKind::Other => match self.raw_os_error() {
+                Some(libc::EMFILE) => "this process ran out of file descriptors",
+                Some(libc::ENFILE) => "the system ran out of open files",
+                _ => "operating-system error",
+            },
+        }
     }
 }
 
@@ -156,19 +197,15 @@ impl fmt::Display for Error {
             write!(f, " ({} backend)", b.name())?;
         }
         f.write_str(": ")?;
-        f.write_str(match self.kind {
-            ErrorKind::NoSuchProcess => "no such process",
-            ErrorKind::PermissionDenied => "permission denied",
-            ErrorKind::Unsupported => "not supported here",
-            ErrorKind::Closed => "the watcher is shut down",
-            ErrorKind::InvalidInput => "invalid argument",
-            ErrorKind::Other => "operating-system error",
-        })?;
+        f.write_str(self.summary())?;
         if let Some(detail) = &self.detail {
             write!(f, "; {detail}")?;
         }
         if let Some(src) = &self.source {
             write!(f, " ({src})")?;
+        }
+        if let Some(hint) = self.hint() {
+            write!(f, "; {hint}")?;
         }
         Ok(())
     }
@@ -216,6 +253,50 @@ mod tests {
         );
         let io_err: io::Error = err.into();
         assert_eq!(io_err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn running_out_of_descriptors_says_so_and_what_to_do() {
+        let err = Error::io("watch", io::Error::from_raw_os_error(libc::EMFILE))
+            .with_pid(Pid::from_raw(77).unwrap())
+            .with_backend(BackendKind::Netlink)
+            .with_detail("cannot read /proc/77");
+        assert_eq!(err.kind(), ErrorKind::Other);
+        assert_eq!(err.raw_os_error(), Some(libc::EMFILE));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "watch pid 77 (netlink backend): this process ran out of file descriptors; \
+                 cannot read /proc/77 ("
+            ),
+            "{text}"
+        );
+        assert!(text.contains("RLIMIT_NOFILE"), "{text}");
+        assert!(text.contains("raise the limit"), "{text}");
+
+        let err = Error::io("netlink socket", io::Error::from_raw_os_error(libc::ENFILE));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("netlink socket: the system ran out of open files"),
+            "{text}"
+        );
+        assert!(text.contains("fs.file-max"), "{text}");
+
+        // Other errors get no hint.
+        let text = Error::io("x", io::Error::from_raw_os_error(libc::EIO)).to_string();
+        assert!(!text.contains("RLIMIT"), "{text}");
+    }
+
+    #[test]
+    fn details_add_up() {
+        let err = Error::new(ErrorKind::PermissionDenied, "netlink bind")
+            .with_detail("the proc connector needs root or CAP_NET_ADMIN")
+            .with_detail("no other backend is available in this version");
+        assert_eq!(
+            err.to_string(),
+            "netlink bind: permission denied; the proc connector needs root or CAP_NET_ADMIN; \
+             no other backend is available in this version"
+        );
     }
 
     #[test]

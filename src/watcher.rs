@@ -124,6 +124,9 @@ impl Builder {
     ///   does not provide, or a proc connector that ignores the subscription, as it does in a
     ///   non-initial user or pid namespace).
     /// * [`ErrorKind::InvalidInput`] — `max_tracked(0)`.
+    /// * [`ErrorKind::Other`] — any other failure to set up the backend, for example running
+    ///   out of file descriptors for its socket or eventfd (`EMFILE`, `ENFILE`;
+    ///   [`Error::raw_os_error`] has the number).
     pub fn build(self) -> Result<ProcWatcher, Error> {
         if self.max_tracked == 0 {
             return Err(Error::new(ErrorKind::InvalidInput, "build watcher")
@@ -227,6 +230,10 @@ impl ProcWatcher {
     ///   `pid_max`), or it is a zombie and `interest` lacks `EXIT`.
     /// * [`ErrorKind::InvalidInput`] — `interest` is empty.
     /// * [`ErrorKind::Closed`] — the watcher's backend has stopped.
+    /// * [`ErrorKind::Other`] — `/proc/<pid>` could not be read for another reason, for
+    ///   example because this process is out of file descriptors (`EMFILE`;
+    ///   [`Error::raw_os_error`] has the number and the message says what to do). Nothing is
+    ///   attached then; streams that already exist are not affected.
     ///
     /// # Examples
     ///
@@ -255,8 +262,7 @@ impl ProcWatcher {
             // Read /proc with the registry locked: no input about `pid` can be applied between
             // this look and the attach, so the thread set and the liveness check agree with
             // everything the backend applies afterwards.
-            let snap = procfs::snapshot(pid);
-            let attached = match &snap {
+            let attached = match procfs::snapshot(pid) {
                 Ok(s) => reg
                     .attach_root(id, pid, s.as_ref(), &mut wake)
                     .map_err(|k| {
@@ -268,10 +274,12 @@ impl ProcWatcher {
                             _ => e,
                         }
                     }),
-                Err(io) => Err(Error::io("watch", io.kind().into())
+                // Keep the OS error itself: its number is what tells "out of file
+                // descriptors" from "permission denied".
+                Err(io) => Err(Error::io("watch", io)
                     .with_pid(pid)
                     .with_backend(backend)
-                    .with_detail(format!("cannot read /proc/{pid}/stat: {io}"))),
+                    .with_detail(format!("cannot read /proc/{pid}"))),
             };
             match attached {
                 Ok(()) => Ok(id),

@@ -10,12 +10,9 @@
 
 mod support;
 
-use futures::StreamExt;
 use procwatch::{Interest, Pid, ProcEvent, ProcWatcher};
 use std::collections::{BTreeSet, HashMap};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
@@ -71,50 +68,19 @@ fn logged(log: &str, tag: &str) -> Vec<i32> {
 
 /// One run: the events (each with whether the sleepers had been released when it was read),
 /// the log, and the root's pid and wait status.
-struct Run {
-    root: Pid,
-    events: Vec<(ProcEvent, bool)>,
-    log: String,
-    status: std::process::ExitStatus,
-}
+type Run = StormRun<(ProcEvent, bool)>;
 
 async fn run_storm(w: &ProcWatcher, attempt: usize) -> Run {
-    let log_path = std::env::temp_dir().join(format!(
-        "procwatch-lost-{}-{attempt}.log",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&log_path);
-    let mut cmd = sh(&storm_script());
-    cmd.env("LOG", &log_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut started = w.spawn(cmd, Interest::ALL).expect("spawn the storm");
-    let root = started.pid();
-    let stdin = started.child.stdin.take().expect("piped stdin");
-    let released = Arc::new(AtomicBool::new(false));
-
     // Read concurrently, as a supervisor would; loss comes from the kernel side, not from us.
-    let mut events = started.events;
-    let reader = {
-        let released = released.clone();
-        tokio::spawn(async move {
-            let mut out = Vec::new();
-            while let Some(ev) = events.next().await {
-                out.push((ev, released.load(Ordering::SeqCst)));
-            }
-            out
-        })
-    };
-
-    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (storm, reader) = LoggedStorm::start(w, "lost", attempt, &storm_script(), |ev, r| (ev, r));
     assert!(
-        eventually(Duration::from_secs(120), || logged(&read_log(), "D").len()
+        eventually(Duration::from_secs(120), || logged(&storm.log(), "D").len()
             == LOOPS)
         .await,
         "the loop shells did not finish their short processes; log:\n{}",
-        read_log()
+        storm.log()
     );
-    let sleepers = logged(&read_log(), "S");
+    let sleepers = logged(&storm.log(), "S");
     assert_eq!(sleepers.len(), LOOPS * SLEEPERS_PER_LOOP, "sleepers logged");
     for &s in &sleepers {
         let state = proc_stat(Pid::from_raw(s).unwrap()).map(|(st, _)| st);
@@ -123,30 +89,13 @@ async fn run_storm(w: &ProcWatcher, attempt: usize) -> Run {
             "sleeper {s} should still be alive before the release, state {state:?}"
         );
     }
-
-    released.store(true, Ordering::SeqCst);
-    drop(stdin); // EOF on fd 3: the sleepers exit, then the loop shells, then the root.
-    let status = tokio::time::timeout(DEADLINE, started.child.wait())
-        .await
-        .expect("the storm finishes once the sleepers are released")
-        .expect("wait for the storm");
-    let events = tokio::time::timeout(DEADLINE, reader)
-        .await
-        .expect("the stream ends after an overflow: every tracked process gets its Exit")
-        .expect("reader task");
-    let log = read_log();
-    let _ = std::fs::remove_file(&log_path);
-    Run {
-        root,
-        events,
-        log,
-        status,
-    }
+    // EOF on fd 3: the sleepers exit, then the loop shells, then the root.
+    storm.finish(reader).await
 }
 
 fn check_run(run: &Run) {
     let root = run.root;
-    let events: Vec<ProcEvent> = run.events.iter().map(|(e, _)| e.clone()).collect();
+    let events: Vec<ProcEvent> = run.seen.iter().map(|(e, _)| e.clone()).collect();
     let set = |tag: &str| -> BTreeSet<i32> { logged(&run.log, tag).into_iter().collect() };
     let (loops, storm, sleepers) = (set("L"), set("P"), set("S"));
     let all_logged: Vec<i32> = ["R", "L", "P", "S"]
@@ -170,13 +119,7 @@ fn check_run(run: &Run) {
             _ => None,
         })
         .sum();
-    let childs: HashMap<Pid, Pid> = events
-        .iter()
-        .filter_map(|e| match *e {
-            ProcEvent::Child { pid, parent, .. } => Some((pid, parent)),
-            _ => None,
-        })
-        .collect();
+    let childs: HashMap<Pid, Pid> = parents_of(&events);
     let exits: Vec<(Pid, Option<std::process::ExitStatus>)> = events
         .iter()
         .filter_map(|e| match *e {
@@ -276,7 +219,7 @@ fn check_run(run: &Run) {
             ctx()
         );
         let exit_read_after_release = run
-            .events
+            .seen
             .iter()
             .find(|(e, _)| matches!(e, ProcEvent::Exit { pid: p, .. } if *p == pid))
             .map(|&(_, released)| released);

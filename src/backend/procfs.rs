@@ -8,6 +8,7 @@ use crate::Pid;
 use std::fs;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::ExitStatus;
 
 /// The fields of `/proc/<pid>/stat` the crate uses.
@@ -112,46 +113,90 @@ pub(crate) fn snapshot_from(
     Some(snap)
 }
 
-/// The thread ids listed in `/proc/<pid>/task`.
-pub(crate) fn task_ids(pid: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
+/// Where the kernel mounts the process filesystem. The readers below take the root as a
+/// parameter so that they can be tested on a directory that mimics it.
+const PROC_ROOT: &str = "/proc";
+
+/// The thread ids listed in `<root>/<pid>/task`: empty if the process is gone (its `task`
+/// directory with it); any other failure is an error, never "no threads".
+fn task_ids_in(root: &Path, pid: i32) -> io::Result<Vec<i32>> {
+    let dir = match fs::read_dir(root.join(pid.to_string()).join("task")) {
+        Ok(dir) => dir,
+        Err(e) if gone(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+    Ok(dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
 }
 
 fn gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
 }
 
-/// Reads one process: `Ok(None)` if it does not exist (any more). Only "not found" means
-/// gone; any other failure (out of file descriptors, permission) is an error, so that a
-/// resync never mistakes an unreadable process for a dead one.
-fn read_one(raw: i32) -> io::Result<Option<ProcSnapshot>> {
-    for _ in 0..3 {
-        let text = match fs::read_to_string(format!("/proc/{raw}/stat")) {
+/// How often [`read_one_in`] reads a process again when what it read is in flux.
+const READ_ATTEMPTS: usize = 3;
+
+/// Reads one process below `root`: `Ok(None)` if it does not exist (any more). Only "not
+/// found" means gone; any other failure (out of file descriptors, permission, a file that is
+/// not what `/proc` would hold) is an error, so that a resync never mistakes an unreadable
+/// process for a dead one.
+fn read_one_in(root: &Path, raw: i32) -> io::Result<Option<ProcSnapshot>> {
+    let dir = root.join(raw.to_string());
+    let stat_path = dir.join("stat");
+    let mut read_empty = false;
+    for _ in 0..READ_ATTEMPTS {
+        let text = match fs::read_to_string(&stat_path) {
             Ok(t) => t,
             Err(e) if gone(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
+        read_empty = text.is_empty();
+        if read_empty {
+            // The kernel answers a read about a reaped process with ESRCH, not with nothing.
+            // Should nothing come back anyway, only a directory that is gone too means gone.
+            match fs::symlink_metadata(&dir) {
+                Err(e) if gone(&e) => return Ok(None),
+                Err(e) => return Err(e),
+                Ok(_) => continue,
+            }
+        }
         let Some(stat) = parse_stat(&text) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("unparsable /proc/{raw}/stat"),
+                format!("unparsable {}", stat_path.display()),
             ));
         };
-        if let Some(snap) = snapshot_from(raw, &stat, || task_ids(raw)) {
+        // The thread list is read only when needed; a failure to read it is kept aside so
+        // that it fails the read instead of passing for "no other threads".
+        let mut task_err = None;
+        let snap = snapshot_from(raw, &stat, || {
+            task_ids_in(root, raw).unwrap_or_else(|e| {
+                task_err = Some(e);
+                Vec::new()
+            })
+        });
+        if let Some(e) = task_err {
+            return Err(e);
+        }
+        if let Some(snap) = snap {
             return Ok(Some(snap));
         }
+    }
+    if read_empty {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} reads as empty", stat_path.display()),
+        ));
     }
     // Still racing with thread exits: the process is on its way out; say so.
     Ok(None)
 }
 
-/// The thread-group id of task `raw` (`Tgid:` in `/proc/<raw>/status`).
-fn tgid_of(raw: i32) -> io::Result<Option<i32>> {
-    let text = match fs::read_to_string(format!("/proc/{raw}/status")) {
+/// The thread-group id of task `raw` (`Tgid:` in `<root>/<raw>/status`).
+fn tgid_of_in(root: &Path, raw: i32) -> io::Result<Option<i32>> {
+    let path = root.join(raw.to_string()).join("status");
+    let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(e),
@@ -162,34 +207,46 @@ fn tgid_of(raw: i32) -> io::Result<Option<i32>> {
         .and_then(|v| v.trim().parse().ok()))
 }
 
+/// [`snapshot`] below `root`.
+fn snapshot_in(root: &Path, pid: Pid) -> io::Result<Option<ProcSnapshot>> {
+    let raw = pid.as_raw();
+    if tgid_of_in(root, raw)? != Some(raw) {
+        return Ok(None);
+    }
+    read_one_in(root, raw)
+}
+
 /// What `/proc` says about process `pid` now: `Ok(None)` if there is no such process — a
 /// thread id that is not its process's id included (`/proc` answers for those too).
 pub(crate) fn snapshot(pid: Pid) -> io::Result<Option<ProcSnapshot>> {
-    let raw = pid.as_raw();
-    if tgid_of(raw)? != Some(raw) {
-        return Ok(None);
-    }
-    read_one(raw)
+    snapshot_in(Path::new(PROC_ROOT), pid)
 }
 
-/// Every process `/proc` lists. Processes that vanish while it reads are simply not in the
-/// listing; any other failure fails the whole listing.
-pub(crate) fn scan_all() -> io::Result<SystemSnapshot> {
+/// [`scan_all`] below `root`.
+fn scan_all_in(root: &Path) -> io::Result<SystemSnapshot> {
     let mut all = SystemSnapshot::new();
-    for entry in fs::read_dir("/proc")? {
+    for entry in fs::read_dir(root)? {
         let entry = entry?;
         let Some(raw) = entry
             .file_name()
             .to_str()
             .and_then(|n| n.parse::<i32>().ok())
+            .filter(|&n| n > 0)
         else {
-            continue;
+            continue; // `self`, `sys`, `meminfo`, ...
         };
-        if let Some(snap) = read_one(raw)? {
+        if let Some(snap) = read_one_in(root, raw)? {
             all.insert(raw, snap);
         }
     }
     Ok(all)
+}
+
+/// Every process `/proc` lists. Processes that vanish while it reads (between the listing and
+/// the read of their `stat`, or of their `task` directory) are simply not in the result; any
+/// other failure fails the whole listing, and the caller tries again later.
+pub(crate) fn scan_all() -> io::Result<SystemSnapshot> {
+    scan_all_in(Path::new(PROC_ROOT))
 }
 
 #[cfg(test)]
@@ -260,6 +317,254 @@ mod tests {
         let text = "monotonic           100         5\nboottime            -3         0\n";
         assert_eq!(parse_timens_monotonic(text), 100_000_000_005);
         assert_eq!(parse_timens_monotonic(""), 0);
+    }
+
+    /// A directory laid out like `/proc`, removed on drop.
+    struct FakeProc {
+        root: std::path::PathBuf,
+    }
+
+    impl FakeProc {
+        fn new(name: &str) -> FakeProc {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let root = std::env::temp_dir().join(format!(
+                "procwatch-fakeproc-{}-{name}-{n}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(&root).unwrap();
+            FakeProc { root }
+        }
+
+        fn dir(&self, name: &str) -> std::path::PathBuf {
+            let d = self.root.join(name);
+            fs::create_dir_all(&d).unwrap();
+            d
+        }
+
+        /// A `stat` line with the fields the crate reads; everything else is 0.
+        fn stat_line(pid: i32, state: char, ppid: i32, threads: i64, exit_code: i32) -> String {
+            let mut f = vec!["0".to_string(); 52 - 2];
+            let mut set = |n: usize, v: String| f[n - 3] = v;
+            set(3, state.to_string());
+            set(4, ppid.to_string());
+            set(20, threads.to_string());
+            set(22, "4242".to_string());
+            set(52, exit_code.to_string());
+            format!("{pid} (fake proc) {}\n", f.join(" "))
+        }
+
+        /// A process directory with `stat`, `status` and, if `tids` is given, `task/<tid>`.
+        fn process(&self, pid: i32, state: char, threads: i64, tids: Option<&[i32]>) {
+            let d = self.dir(&pid.to_string());
+            fs::write(d.join("stat"), Self::stat_line(pid, state, 1, threads, 0)).unwrap();
+            fs::write(d.join("status"), format!("Name:\tfake\nTgid:\t{pid}\n")).unwrap();
+            for &t in tids.unwrap_or(&[]) {
+                fs::create_dir_all(d.join("task").join(t.to_string())).unwrap();
+            }
+        }
+
+        fn scan(&self) -> io::Result<SystemSnapshot> {
+            scan_all_in(&self.root)
+        }
+    }
+
+    impl Drop for FakeProc {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn pid(raw: i32) -> Pid {
+        Pid::from_raw(raw).unwrap()
+    }
+
+    #[test]
+    fn fake_proc_reads_like_proc() {
+        let p = FakeProc::new("basic");
+        p.process(100, 'S', 1, None);
+        let all = p.scan().unwrap();
+        assert_eq!(all.len(), 1);
+        let snap = &all[&100];
+        assert_eq!(snap.ppid, 1);
+        assert_eq!(snap.start_ns, 4242 * ns_per_tick());
+        assert_eq!(snap.zombie, None);
+        assert!(snap.tids.is_empty());
+        let one = snapshot_in(&p.root, pid(100)).unwrap().unwrap();
+        assert_eq!((one.ppid, one.start_ns), (snap.ppid, snap.start_ns));
+    }
+
+    #[test]
+    fn scan_skips_names_that_are_not_pids() {
+        let p = FakeProc::new("names");
+        p.process(7, 'R', 1, None);
+        for name in [
+            "self",
+            "thread-self",
+            "sys",
+            "12ab",
+            "-4",
+            "0",
+            "4294967296",
+        ] {
+            p.dir(name);
+        }
+        fs::write(p.root.join("meminfo"), "MemTotal: 1 kB\n").unwrap();
+        let all = p.scan().unwrap();
+        assert_eq!(all.keys().copied().collect::<Vec<_>>(), vec![7]);
+    }
+
+    #[test]
+    fn a_process_whose_stat_vanished_is_absent() {
+        // Listed, then reaped before its `stat` was read: the directory is there, `stat` not.
+        let p = FakeProc::new("vanished");
+        p.process(10, 'S', 1, None);
+        p.dir("11");
+        p.process(12, 'S', 1, None);
+        fs::remove_file(p.root.join("12/stat")).unwrap();
+        let all = p.scan().unwrap();
+        assert_eq!(all.keys().copied().collect::<Vec<_>>(), vec![10]);
+        assert!(read_one_in(&p.root, 11).unwrap().is_none());
+        assert!(snapshot_in(&p.root, pid(11)).unwrap().is_none());
+        // Not even a directory any more.
+        assert!(read_one_in(&p.root, 13).unwrap().is_none());
+        assert!(snapshot_in(&p.root, pid(13)).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_process_whose_task_dir_vanished() {
+        let p = FakeProc::new("task");
+        // Leader alive, several threads, `task/` gone between the `stat` and the listing: it
+        // is reported with the one thread known for sure; its exit messages finish it later.
+        p.process(20, 'S', 3, None);
+        // Leader dead, threads said to live but none listed: it is on its way out.
+        p.process(21, 'Z', 3, None);
+        // Leader dead, another thread still listed: alive without its leader.
+        p.process(22, 'Z', 2, Some(&[22, 23]));
+        // The same with an empty `task/`.
+        p.process(24, 'Z', 2, Some(&[]));
+        fs::create_dir_all(p.root.join("24/task")).unwrap();
+        let all = p.scan().unwrap();
+        let mut listed: Vec<i32> = all.keys().copied().collect();
+        listed.sort();
+        assert_eq!(listed, vec![20, 22]);
+        assert_eq!(all[&20].tids, vec![20]);
+        assert!(!all[&20].leader_gone);
+        assert_eq!(all[&20].zombie, None);
+        let mut tids = all[&22].tids.clone();
+        tids.sort();
+        assert_eq!(tids, vec![22, 23]);
+        assert!(all[&22].leader_gone);
+        assert_eq!(all[&22].zombie, None);
+    }
+
+    #[test]
+    fn a_zombie_is_listed_with_its_status() {
+        let p = FakeProc::new("zombie");
+        let d = p.dir("30");
+        fs::write(d.join("stat"), FakeProc::stat_line(30, 'Z', 1, 1, 3 << 8)).unwrap();
+        let all = p.scan().unwrap();
+        assert_eq!(all[&30].zombie, Some(Some(ExitStatus::from_raw(3 << 8))));
+    }
+
+    #[test]
+    fn an_empty_stat_is_not_taken_for_a_dead_process() {
+        let p = FakeProc::new("empty");
+        p.process(40, 'S', 1, None);
+        fs::write(p.root.join("40/stat"), "").unwrap();
+        let err = read_one_in(&p.root, 40).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("empty"), "{err}");
+        let err = p.scan().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[test]
+    fn a_garbled_stat_fails_the_scan() {
+        let p = FakeProc::new("garbled");
+        p.process(41, 'S', 1, None);
+        fs::write(p.root.join("41/stat"), "41 (x) S 1").unwrap();
+        let err = p.scan().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("unparsable"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_stat_fails_the_scan() {
+        // As root, permissions do not stop reads; a `stat` that is a directory makes the read
+        // fail with something other than "not found", like EACCES or EMFILE would.
+        let p = FakeProc::new("unreadable");
+        p.process(50, 'S', 1, None);
+        p.dir("51/stat");
+        let err = p.scan().unwrap_err();
+        assert_ne!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert!(read_one_in(&p.root, 51).is_err());
+        assert!(read_one_in(&p.root, 50).unwrap().is_some());
+    }
+
+    #[test]
+    fn an_unreadable_task_dir_fails_the_scan() {
+        // Several threads and a leader that is dead: only the thread list says whether the
+        // process lives. Failing to read it must not make it look dead.
+        let p = FakeProc::new("task-unreadable");
+        p.process(60, 'Z', 2, None);
+        fs::write(p.root.join("60/task"), "not a directory").unwrap();
+        let err = p.scan().unwrap_err();
+        assert_ne!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert!(snapshot_in(&p.root, pid(60)).is_err());
+    }
+
+    #[test]
+    fn an_unreadable_status_fails_a_single_read() {
+        let p = FakeProc::new("status");
+        p.process(70, 'S', 1, None);
+        fs::remove_file(p.root.join("70/status")).unwrap();
+        p.dir("70/status");
+        assert!(snapshot_in(&p.root, pid(70)).is_err());
+        // A thread id: `/proc/<tid>` exists, with the process's `Tgid`.
+        p.process(71, 'S', 2, Some(&[71, 72]));
+        let d = p.dir("72");
+        fs::write(d.join("stat"), FakeProc::stat_line(72, 'S', 1, 2, 0)).unwrap();
+        fs::write(d.join("status"), "Tgid:\t71\n").unwrap();
+        assert!(snapshot_in(&p.root, pid(72)).unwrap().is_none());
+        assert!(snapshot_in(&p.root, pid(71)).unwrap().is_some());
+    }
+
+    #[test]
+    fn scanning_proc_while_processes_come_and_go() {
+        // The real /proc, while a shell forks short-lived processes: every scan succeeds (a
+        // process vanishing mid-scan is not an error) and always lists what lived throughout.
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let sleeper_pid = sleeper.id() as i32;
+        let mut storm = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 40 ]; do j=0; while [ $j -lt 20 ]; do \
+                          true & j=$((j+1)); done; wait; i=$((i+1)); done",
+            ])
+            .spawn()
+            .unwrap();
+        let mut scans = 0;
+        let start = std::time::Instant::now();
+        loop {
+            let all = scan_all().expect("a scan of /proc while processes vanish");
+            assert!(all.contains_key(&(std::process::id() as i32)));
+            assert!(all.contains_key(&sleeper_pid));
+            scans += 1;
+            if storm.try_wait().unwrap().is_some() && scans >= 5 {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "storm hung"
+            );
+        }
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
     }
 
     #[test]

@@ -257,3 +257,168 @@ impl Drop for Watchdog {
         }
     }
 }
+
+// ---- Added with fd_exhaustion.rs and resync_vanishing.rs ----
+
+/// The processes whose parent is this test process, with their state letters: what a test
+/// looks at to prove it left no zombie or stray process behind.
+pub fn children_of_this_process() -> Vec<(Pid, char)> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse().ok())
+            .and_then(Pid::from_raw)
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue; // gone meanwhile
+        };
+        let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
+            continue;
+        };
+        let mut f = rest.split_ascii_whitespace();
+        let state = f.next().and_then(|s| s.chars().next());
+        let ppid: Option<i32> = f.next().and_then(|p| p.parse().ok());
+        if let (Some(state), Some(ppid)) = (state, ppid) {
+            if ppid == me {
+                out.push((pid, state));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The exit code in an `Exit` event's status, if the event is an `Exit` with a known status
+/// of a process that exited normally.
+pub fn exit_code(ev: &ProcEvent) -> Option<i32> {
+    match ev {
+        ProcEvent::Exit {
+            status: Some(s), ..
+        } => s.code(),
+        _ => None,
+    }
+}
+
+/// Counts every panic in this test process from now on — in the crate's threads and tasks
+/// too, where a panic would otherwise only show as a missing event — and returns the counter.
+/// The default hook still prints each one. Installing it again returns the same counter.
+pub fn count_panics() -> &'static std::sync::atomic::AtomicUsize {
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            default(info);
+        }));
+    });
+    &PANICS
+}
+
+/// `Child` events as a map from each new process to its parent.
+pub fn parents_of(events: &[ProcEvent]) -> HashMap<Pid, Pid> {
+    events
+        .iter()
+        .filter_map(|e| match *e {
+            ProcEvent::Child { pid, parent, .. } => Some((pid, parent)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A storm script started watched with `TRACK`. Its processes append lines to the file
+/// named by `$LOG`; it lives until its stdin (kept here) is closed.
+pub struct LoggedStorm {
+    pub root: Pid,
+    pub child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    log_path: std::path::PathBuf,
+    released: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a storm left: how its root ended, what a reader kept of each event, its log.
+pub struct StormRun<T> {
+    pub root: Pid,
+    pub status: std::process::ExitStatus,
+    pub seen: Vec<T>,
+    pub log: String,
+}
+
+impl LoggedStorm {
+    /// Starts `script` watched, with the log file named after `name` and `attempt`. A task
+    /// reads the stream concurrently, as a supervisor would, keeping `keep(event, released)`
+    /// of each event (`released`: whether [`LoggedStorm::finish`] had begun).
+    pub fn start<T: Send + 'static>(
+        w: &ProcWatcher,
+        name: &str,
+        attempt: usize,
+        script: &str,
+        mut keep: impl FnMut(ProcEvent, bool) -> T + Send + 'static,
+    ) -> (LoggedStorm, tokio::task::JoinHandle<Vec<T>>) {
+        use std::sync::atomic::Ordering;
+        let log_path = std::env::temp_dir().join(format!(
+            "procwatch-{name}-{}-{attempt}.log",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&log_path);
+        let mut cmd = sh(script);
+        cmd.env("LOG", &log_path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        let mut started = w.spawn(cmd, Interest::ALL).expect("spawn the storm");
+        let stdin = started.child.stdin.take().expect("piped stdin");
+        let root = started.pid();
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = released.clone();
+        let mut events = started.events;
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some(ev) = events.next().await {
+                out.push(keep(ev, flag.load(Ordering::SeqCst)));
+            }
+            out
+        });
+        let storm = LoggedStorm {
+            root,
+            child: started.child,
+            stdin: Some(stdin),
+            log_path,
+            released,
+        };
+        (storm, reader)
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Closes the root's stdin (its long-lived processes read it and exit on EOF), waits for
+    /// the root and for the stream to end, and removes the log.
+    pub async fn finish<T>(mut self, reader: tokio::task::JoinHandle<Vec<T>>) -> StormRun<T> {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(self.stdin.take());
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("the storm finishes once its stdin is closed")
+            .expect("wait for the storm");
+        let seen = tokio::time::timeout(DEADLINE, reader)
+            .await
+            .expect("the stream ends: every tracked process gets its Exit")
+            .expect("the reader task");
+        let log = self.log();
+        let _ = std::fs::remove_file(&self.log_path);
+        StormRun {
+            root: self.root,
+            status,
+            seen,
+            log,
+        }
+    }
+}

@@ -215,12 +215,12 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2) {
         d.resync();
     }
     socket::ignore(sock);
-    if let Ok(d) = both.drainer.lock() {
-        let mut wake = Wakeups::default();
-        d.shared.lock().shutdown(&mut wake);
-        drop(d);
-        wake.wake_all();
-    }
+    // Even after a panic while draining (a poisoned lock), the streams must end.
+    let d = both.drainer.lock().unwrap_or_else(|e| e.into_inner());
+    let mut wake = Wakeups::default();
+    d.shared.lock().shutdown(&mut wake);
+    drop(d);
+    wake.wake_all();
     tracing::debug!("procwatch netlink backstop stopped");
 }
 
