@@ -1,10 +1,10 @@
-//! Entry points for the crate's own benchmarks (`benches/`). Not part of the API: hidden from
-//! the docs, exempt from semver, and may change with any release.
+//! Entry points for the crate's own benchmarks (`benches/`) and fuzz targets (`fuzz/`). Not
+//! part of the API: hidden from the docs, exempt from semver, and may change with any release.
 
-use crate::backend::netlink::wire;
+use crate::backend::netlink::{self, wire};
 use crate::registry::{Input, PopStatus, ProcSnapshot, Registry, Stamp, StreamId, Wakeups};
 use crate::{Interest, Pid, ProcEvent};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 /// The registry, driven with scripted inputs and no kernel.
 pub struct ScriptedRegistry {
@@ -116,6 +116,22 @@ impl ScriptedRegistry {
     pub fn tracked(&self) -> usize {
         self.reg.tracked_pids()
     }
+
+    /// Decodes one proc-connector datagram and applies its events in order, the way the
+    /// netlink backend does: the same decoder, the same mapping to registry inputs, messages
+    /// that do not decode skipped. The kernel's timestamp is used on both clocks (no time
+    /// namespace offset). Returns how many inputs were applied.
+    pub fn feed(&mut self, datagram: &[u8]) -> usize {
+        let (reg, wake) = (&mut self.reg, &mut self.wake);
+        let mut n = 0;
+        wire::decode_datagram(datagram, |m| {
+            if let Some((input, ts)) = m.ok().and_then(netlink::to_input) {
+                reg.apply_at(input, stamp(ts), wake);
+                n += 1;
+            }
+        });
+        n
+    }
 }
 
 /// Decodes one proc-connector datagram; returns how many events it held.
@@ -129,4 +145,101 @@ pub fn decode(datagram: &[u8]) -> usize {
 /// exit), a timestamp, and the event's 32-bit fields.
 pub fn datagram(what: u32, ts_ns: u64, fields: &[u32]) -> Vec<u8> {
     wire::encode_event(what, ts_ns, fields)
+}
+
+/// Like [`decode`], and panics if the decoder breaks one of its promises: every message it
+/// reports used at least a header's worth of bytes (only a final error may use none), a
+/// `BadLength` ends the datagram, and every decoded event, encoded again, decodes to itself.
+/// The `decode` fuzz target and the decoder's property tests run this.
+pub fn check_decode(datagram: &[u8]) -> usize {
+    let mut all = Vec::new();
+    wire::decode_datagram(datagram, |m| all.push(m));
+    assert!(
+        all.len() <= datagram.len() / 16 + 1,
+        "{} results from {} bytes",
+        all.len(),
+        datagram.len()
+    );
+    if let Some(i) = all
+        .iter()
+        .position(|m| *m == Err(wire::DecodeError::BadLength))
+    {
+        assert_eq!(i + 1, all.len(), "decoding went on after a bad length");
+    }
+    let mut ok = 0;
+    for msg in all.into_iter().flatten() {
+        let mut again = Vec::new();
+        wire::decode_datagram(&encode_msg(msg), |m| again.push(m));
+        assert_eq!(again, [Ok(msg)], "re-encoding changed the message");
+        ok += 1;
+    }
+    ok
+}
+
+/// A datagram that decodes to `msg` and nothing else.
+fn encode_msg(msg: wire::ProcMsg) -> Vec<u8> {
+    use wire::{encode_event_with_ack as enc, what, ProcMsg};
+    match msg {
+        ProcMsg::Ack { ack, err } => enc(what::NONE, 0, ack, &[err]),
+        ProcMsg::Fork {
+            parent_pid,
+            parent_tgid,
+            child_pid,
+            child_tgid,
+            ts_ns,
+        } => {
+            let f = [parent_pid, parent_tgid, child_pid, child_tgid].map(|v| v as u32);
+            enc(what::FORK, ts_ns, 0, &f)
+        }
+        ProcMsg::Exec { pid, tgid, ts_ns } => enc(what::EXEC, ts_ns, 0, &[pid as u32, tgid as u32]),
+        ProcMsg::Exit {
+            pid,
+            tgid,
+            code,
+            ts_ns,
+        } => enc(what::EXIT, ts_ns, 0, &[pid as u32, tgid as u32, code]),
+        ProcMsg::Other { what } => enc(what, 0, 0, &[]),
+    }
+}
+
+/// The pid that [`check_feed`] watches; seed datagrams for the `feed` fuzz target name it.
+pub const FEED_ROOT: i32 = 100;
+
+/// Feeds `datagram` to a fresh registry with a stream watching [`FEED_ROOT`] (every interest),
+/// reads one event, feeds the same datagram again (duplicates, reused pids), reads the rest,
+/// and panics if the stream broke its promises: no event about a process before its `Child`
+/// (the root excepted) or after its `Exit`, one `Child` per life, counts of at least one, no
+/// `Lost` (nothing was lost). Returns how many events were read. The `feed` fuzz target runs
+/// this.
+pub fn check_feed(datagram: &[u8]) -> usize {
+    let mut reg = ScriptedRegistry::default();
+    let stream = reg.watch(FEED_ROOT, Interest::ALL, 1);
+    let mut out = VecDeque::new();
+    reg.feed(datagram);
+    assert!(reg.read(stream, &mut out, 1) <= 1, "read more than asked");
+    reg.feed(datagram);
+    while reg.read(stream, &mut out, 16) > 0 {}
+    if reg.ended(stream) {
+        assert_eq!(reg.read(stream, &mut out, 16), 0, "events after the end");
+    }
+    check_lives(pid(FEED_ROOT), &out);
+    out.len()
+}
+
+/// Panics unless `events`, read in this order from a stream watching `root`, describe
+/// processes whose lives do not overlap under one pid: `Child` opens a life, `Exit` closes it,
+/// and everything else names a process that is alive.
+fn check_lives(root: Pid, events: &VecDeque<ProcEvent>) {
+    let mut alive = HashSet::from([root]);
+    for (i, ev) in events.iter().enumerate() {
+        let ok = match *ev {
+            ProcEvent::Child { pid, .. } => alive.insert(pid),
+            ProcEvent::Exit { pid, .. } => alive.remove(&pid),
+            ProcEvent::Fork { pid, count, .. }
+            | ProcEvent::Exec { pid, count, .. }
+            | ProcEvent::TrackErr { pid, count, .. } => count >= 1 && alive.contains(&pid),
+            ProcEvent::Lost { .. } => false,
+        };
+        assert!(ok, "event {i} breaks the stream's order: {events:#?}");
+    }
 }
