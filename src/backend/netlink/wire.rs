@@ -306,20 +306,310 @@ pub(crate) mod tests {
         );
     }
 
+    /// The kernel's events of a short process tree, one of each kind, as one datagram (the
+    /// kernel sends the union at its full 24 bytes; a few of these use fewer, which is legal).
+    fn sample() -> Vec<Vec<u8>> {
+        vec![
+            encode_event_with_ack(what::FORK, 5, 0, &[100, 100, 101, 101, 0, 0]),
+            encode_event_with_ack(what::FORK, 6, 0, &[101, 101, 102, 101]),
+            encode_event_with_ack(what::EXEC, 7, 0, &[101, 101]),
+            encode_event_with_ack(what::EXIT, 8, 0, &[102, 101, 0, 0, 100, 100]),
+            encode_event_with_ack(what::NONE, 0, 43, &[0]),
+            encode_event_with_ack(0x200, 9, 0, &[101, 101, 0, 0, 0, 0]),
+            encode_event_with_ack(what::EXIT, 10, 0, &[101, 101, 0x0900, 17, 100, 100]),
+        ]
+    }
+
+    /// A datagram of `msgs` (each already a whole, aligned netlink message).
+    fn join(msgs: &[Vec<u8>]) -> Vec<u8> {
+        msgs.concat()
+    }
+
+    /// One netlink message of type `ty` around `payload`, its length as given, padded to 4.
+    fn nlmsg(ty: u16, len: u32, payload: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&len.to_ne_bytes());
+        b.extend_from_slice(&ty.to_ne_bytes());
+        b.extend_from_slice(&[0; 10]);
+        b.extend_from_slice(payload);
+        b.resize(b.len().next_multiple_of(4), 0);
+        b
+    }
+
+    fn exec(pid: i32, ts_ns: u64) -> (Vec<u8>, Result<ProcMsg, DecodeError>) {
+        let msg = ProcMsg::Exec {
+            pid,
+            tgid: pid,
+            ts_ns,
+        };
+        (
+            encode_event_with_ack(what::EXEC, ts_ns, 0, &[pid as u32; 2]),
+            Ok(msg),
+        )
+    }
+
     #[test]
-    fn arbitrary_bytes_never_panic() {
-        // A small deterministic generator (xorshift) instead of a property-test dependency.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
+    fn every_cut_of_a_multi_message_datagram() {
+        let msgs = sample();
+        let buf = join(&msgs);
+        let whole = all(&buf);
+        assert_eq!(whole.len(), msgs.len());
+        assert!(whole.iter().all(Result::is_ok), "{whole:?}");
+        // Message k occupies ends[k-1]..ends[k].
+        let ends: Vec<usize> = msgs
+            .iter()
+            .scan(0, |end, m| {
+                *end += m.len();
+                Some(*end)
+            })
+            .collect();
+        for cut in 0..=buf.len() {
+            let complete = ends.iter().take_while(|&&e| e <= cut).count();
+            let mut want = whole[..complete].to_vec();
+            let started = complete.checked_sub(1).map_or(0, |k| ends[k]);
+            if cut > started {
+                want.push(Err(DecodeError::Truncated));
+            }
+            assert_eq!(all(&buf[..cut]), want, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_short_nlmsg_len_costs_only_its_own_message() {
+        // The netlink length is honest but too short for what the connector message claims:
+        // that message is lost, the next one (found by the length) still decodes.
+        let fork = encode_event_with_ack(what::FORK, 5, 0, &[1, 1, 2, 2]);
+        let (next, next_msg) = exec(3, 6);
+        for len in NLMSG_HDRLEN..fork.len() {
+            let mut buf = fork[..len].to_vec();
+            buf[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+            buf.resize(len.next_multiple_of(4), 0);
+            buf.extend_from_slice(&next);
+            assert_eq!(
+                all(&buf),
+                vec![Err(DecodeError::Truncated), next_msg],
+                "nlmsg_len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn nlmsg_len_beyond_the_datagram_ends_it() {
+        let (first, first_msg) = exec(2, 1);
+        let fork = encode_event_with_ack(what::FORK, 5, 0, &[1, 1, 2, 2]);
+        let fits = fork.len() as u32;
+        // Lengths past the end, up to those where adding the padding would overflow a 32-bit
+        // usize: none may wrap around to something small.
+        for len in [
+            fits + 1,
+            fits + 4,
+            1 << 16,
+            0x8000_0000,
+            u32::MAX - 3,
+            u32::MAX,
+        ] {
+            let mut second = fork.clone();
+            second[0..4].copy_from_slice(&len.to_ne_bytes());
+            let buf = join(&[first.clone(), second]);
+            assert_eq!(
+                all(&buf),
+                vec![first_msg, Err(DecodeError::Truncated)],
+                "nlmsg_len {len:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn nlmsg_len_below_its_header_ends_the_datagram() {
+        // Zero in particular: a decoder that trusted it would never advance.
+        let (first, first_msg) = exec(2, 1);
+        let (after, _) = exec(4, 2);
+        for len in 0..NLMSG_HDRLEN as u32 {
+            let mut second = first.clone();
+            second[0..4].copy_from_slice(&len.to_ne_bytes());
+            let buf = join(&[first.clone(), second, after.clone()]);
+            assert_eq!(
+                all(&buf),
+                vec![first_msg, Err(DecodeError::BadLength)],
+                "nlmsg_len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn unaligned_nlmsg_len_is_padded_to_four() {
+        // An exec message with one spare byte after its payload: 61 bytes, then 3 of padding.
+        let (mut odd, odd_msg) = exec(2, 1);
+        let len = odd.len() as u32 + 1;
+        odd[0..4].copy_from_slice(&len.to_ne_bytes());
+        odd.extend_from_slice(&[0xee; 4]);
+        let (next, next_msg) = exec(3, 2);
+        assert_eq!(all(&join(&[odd.clone(), next])), vec![odd_msg, next_msg]);
+        // The last message of a datagram need not carry its padding.
+        assert_eq!(all(&odd[..len as usize]), vec![odd_msg]);
+    }
+
+    #[test]
+    fn cn_msg_len_beyond_its_message() {
+        let fork = encode_event_with_ack(what::FORK, 5, 0, &[1, 1, 2, 2]);
+        let room = (fork.len() - NLMSG_HDRLEN - CN_MSG_LEN) as u16;
+        let (next, next_msg) = exec(3, 6);
+        for dlen in [room + 1, room + 4, 0x1000, u16::MAX] {
+            let mut buf = fork.clone();
+            buf[32..34].copy_from_slice(&dlen.to_ne_bytes());
+            buf.extend_from_slice(&next);
+            assert_eq!(
+                all(&buf),
+                vec![Err(DecodeError::Truncated), next_msg],
+                "cn_msg len {dlen}"
+            );
+        }
+        // Bytes after the connector message, inside the netlink message, are ignored.
+        let mut roomy = fork.clone();
+        roomy[0..4].copy_from_slice(&(fork.len() as u32 + 8).to_ne_bytes());
+        roomy.extend_from_slice(&[0xee; 8]);
+        assert_eq!(all(&roomy), all(&fork));
+    }
+
+    #[test]
+    fn payload_shorter_than_its_kind_needs() {
+        // Each kind with one 32-bit field fewer than it reads, then with exactly enough.
+        let kinds: [(u32, &[u32]); 4] = [
+            (what::NONE, &[0]),
+            (what::FORK, &[1, 1, 2, 2]),
+            (what::EXEC, &[2, 2]),
+            (what::EXIT, &[2, 2, 0]),
+        ];
+        for (w, fields) in kinds {
+            let short = encode_event_with_ack(w, 5, 0, &fields[..fields.len() - 1]);
+            assert_eq!(
+                all(&short),
+                vec![Err(DecodeError::Truncated)],
+                "what {w:#x}"
+            );
+            let exact = all(&encode_event_with_ack(w, 5, 0, fields));
+            assert!(matches!(exact[..], [Ok(_)]), "what {w:#x}: {exact:?}");
+        }
+        // A proc_event header (what, cpu, timestamp) cut short, whatever the kind.
+        for w in [what::NONE, what::FORK, what::EXEC, what::EXIT, 0x200] {
+            let full = encode_event_with_ack(w, 5, 0, &[]);
+            for dlen in 0..PROC_EVENT_HDR {
+                let len = NLMSG_HDRLEN + CN_MSG_LEN + dlen;
+                let mut buf = full[..len].to_vec();
+                buf[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+                buf[32..34].copy_from_slice(&(dlen as u16).to_ne_bytes());
+                assert_eq!(
+                    all(&buf),
+                    vec![Err(DecodeError::Truncated)],
+                    "what {w:#x}, {dlen} bytes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_what_values_are_other() {
+        // The kernel's other kinds (uid, gid, sid, ptrace, comm, coredump), bit combinations
+        // of known kinds, and values no kernel sends. `Other` needs no union at all.
+        for w in [
+            0x4,
+            0x40,
+            0x80,
+            0x100,
+            0x200,
+            0x4000_0000,
+            what::FORK | what::EXEC,
+            what::EXIT | what::FORK,
+            0x10,
+            u32::MAX,
+        ] {
+            let buf = encode_event_with_ack(w, 5, 0, &[]);
+            assert_eq!(
+                all(&buf),
+                vec![Ok(ProcMsg::Other { what: w })],
+                "what {w:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn netlink_message_types() {
+        let (ev, ev_msg) = exec(3, 6);
+        // NOOP is skipped; ERROR and OVERRUN are reported and decoding goes on after them.
+        let noop = nlmsg(NLMSG_NOOP, NLMSG_HDRLEN as u32, &[]);
+        assert_eq!(all(&join(&[noop, ev.clone()])), vec![ev_msg]);
+        let odd_noop = nlmsg(NLMSG_NOOP, NLMSG_HDRLEN as u32 + 1, &[7]);
+        assert_eq!(all(&join(&[odd_noop, ev.clone()])), vec![ev_msg]);
+        // struct nlmsgerr: an errno, then the header of the request it answers.
+        let mut err = (-(libc::ENOBUFS)).to_ne_bytes().to_vec();
+        err.extend_from_slice(&[0; NLMSG_HDRLEN]);
+        for ty in [NLMSG_ERROR, NLMSG_OVERRUN] {
+            let msg = nlmsg(ty, (NLMSG_HDRLEN + err.len()) as u32, &err);
+            assert_eq!(
+                all(&join(&[msg, ev.clone()])),
+                vec![Err(DecodeError::Netlink(ty)), ev_msg],
+                "type {ty}"
+            );
+        }
+        // The kernel sends connector messages as NLMSG_DONE, but the decoder does not rely on
+        // the type: any type other than the three above carries a connector message.
+        for ty in [0, NLMSG_DONE, 5, 0x10, 0x1234, u16::MAX] {
+            let mut buf = ev.clone();
+            buf[4..6].copy_from_slice(&ty.to_ne_bytes());
+            assert_eq!(all(&buf), vec![ev_msg], "type {ty}");
+        }
+    }
+
+    #[test]
+    fn foreign_connectors_are_skipped() {
+        let fork = encode_event_with_ack(what::FORK, 5, 0, &[1, 1, 2, 2]);
+        let (next, next_msg) = exec(3, 6);
+        for (idx, val) in [
+            (1, 2),
+            (2, 1),
+            (0, 0),
+            (CN_VAL_PROC, u32::MAX),
+            (u32::MAX, 1),
+        ] {
+            let mut buf = fork.clone();
+            buf[16..20].copy_from_slice(&idx.to_ne_bytes());
+            buf[20..24].copy_from_slice(&val.to_ne_bytes());
+            let foreign = Err(DecodeError::Foreign { idx, val });
+            buf.extend_from_slice(&next);
+            assert_eq!(all(&buf), vec![foreign, next_msg], "({idx}, {val})");
+            // Judged by its header alone: a payload it does not have does not matter.
+            buf[32..34].copy_from_slice(&u16::MAX.to_ne_bytes());
+            assert_eq!(all(&buf), vec![foreign, next_msg], "({idx}, {val}), long");
+        }
+        // Too short to hold the connector header's length field: truncated, foreign or not.
+        let mut stub = nlmsg(NLMSG_DONE, (NLMSG_HDRLEN + 16) as u32, &[0; 16]);
+        stub[16..20].copy_from_slice(&9u32.to_ne_bytes());
+        assert_eq!(all(&stub), vec![Err(DecodeError::Truncated)]);
+    }
+
+    /// A small deterministic generator (xorshift) instead of a property-test dependency.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x
-        };
+        }
+    }
+
+    /// Decodes `buf`, checking what holds for any input (see `bench_support::check_decode`).
+    fn checked(buf: &[u8]) -> Vec<Result<ProcMsg, DecodeError>> {
+        crate::bench_support::check_decode(buf);
+        all(buf)
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let seed = encode_event_with_ack(what::EXIT, 7, 0, &[3, 2, 0x0900, 17, 1, 1]);
         for _ in 0..50_000 {
             let len = (next() % 160) as usize;
-            let mut buf: Vec<u8> = if next() % 2 == 0 {
+            let mut buf: Vec<u8> = if next().is_multiple_of(2) {
                 let mut s = seed.clone();
                 s.resize(len.max(1), 0);
                 s
@@ -332,7 +622,88 @@ pub(crate) mod tests {
                     buf[i] = next() as u8;
                 }
             }
-            decode_datagram(&buf, |_| {});
+            checked(&buf);
+        }
+    }
+
+    #[test]
+    fn every_byte_of_a_valid_datagram_mutated() {
+        // Changing one byte can only change the answer for the message holding it and those
+        // after it: the messages before it decode as they did.
+        let msgs = sample();
+        let buf = join(&msgs);
+        let whole = all(&buf);
+        let mut owner = Vec::new();
+        for (k, m) in msgs.iter().enumerate() {
+            owner.extend(std::iter::repeat_n(k, m.len()));
+        }
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        for i in 0..buf.len() {
+            let b = buf[i];
+            let values = [
+                0,
+                0xff,
+                b ^ 0x01,
+                b ^ 0x80,
+                b.wrapping_add(1),
+                b.wrapping_sub(1),
+                next() as u8,
+            ];
+            for v in values {
+                let mut m = buf.clone();
+                m[i] = v;
+                let got = checked(&m);
+                let k = owner[i];
+                assert_eq!(got[..k], whole[..k], "byte {i} set to {v:#x}: {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_and_spliced_datagrams() {
+        // Deeper than random bytes: whole valid messages reordered, repeated and cut, then a
+        // few bytes overwritten (length fields more often than chance would pick them).
+        let msgs = sample();
+        let mut next = xorshift(0xd1b5_4a32_d192_ed03);
+        for _ in 0..20_000 {
+            let n = 1 + (next() % 6) as usize;
+            let picked: Vec<Vec<u8>> = (0..n)
+                .map(|_| msgs[(next() as usize) % msgs.len()].clone())
+                .collect();
+            let mut buf = join(&picked);
+            let clean = all(&buf);
+            assert_eq!(clean.len(), n);
+            let mut first_touched = buf.len();
+            for _ in 0..(next() % 4) {
+                let i = match next() % 4 {
+                    // a length field of some message: nlmsg_len or cn_msg len
+                    0 => {
+                        let k = (next() as usize) % n;
+                        let start: usize = picked[..k].iter().map(Vec::len).sum();
+                        start + if next().is_multiple_of(2) { 0 } else { 32 }
+                    }
+                    _ => (next() as usize) % buf.len(),
+                };
+                buf[i] = next() as u8;
+                first_touched = first_touched.min(i);
+            }
+            if next().is_multiple_of(4) {
+                let cut = (next() as usize) % (buf.len() + 1);
+                buf.truncate(cut);
+                first_touched = first_touched.min(cut);
+            }
+            let got = checked(&buf);
+            // Messages wholly before the first change are untouched.
+            let mut before = 0;
+            let mut end = 0;
+            for m in &picked {
+                end += m.len();
+                if end > first_touched {
+                    break;
+                }
+                before += 1;
+            }
+            assert_eq!(got[..before], clean[..before], "{buf:?}");
         }
     }
 
