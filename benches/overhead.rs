@@ -30,9 +30,10 @@ use tokio::io::AsyncBufReadExt;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("__workload") {
-        workload::run(&args[1..]);
-        return;
+    match args.first().map(String::as_str) {
+        Some("__workload") => return workload::run(&args[1..]),
+        Some("__tokio_listener") => return tokio_listener::run(),
+        _ => {}
     }
     let opts = Options::parse(&args);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -178,21 +179,21 @@ struct Peer {
 }
 
 impl Peer {
-    /// Starts the C listener with `args` and waits until the kernel acknowledged its
-    /// subscription.
-    async fn c_listener(program: &Path, args: &[&str]) -> Peer {
+    /// Starts a listener that speaks the C listener's protocol (`ready`, then a report line
+    /// on `SIGINT`) and waits until the kernel acknowledged its subscription.
+    async fn listener(program: &Path, args: &[&str]) -> Peer {
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .expect("start the C listener");
+            .expect("start a listener");
         let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
         let ready = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
         assert!(
             matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"),
-            "the C listener did not subscribe"
+            "the listener did not subscribe"
         );
         Peer {
             child,
@@ -339,7 +340,7 @@ async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
         Mode::Forkstat => Some(Peer::forkstat().await),
         Mode::CListener => {
             let program = env.c_listener.as_ref().expect("C listener built");
-            Some(Peer::c_listener(program, &[]).await)
+            Some(Peer::listener(program, &[]).await)
         }
         _ => None,
     };
@@ -564,6 +565,8 @@ async fn light_latency(env: &Env, rounds: usize) {
     ];
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
+    let mut bare_tokio = Vec::new();
+    let exe = PathBuf::from(self_exe());
     let mut events = 0;
     for _ in 0..rounds {
         let mut cmd = tokio::process::Command::new(&argv[0]);
@@ -583,6 +586,15 @@ async fn light_latency(env: &Env, rounds: usize) {
             let r = run_once(Mode::CListener, &argv, env).await;
             theirs.extend(r.latency);
         }
+        let peer = Peer::listener(&exe, &["__tokio_listener"]).await;
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        let status = cmd
+            .args(&argv[1..])
+            .status()
+            .await
+            .expect("run the light load");
+        assert!(status.success(), "light load failed: {status}");
+        bare_tokio.extend(peer.stop().await.map(|r| r.latency));
     }
     println!();
     println!(
@@ -601,6 +613,10 @@ async fn light_latency(env: &Env, rounds: usize) {
         );
     };
     row("procwatch (stream, tokio task)", Latency::median_of(&ours));
+    row(
+        "bare tokio listener (AsyncFd + recv, no tracking)",
+        Latency::median_of(&bare_tokio),
+    );
     if !theirs.is_empty() {
         row("C listener (blocking recv)", Latency::median_of(&theirs));
     }
@@ -807,7 +823,7 @@ async fn stall(env: &Env) {
             vec!["-s", "1000", "-b", "67108864"],
         ),
     ] {
-        let peer = Peer::c_listener(program, &args).await;
+        let peer = Peer::listener(program, &args).await;
         let status = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
             .status()
@@ -829,6 +845,101 @@ async fn stall(env: &Env) {
             }
             None => println!("| {name} | no report | | | |"),
         }
+    }
+}
+
+mod tokio_listener {
+    //! The floor of any listener that lives in a tokio runtime: the proc connector read
+    //! through the runtime's reactor (current-thread, like the bench itself) with no decoding
+    //! beyond the timestamp and no tracking. Run as `__tokio_listener`; it speaks the C
+    //! listener's protocol (`ready`, then a report line on `SIGINT`).
+
+    use rustix::net::{netlink, AddressFamily, RecvFlags, SocketFlags, SocketType};
+    use std::time::Duration;
+
+    /// `struct proc_event` starts after `nlmsghdr` (16 bytes) and `cn_msg` (20 bytes):
+    /// `what` (4), `cpu` (4), `timestamp_ns` (8).
+    const WHAT: usize = 36;
+    const TIMESTAMP: usize = 44;
+
+    fn subscribe_request() -> [u8; 40] {
+        let mut m = [0u8; 40];
+        m[0..4].copy_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
+        m[4..6].copy_from_slice(&3u16.to_ne_bytes()); // NLMSG_DONE
+        m[16..20].copy_from_slice(&1u32.to_ne_bytes()); // CN_IDX_PROC
+        m[20..24].copy_from_slice(&1u32.to_ne_bytes()); // CN_VAL_PROC
+        m[32..34].copy_from_slice(&4u16.to_ne_bytes()); // payload length
+        m[36..40].copy_from_slice(&1u32.to_ne_bytes()); // PROC_CN_MCAST_LISTEN
+        m
+    }
+
+    pub fn run() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(listen());
+    }
+
+    async fn listen() {
+        let sock = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            Some(netlink::CONNECTOR),
+        )
+        .expect("netlink socket");
+        rustix::net::bind(&sock, &netlink::SocketAddrNetlink::new(0, 1)).expect("bind");
+        rustix::net::send(&sock, &subscribe_request(), rustix::net::SendFlags::empty())
+            .expect("subscribe");
+        // SAFETY: the `AsyncFd` owns the socket, so the descriptor stays open and the same
+        // for as long as it is registered.
+        let afd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE)
+        }
+        .expect("register with the reactor");
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut lat: Vec<Duration> = Vec::with_capacity(1 << 16);
+        let (mut events, mut overflows, mut acked) = (0u64, 0u64, false);
+        let stop = tokio::signal::ctrl_c();
+        tokio::pin!(stop);
+        loop {
+            let mut ready = tokio::select! {
+                r = afd.readable() => r.expect("readable"),
+                _ = &mut stop => break,
+            };
+            loop {
+                match rustix::net::recv(afd.get_ref(), &mut buf[..], RecvFlags::DONTWAIT) {
+                    Ok((n, _)) if n >= TIMESTAMP + 8 => {
+                        let now = procwatch::Timestamp::now();
+                        let what = u32::from_ne_bytes(buf[WHAT..WHAT + 4].try_into().unwrap());
+                        if what == 0 {
+                            if !acked {
+                                acked = true;
+                                println!("ready");
+                            }
+                            continue;
+                        }
+                        let ts =
+                            u64::from_ne_bytes(buf[TIMESTAMP..TIMESTAMP + 8].try_into().unwrap());
+                        events += 1;
+                        lat.push(now.duration_since(procwatch::Timestamp::from_nanos(ts)));
+                    }
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::NOBUFS) => overflows += 1,
+                    Err(_) => break,
+                }
+            }
+            ready.clear_ready();
+        }
+        let l = super::Latency::of(lat);
+        println!(
+            "events {events} overflows {overflows} p50 {} p90 {} p99 {} max {}",
+            l.p50.as_nanos(),
+            l.p90.as_nanos(),
+            l.p99.as_nanos(),
+            l.max.as_nanos()
+        );
     }
 }
 

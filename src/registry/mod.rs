@@ -379,8 +379,9 @@ impl Registry {
         self.stream_mut(id).map(|s| s.interest)
     }
 
-    /// Moves up to `max` events of stream `id` into `out`. Registers `waker` when there is
-    /// nothing to deliver and the stream is not finished.
+    /// Moves events of stream `id` into `out`, stopping once `max` have been moved; the
+    /// events pending on one process move together, so a call can move a few more.
+    /// Registers `waker` when there is nothing to deliver and the stream is not finished.
     pub(crate) fn pop(
         &mut self,
         id: StreamId,

@@ -236,8 +236,10 @@ pub(crate) fn to_input(msg: ProcMsg) -> Option<(Input, u64)> {
         } => {
             let at = ts_ns;
             if child_pid != child_tgid {
-                // CLONE_THREAD: a new thread of `child_tgid`, not a new process.
+                // CLONE_THREAD: a new thread of `child_tgid`, not a new process. Task ids are
+                // positive; anything else is not a message about a real thread.
                 let tgid = Pid::from_raw(child_tgid)?;
+                Pid::from_raw(child_pid)?;
                 Some((
                     Input::ThreadStart {
                         tgid,
@@ -272,7 +274,7 @@ pub(crate) fn to_input(msg: ProcMsg) -> Option<(Input, u64)> {
         } => Some((
             Input::ThreadExit {
                 tgid: Pid::from_raw(tgid)?,
-                tid: pid,
+                tid: Pid::from_raw(pid)?.as_raw(),
                 code: code as i32,
             },
             ts_ns,
