@@ -141,6 +141,8 @@ struct Run {
     /// Kernel-to-consumer latency (procwatch and the C listener).
     latency: Option<Latency>,
     events: usize,
+    /// Socket overflows the C listener saw.
+    overflows: u64,
 }
 
 /// What the C listener printed when it was stopped.
@@ -242,6 +244,9 @@ impl Peer {
     }
 }
 
+/// The C listener's receive buffer in the workload runs: procwatch's default.
+const C_LISTENER_RCVBUF: &str = "67108864";
+
 /// Builds the C listener from `benches/peer/cn_listener.c`, if there is a C compiler.
 fn build_c_listener() -> Result<PathBuf, String> {
     if !installed("cc") {
@@ -340,7 +345,9 @@ async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
         Mode::Forkstat => Some(Peer::forkstat().await),
         Mode::CListener => {
             let program = env.c_listener.as_ref().expect("C listener built");
-            Some(Peer::listener(program, &[]).await)
+            // The receive buffer procwatch uses by default, so that neither loses messages
+            // and both latencies count every event.
+            Some(Peer::listener(program, &["-b", C_LISTENER_RCVBUF]).await)
         }
         _ => None,
     };
@@ -370,6 +377,7 @@ async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
             wall,
             latency: Some(Latency::of(latencies)),
             events,
+            overflows: 0,
         }
     } else {
         let status = cmd.status().await.expect("run workload");
@@ -382,12 +390,14 @@ async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
             wall: start.elapsed(),
             latency: None,
             events: 0,
+            overflows: 0,
         }
     };
     if let Some(peer) = peer {
         if let Some(report) = peer.stop().await {
             run.latency = Some(report.latency);
             run.events = report.events as usize;
+            run.overflows = report.overflows;
         }
     }
     run
@@ -465,6 +475,7 @@ async fn bench(opts: Options) {
         .filter(|&i| matches!(modes[i], Mode::Procwatch | Mode::CListener))
         .collect();
     let list: Vec<Workload> = workloads().into_iter().filter(|w| wants(w.name)).collect();
+    let mut notes = Vec::new();
     if !list.is_empty() {
         println!();
         println!("Wall-time ratio over unwatched (median, with min-max over rounds); latency p50 / p99 (median over rounds).");
@@ -495,6 +506,7 @@ async fn bench(opts: Options) {
         let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let mut lat: Vec<Vec<Latency>> = vec![Vec::new(); modes.len()];
         let mut events = 0;
+        let mut c_overflows = 0;
         for round in 0..opts.rounds {
             // Rotate the order each round so no mode always runs first or last.
             let mut order: Vec<usize> = (0..modes.len()).collect();
@@ -509,6 +521,7 @@ async fn bench(opts: Options) {
                 if modes[i] == Mode::Procwatch {
                     events = r.events;
                 }
+                c_overflows += r.overflows;
             }
             for i in 0..modes.len() {
                 walls[i].push(this[i]);
@@ -538,9 +551,18 @@ async fn bench(opts: Options) {
             lats.join(" | "),
             events
         );
+        if c_overflows > 0 {
+            notes.push(format!(
+                "{}: the C listener's socket overflowed {c_overflows} times; its latency counts only what it received",
+                w.what
+            ));
+        }
         if let Some(dir) = w.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+    for n in &notes {
+        println!("\nNote: {n}");
     }
     if wants("light") {
         light_latency(&env, opts.rounds).await;
@@ -565,6 +587,7 @@ async fn light_latency(env: &Env, rounds: usize) {
     ];
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
+    let mut spinning = Vec::new();
     let mut bare_tokio = Vec::new();
     let exe = PathBuf::from(self_exe());
     let mut events = 0;
@@ -582,19 +605,11 @@ async fn light_latency(env: &Env, rounds: usize) {
         let _ = started.child.wait().await;
         events = lat.len();
         ours.push(Latency::of(lat));
-        if env.c_listener.is_some() {
-            let r = run_once(Mode::CListener, &argv, env).await;
-            theirs.extend(r.latency);
+        if let Some(program) = &env.c_listener {
+            theirs.extend(under_listener(program, &[], &argv).await);
+            spinning.extend(under_listener(program, &["-p"], &argv).await);
         }
-        let peer = Peer::listener(&exe, &["__tokio_listener"]).await;
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        let status = cmd
-            .args(&argv[1..])
-            .status()
-            .await
-            .expect("run the light load");
-        assert!(status.success(), "light load failed: {status}");
-        bare_tokio.extend(peer.stop().await.map(|r| r.latency));
+        bare_tokio.extend(under_listener(&exe, &["__tokio_listener"], &argv).await);
     }
     println!();
     println!(
@@ -619,7 +634,23 @@ async fn light_latency(env: &Env, rounds: usize) {
     );
     if !theirs.is_empty() {
         row("C listener (blocking recv)", Latency::median_of(&theirs));
+        row(
+            "C listener spinning (never sleeps, burns a core)",
+            Latency::median_of(&spinning),
+        );
     }
+}
+
+/// Runs the workload `argv` while the listener `program args` listens; its latency report.
+async fn under_listener(program: &Path, args: &[&str], argv: &[String]) -> Option<Latency> {
+    let peer = Peer::listener(program, args).await;
+    let status = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .await
+        .expect("run the workload");
+    assert!(status.success(), "workload failed: {status}");
+    peer.stop().await.map(|r| r.latency)
 }
 
 /// `VmRSS` of this process, in bytes.

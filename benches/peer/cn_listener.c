@@ -5,9 +5,11 @@
  * a time, timing each event against the kernel's timestamp. It does no tracking and no
  * filtering, so it is the floor of what any proc-connector listener can cost or reach.
  *
- *   cn_listener [-b BYTES] [-s MS]
+ *   cn_listener [-b BYTES] [-s MS] [-p]
  *     -b  ask for this receive buffer with SO_RCVBUFFORCE (default: the system's default)
  *     -s  after the first event, stop reading for MS milliseconds (a stalled consumer)
+ *     -p  never sleep: spin on a non-blocking recv (burns a core; shows what the wakeup of
+ *         a sleeping reader costs)
  *
  * Prints "ready" once the kernel acknowledged the subscription. On SIGINT or SIGTERM it
  * prints one line and exits:
@@ -59,10 +61,11 @@ static int subscribe(int s, enum proc_cn_mcast_op op) {
 }
 
 int main(int argc, char **argv) {
-    int rcvbuf = 0, stall_ms = 0, opt;
-    while ((opt = getopt(argc, argv, "b:s:")) != -1) {
+    int rcvbuf = 0, stall_ms = 0, spin = 0, opt;
+    while ((opt = getopt(argc, argv, "b:s:p")) != -1) {
         if (opt == 'b') rcvbuf = atoi(optarg);
         else if (opt == 's') stall_ms = atoi(optarg);
+        else if (opt == 'p') spin = 1;
         else return 2;
     }
     struct sigaction sa;
@@ -87,11 +90,11 @@ int main(int argc, char **argv) {
     int acked = 0;
     char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
     while (!stop) {
-        ssize_t len = recv(s, buf, sizeof buf, 0);
+        ssize_t len = recv(s, buf, sizeof buf, spin ? MSG_DONTWAIT : 0);
         long long now = mono_ns();
         if (len < 0) {
             if (errno == ENOBUFS) { overflows++; continue; }
-            if (errno == EINTR) continue;
+            if (errno == EINTR || errno == EAGAIN) continue;
             perror("recv");
             break;
         }
