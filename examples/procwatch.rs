@@ -956,11 +956,9 @@ impl Style {
                     format_duration(proc.lifetime(at)),
                 )
             }
-            ProcEvent::Fork { count: 1, .. } => return None, // its `Child` line says it all
-            ProcEvent::Fork { child, count, .. } => {
-                let text = format!("fork ×{count} (last: {child})");
-                self.paint(DIM, &text)
-            }
+            // Every child has a `Child` line of its own (or a `TrackErr` line saying why not),
+            // so a fork line, folded or not, would only repeat it.
+            ProcEvent::Fork { .. } => return None,
             ProcEvent::TrackErr {
                 child,
                 reason,

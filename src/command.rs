@@ -19,6 +19,14 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// `child` is an ordinary [`tokio::process::Child`]: its stdio pipes, `wait()`, `kill()` and
 /// drop behaviour are tokio's. Waiting on it reaps only this child (tokio never calls
 /// `waitpid(-1)`), so exit statuses of other processes in the program are never stolen.
+///
+/// # Caveats
+///
+/// Dropping `child` without waiting leaves the reaping to tokio: a child that has already
+/// exited is reaped by the drop itself; one that still runs is killed first if the command
+/// had `kill_on_drop(true)`, and reaped in the background once it exits, as long as a tokio
+/// runtime keeps running. `events` is independent of `child`: dropping the stream only ends
+/// the watch, and keeping it after dropping `child` still delivers the process's `Exit`.
 pub struct WatchedChild {
     /// The process, as tokio manages it.
     pub child: tokio::process::Child,
@@ -119,6 +127,7 @@ impl ProcWatcher {
                 ));
         }
         let mut cmd: tokio::process::Command = cmd.into();
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         let (report_r, report_w) = hold_pipe().map_err(|e| e.with_backend(backend))?;
         let (release_r, release_w) = hold_pipe().map_err(|e| e.with_backend(backend))?;
         let done = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
@@ -158,9 +167,13 @@ impl ProcWatcher {
             }
             (Ok(mut child), None) => {
                 let _ = child.start_kill();
-                Err(Error::new(ErrorKind::Other, "spawn")
+                let mut err = Error::new(ErrorKind::Other, "spawn")
                     .with_backend(backend)
-                    .with_detail("the child started without reporting its pid"))
+                    .with_detail(format!("`{program}` started without reporting its pid"));
+                if let Some(pid) = child.id().and_then(|p| Pid::from_raw(p as i32)) {
+                    err = err.with_pid(pid);
+                }
+                Err(err)
             }
             (Err(spawn_err), Some(Err(watch_err))) => {
                 tracing::debug!(%spawn_err, "child aborted before exec because its watch failed");
@@ -183,7 +196,7 @@ impl ProcWatcher {
                 };
                 Err(Error::new(kind, "spawn")
                     .with_backend(backend)
-                    .with_detail("could not start the program")
+                    .with_detail(format!("could not start `{program}`"))
                     .with_source(spawn_err))
             }
         }

@@ -101,7 +101,9 @@ impl fmt::Debug for Timestamp {
 ///
 /// `Fork` and `Exec` carry a `count`: when a consumer falls behind, repeated events of one kind
 /// about one pid are folded into one event that says how many happened (memory stays bounded by
-/// the number of tracked processes, not by the number of raw events).
+/// the number of tracked processes, not by the number of raw events). Up to four such runs of
+/// different kinds keep their order; beyond that, older runs are merged by kind, so the counts
+/// stay exact but the interleaving of forks and execs is lost.
 ///
 /// # Examples
 ///
@@ -164,7 +166,10 @@ pub enum ProcEvent {
     ///
     /// `status` is what `waitpid(2)` would report. It is `None` only where the crate cannot
     /// know it: for a process that died while events were lost (see [`ProcEvent::Lost`]) and
-    /// was already reaped when the crate looked.
+    /// was already reaped when the crate looked, or whose pid already named a newer process
+    /// when the crate learned of its end; and for a zombie found in `/proc` (by `watch` or a
+    /// resync) whose status the kernel does not show this process — another user's, read
+    /// without `CAP_SYS_PTRACE`.
     #[doc(alias = "NOTE_EXIT")]
     #[non_exhaustive]
     Exit {

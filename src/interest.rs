@@ -1,7 +1,7 @@
 //! What a stream wants to hear about.
 
 use std::fmt;
-use std::ops::{BitAnd, BitOr, BitOrAssign, Sub};
+use std::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not, Sub, SubAssign};
 
 /// The set of events a [`ProcEvents`](crate::ProcEvents) stream asks for, as bit flags
 /// (kqueue's `fflags` for `EVFILT_PROC`).
@@ -19,6 +19,7 @@ use std::ops::{BitAnd, BitOr, BitOrAssign, Sub};
 /// assert_eq!(all, Interest::ALL);
 /// assert!(all.contains(Interest::EXIT));
 /// assert!(!(all - Interest::TRACK).contains(Interest::TRACK));
+/// assert_eq!(!Interest::TRACK, Interest::FORK | Interest::EXEC | Interest::EXIT);
 /// assert_eq!(format!("{:?}", Interest::FORK | Interest::EXIT), "FORK | EXIT");
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Default)]
@@ -63,9 +64,52 @@ impl Interest {
         self.0 == 0
     }
 
+    /// Whether `self` and `other` have a flag in common.
+    pub const fn intersects(self, other: Interest) -> bool {
+        self.0 & other.0 != 0
+    }
+
     /// The raw bits, for logging or storage.
     pub const fn bits(self) -> u8 {
         self.0
+    }
+
+    /// The interest with these raw bits (as [`Interest::bits`] gave them), or `None` if a bit
+    /// names no flag.
+    ///
+    /// ```
+    /// use procwatch::Interest;
+    ///
+    /// let stored = (Interest::EXIT | Interest::TRACK).bits();
+    /// assert_eq!(Interest::from_bits(stored), Some(Interest::EXIT | Interest::TRACK));
+    /// assert_eq!(Interest::from_bits(0x80), None);
+    /// ```
+    pub const fn from_bits(bits: u8) -> Option<Interest> {
+        if bits & !Interest::ALL.0 == 0 {
+            Some(Interest(bits))
+        } else {
+            None
+        }
+    }
+}
+
+impl BitAndAssign for Interest {
+    fn bitand_assign(&mut self, rhs: Interest) {
+        self.0 &= rhs.0;
+    }
+}
+
+impl SubAssign for Interest {
+    fn sub_assign(&mut self, rhs: Interest) {
+        self.0 &= !rhs.0;
+    }
+}
+
+/// The flags of [`Interest::ALL`] that are not set.
+impl Not for Interest {
+    type Output = Interest;
+    fn not(self) -> Interest {
+        Interest(!self.0 & Interest::ALL.0)
     }
 }
 

@@ -32,7 +32,7 @@
 //!
 //! | [`BackendKind`] | source | who can use it | what it gives |
 //! |---|---|---|---|
-//! | `Netlink` | Linux proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`) | root or `CAP_NET_ADMIN`, in the initial user and pid namespaces | any pid, system-wide; exit statuses; can lose under overload, then says so (`Lost`) and resyncs from `/proc` |
+//! | `Netlink` | Linux proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`) | root or `CAP_NET_ADMIN` (newer kernels: any user), in the initial user and pid namespaces | any pid, system-wide; exit statuses; can lose under overload, then says so (`Lost`) and resyncs from `/proc` |
 //! | `Ptrace` | `PTRACE_SEIZE` | planned | lossless, own descendants |
 //! | `Pidfd` | `pidfd_open` + `/proc` scans | planned | exact exits, best-effort forks |
 //! | `Kqueue` | `EVFILT_PROC` | planned | BSD native |
@@ -53,7 +53,10 @@
 //! 5. Memory is bounded by the number of tracked processes, never by the number of raw
 //!    events: repeated `Fork`/`Exec` of one pid that a slow consumer has not read are folded
 //!    into one event with a `count`. A stream tracks at most
-//!    [`Builder::max_tracked`] processes; beyond it, `TrackErr`.
+//!    [`Builder::max_tracked`] processes; beyond it, `TrackErr`. (Folding keeps the order of
+//!    the last four runs of different kinds; a process that alternates forks and execs faster
+//!    than it is read has its older runs merged by kind: the counts stay exact, the
+//!    interleaving between kinds is lost.)
 //! 6. Loss is never silent: if the kernel drops messages, every affected stream gets `Lost`,
 //!    then what a `/proc` rescan learned: `Exit` (status `None` if it could not be read) for
 //!    tracked processes that died in the gap, `Child` for live children that appeared in it.
@@ -75,18 +78,22 @@
 //!   children that started after the last event read before the loss are attached; a child
 //!   whose parent died in the gap was reparented and is not found.
 //! * Pid reuse is told apart by start times, so a queued message about a pid's previous owner
-//!   is not applied to the new one. One window remains: the kernel sends a process's exit
+//!   is not applied to the new one. Two windows remain. The kernel sends a process's exit
 //!   message just after its parent may already reap it, so if the pid is reused within those
 //!   microseconds (a full pid wrap-around at that instant), the new process could be taken as
-//!   exited.
+//!   exited. And `/proc` gives a process's start time only to the clock tick (10 ms), so for
+//!   a process attached from `/proc` (by `watch`, or by a resync), a message about the pid's
+//!   previous owner sent within that tick before the new process started is taken as its own.
 //! * Non-leader `execve`: the kernel reports the old leader's exit and the exec separately;
 //!   if the old leader's exit message is delayed past the exec message (it would take a
 //!   preemption of hundreds of microseconds at one exact point), the process may be reported
 //!   as exited early.
-//! * The `Netlink` backend needs root or `CAP_NET_ADMIN`, and does not work inside a
-//!   container's user or pid namespace (the kernel ignores the subscription; `build` then
-//!   fails with [`ErrorKind::Unsupported`] after a short wait). In a time namespace the
-//!   kernel's timestamps are shifted onto the namespace's own clock.
+//! * The `Netlink` backend needs root or `CAP_NET_ADMIN` on older kernels (newer ones let any
+//!   user subscribe), and does not work inside a container's user or pid namespace (the
+//!   kernel ignores the subscription; `build` then fails with [`ErrorKind::Unsupported`]
+//!   after a short wait). Without `CAP_NET_ADMIN` the receive buffer is capped by
+//!   `net.core.rmem_max`, so a storm overflows it sooner (then `Lost` and a resync). In a time
+//!   namespace the kernel's timestamps are shifted onto the namespace's own clock.
 //! * Event times ([`Timestamp`]) are the kernel's; a process started by the kernel before
 //!   the watch and read from `/proc` has a start time with clock-tick (10 ms) precision.
 

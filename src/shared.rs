@@ -16,7 +16,8 @@ impl Shared {
     }
 
     /// Locks the registry. A panic while it was held (a bug) does not make every later call
-    /// panic too: the registry's state is only changed by complete, syscall-free steps.
+    /// panic too: the lock is taken over as it is, and the streams keep working on the state
+    /// the panicking step left.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Registry> {
         match self.registry.lock() {
             Ok(g) => g,

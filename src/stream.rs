@@ -85,11 +85,15 @@ impl ProcEvents {
     /// Changes what this stream wants from now on (kqueue lets a knote's `fflags` change the
     /// same way). Other streams on the same pids keep their own interest. Events of kinds
     /// dropped here that were already read into the stream's small internal buffer are still
-    /// yielded; those still pending in the registry are not.
+    /// yielded; those still pending in the registry are not — except the `Child` of a process
+    /// the stream already tracks, which always comes: it announces the process, and whatever
+    /// a later interest lets through about it must come after it.
     ///
     /// Removing [`Interest::TRACK`] stops new children from being tracked; processes already
     /// tracked stay tracked. Removing [`Interest::EXIT`] does not keep the stream open: it
-    /// still ends when its processes are gone.
+    /// still ends when its processes are gone. An empty interest pauses the stream: it yields
+    /// nothing but those `Child` events and [`ProcEvent::Lost`](crate::ProcEvent::Lost),
+    /// tracks no new children, and ends when its processes are gone.
     pub fn set_interest(&mut self, interest: Interest) {
         self.shared.lock().set_interest(self.id, interest);
     }
@@ -100,7 +104,12 @@ impl ProcEvents {
     }
 
     /// Takes the next event if one is ready, without waiting: `Ok(Some(ev))` for an event,
-    /// `Ok(None)` if none is ready yet, `Err(Finished)` once the stream has ended.
+    /// `Ok(None)` if none is ready yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Finished`] once the stream has ended (every process it tracked is gone and its
+    /// events were read, or the watcher shut down), and on every call after that.
     pub fn try_next(&mut self) -> Result<Option<ProcEvent>, Finished> {
         if let Some(ev) = self.buf.pop_front() {
             return Ok(Some(ev));

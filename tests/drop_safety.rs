@@ -1,4 +1,4 @@
-//! Drop is safe at any moment (SPEC §3.10): dropping a stream, or the whole watcher with
+//! Drop is safe at any moment (the crate docs' caveats): dropping a stream, or the whole watcher with
 //! streams alive, in the middle of a fork storm never panics, hangs, leaks a thread or a file
 //! descriptor, or leaves a process of ours unreaped; streams of a dropped watcher end instead
 //! of waiting forever.
@@ -249,6 +249,10 @@ async fn check_no_leak(after: &str, fds: usize, threads: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_streams_and_watchers_during_a_fork_storm_is_safe() {
+    // Every panic from here on, in the crate's threads and tasks too, where one would only show
+    // as a missing event or a stream that ends early.
+    let panics = count_panics();
+    let panics_before = panics.load(Ordering::SeqCst);
     let _dog = Watchdog::arm(Duration::from_secs(300), "drop_safety");
     // Baseline, with the runtime up and everything that lives for the whole program already
     // created: a first watcher, a first watched child (tokio's SIGCHLD pipe and reaper state).
@@ -292,4 +296,9 @@ async fn dropping_streams_and_watchers_during_a_fork_storm_is_safe() {
         drop_watcher_with_live_streams(round).await;
     }
     check_no_leak("dropping watchers", base_fds, base_threads).await;
+    assert_eq!(
+        panics.load(Ordering::SeqCst),
+        panics_before,
+        "a panic happened while dropping streams or watchers"
+    );
 }

@@ -27,9 +27,9 @@ fn spawn_blocked(w: &ProcWatcher, script: &str, interest: Interest) -> (WatchedC
 
 /// Lets a script blocked in `read` go on.
 async fn release(stdin: &mut ChildStdin) {
-    stdin
-        .write_all(b"go\n")
+    tokio::time::timeout(DEADLINE, stdin.write_all(b"go\n"))
         .await
+        .expect("the script's stdin takes a line in time")
         .expect("write to the script's stdin");
 }
 
@@ -697,4 +697,132 @@ async fn stream_is_send_and_cancel_safe_in_select() {
         multiset(&no_forks(&direct)),
         "the select loop lost or duplicated events"
     );
+}
+
+/// An event described without its time, to compare traces with expectations (the variants
+/// are `#[non_exhaustive]`, so a test cannot build them).
+fn describe(e: &ProcEvent) -> String {
+    match *e {
+        ProcEvent::Child { pid, parent, .. } => format!("Child {pid} of {parent}"),
+        ProcEvent::Fork {
+            pid, child, count, ..
+        } => format!("Fork {pid} -> {child} x{count}"),
+        ProcEvent::Exec { pid, count, .. } => format!("Exec {pid} x{count}"),
+        ref other => format!("{other:?}"),
+    }
+}
+
+/// A trace as the sorted descriptions of its events.
+fn described(events: &[ProcEvent]) -> Vec<String> {
+    let mut v: Vec<String> = events.iter().map(describe).collect();
+    v.sort();
+    v
+}
+
+/// Sorted expected descriptions.
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_without_exit_interest_get_no_exit_and_still_end() {
+    let w = require!(watcher());
+    // The root forks c1, which forks g (exit 3), and then c2, which execs `true`; the root
+    // waits for both and exits 7. dash forks once per `( ... ) &` and nothing else.
+    let (mut started, mut stdin) = spawn_blocked(
+        &w,
+        "read x; ( (exit 3) & wait ) & ( exec true ) & wait; exit 7",
+        Interest::EXEC | Interest::TRACK,
+    );
+    let root = started.pid();
+    // Forks happen only after the release, so this stream misses none of them.
+    let mut fork_track = w
+        .watch(root, Interest::FORK | Interest::TRACK)
+        .expect("watch with FORK | TRACK");
+    // Only to learn when the dispatcher has applied the root's exit, and so everything before
+    // it: the root exits only after its children, and c1 only after g.
+    let mut sentinel = w.watch(root, Interest::EXIT).expect("watch sentinel");
+    release(&mut stdin).await;
+    let s = collect(&mut sentinel, DEADLINE).await;
+    assert_eq!(
+        exits(&s),
+        BTreeMap::from([(root, Some(7))]),
+        "sentinel: {s:?}"
+    );
+    assert_eq!(s.len(), 1, "sentinel: {s:?}");
+    assert_eq!(wait_child(&mut started.child).await.code(), Some(7));
+
+    // Read only now, so that the root's forks are folded the same way every time.
+    let a = collect(&mut fork_track, DEADLINE).await;
+    let b = collect(&mut started.events, DEADLINE).await;
+    for (name, stream) in [
+        ("FORK | TRACK", &mut fork_track),
+        ("EXEC | TRACK", &mut started.events),
+    ] {
+        assert!(stream.is_terminated(), "{name}: the stream has not ended");
+        assert_eq!(stream.try_next(), Err(procwatch::Finished), "{name}");
+        assert_eq!(stream.tracked(), 0, "{name}: still tracks processes");
+    }
+    check_order(&a);
+    check_order(&b);
+
+    // The tree, from the FORK | TRACK stream's Child events: two children of the root, one of
+    // which (c1) has one child (g).
+    let kids = children(&a);
+    assert_eq!(kids.len(), 3, "three descendants: {a:?}");
+    let grand: Vec<(Pid, Pid)> = kids
+        .iter()
+        .filter(|(_, &p)| p != root)
+        .map(|(&c, &p)| (c, p))
+        .collect();
+    assert_eq!(grand.len(), 1, "one grandchild: {a:?}");
+    let (g, c1) = grand[0];
+    assert_eq!(
+        kids.get(&c1),
+        Some(&root),
+        "g's parent is a child of the root: {a:?}"
+    );
+    let c2 = *kids
+        .iter()
+        .find(|(&c, &p)| p == root && c != c1)
+        .expect("a second child of the root")
+        .0;
+    let childs = [
+        format!("Child {c1} of {root}"),
+        format!("Child {c2} of {root}"),
+        format!("Child {g} of {c1}"),
+    ];
+
+    // Exactly these events, nothing else: the root's two forks, folded (nobody read the
+    // stream while they happened) and naming the last child, c1's fork of g, and one Child per
+    // descendant with its parent. No Exit, no Exec.
+    let mut want_a = vec![
+        format!("Fork {root} -> {c2} x2"),
+        format!("Fork {c1} -> {g} x1"),
+    ];
+    want_a.extend(childs.iter().cloned());
+    assert_eq!(described(&a), sorted(want_a), "FORK | TRACK stream: {a:?}");
+
+    // The spawned EXEC | TRACK stream: the spawn's exec of sh first, then the same Child
+    // events and c2's exec of `true`. No Fork, no Exit.
+    assert_eq!(
+        b.first().map(describe),
+        Some(format!("Exec {root} x1")),
+        "the spawn's exec comes first: {b:?}"
+    );
+    let mut want_b = vec![format!("Exec {root} x1"), format!("Exec {c2} x1")];
+    want_b.extend(childs.iter().cloned());
+    assert_eq!(described(&b), sorted(want_b), "EXEC | TRACK stream: {b:?}");
+
+    // Causal order across pids: a grandchild is announced after its parent.
+    for trace in [&a, &b] {
+        let at = |pid: Pid| {
+            trace
+                .iter()
+                .position(|e| matches!(e, ProcEvent::Child { pid: p, .. } if *p == pid))
+                .unwrap()
+        };
+        assert!(at(c1) < at(g), "Child of g before Child of c1: {trace:?}");
+    }
 }

@@ -29,10 +29,15 @@ fn helper() {
 #[tokio::test]
 async fn subscription_from_a_user_namespace_is_unsupported_not_silent() {
     let _host = require!(watcher()); // the connector works outside a namespace
-    let probe = tokio::process::Command::new("unshare")
-        .args(["--user", "--map-root-user", "--pid", "--fork", "true"])
-        .status()
-        .await;
+    let probe = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--pid", "--fork", "true"])
+            .kill_on_drop(true)
+            .status(),
+    )
+    .await
+    .expect("the unshare probe hung");
     if !matches!(&probe, Ok(s) if s.success()) {
         let why = format!("cannot create user and pid namespaces here: {probe:?}");
         assert!(!in_ci(), "{why}");

@@ -1,4 +1,4 @@
-//! Processes that vanish while a `/proc` resync reads (SPEC §3.6, §3.2, §3.3).
+//! Processes that vanish while a `/proc` resync reads (guarantees 6, 2 and 3 in the crate docs).
 //!
 //! `lost_resync.rs` checks the overflow itself: `Lost`, then `Child`/`Exit` from the resync,
 //! with storm processes that die at once and sleepers that live throughout. This file aims at

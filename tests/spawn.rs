@@ -17,26 +17,31 @@ async fn stdio_pipes_and_async_status_work_and_leave_no_zombie() {
     let mut started = w.spawn(cmd, Interest::ALL).unwrap();
     let pid = started.pid();
     let mut stdin = started.child.stdin.take().unwrap();
-    stdin.write_all(b"hello\n").await.unwrap();
+    within(
+        DEADLINE,
+        "write the child's stdin",
+        stdin.write_all(b"hello\n"),
+    )
+    .await
+    .unwrap();
     drop(stdin);
-    let mut out = String::new();
-    started
-        .child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
-    let mut err = String::new();
-    started
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .await
-        .unwrap();
+    let mut stdout = started.child.stdout.take().unwrap();
+    let mut stderr = started.child.stderr.take().unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    // Both at once: a child blocked on a full pipe that nobody reads would never exit.
+    let (o, e) = within(
+        DEADLINE,
+        "read the child's stdout and stderr to the end",
+        async {
+            tokio::join!(
+                stdout.read_to_string(&mut out),
+                stderr.read_to_string(&mut err)
+            )
+        },
+    )
+    .await;
+    o.unwrap();
+    e.unwrap();
     assert_eq!(out, "got hello\n");
     assert_eq!(err, "oops\n");
     let status = tokio::time::timeout(DEADLINE, started.child.wait())
@@ -80,7 +85,10 @@ async fn a_program_that_forks_at_once_misses_nothing() {
             .filter(|e| matches!(e, ProcEvent::Child { .. }))
             .count();
         assert_eq!(childs, 2, "{events:?}");
-        started.child.wait().await.unwrap();
+        let status = within(DEADLINE, "wait for sh", started.child.wait())
+            .await
+            .unwrap();
+        assert!(status.success(), "sh: {status}");
     }
 }
 
@@ -219,4 +227,123 @@ async fn an_unbounded_listen_timeout_is_fine() {
         .build()
         .unwrap();
     assert_eq!(w.backend(), procwatch::BackendKind::Netlink);
+}
+
+// ---- Dropping a `WatchedChild` without waiting for it ----
+//
+// `WatchedChild::child` is a plain `tokio::process::Child` and keeps tokio's drop behaviour
+// (see the caveats of `WatchedChild`): without `kill_on_drop` the process runs on; with it, it
+// gets SIGKILL. Either way tokio reaps it: at once in the drop if it has already exited,
+// otherwise in the background (its orphan queue, drained on SIGCHLD while the runtime runs).
+// No zombie of a process the crate started is left behind.
+
+/// The state letter of our child `pid`, if it is (still) a child of this process.
+fn our_child(pid: procwatch::Pid) -> Option<char> {
+    children_of_this_process()
+        .into_iter()
+        .find_map(|(p, state)| (p == pid).then_some(state))
+}
+
+/// Waits until the process that had `pid` and started at `start` is reaped, failing the test
+/// with what it is instead.
+async fn reaped_in_time(pid: procwatch::Pid, start: u64, what: &str) {
+    let reaped = eventually(DEADLINE, || proc_gone(pid, start)).await;
+    assert!(
+        reaped,
+        "{what}: {pid} is not reaped within {DEADLINE:?}: state {:?}, our child: {:?}",
+        proc_stat(pid),
+        our_child(pid)
+    );
+    assert_eq!(our_child(pid), None, "{what}: {pid} is still our child");
+}
+
+#[tokio::test]
+async fn dropping_an_exited_watched_child_reaps_it_in_the_drop() {
+    let w = require!(watcher());
+    let started = spawn_sh(&w, "exit 3", Interest::ALL);
+    let pid = started.pid();
+    let (_, start) = proc_stat(pid).expect("our unreaped child is in /proc");
+    // Exited, not reaped (WNOWAIT leaves the status for tokio).
+    assert!(
+        eventually(DEADLINE, || exited_unreaped(pid)).await,
+        "sh did not exit: {:?}",
+        proc_stat(pid)
+    );
+    assert_eq!(our_child(pid), Some('Z'));
+    drop(started);
+    // tokio's drop tries `try_wait` first: a child that has exited is reaped right there.
+    assert!(
+        proc_gone(pid, start),
+        "{pid} is left as a zombie after the drop: {:?}",
+        proc_stat(pid)
+    );
+    assert_eq!(our_child(pid), None);
+}
+
+#[tokio::test]
+async fn dropping_a_quickly_exiting_watched_child_leaves_no_zombie() {
+    let w = require!(watcher());
+    for round in 0..20 {
+        // Dropped at once: it may still run, be exiting, or be a zombie already.
+        let started = spawn_sh(&w, "exit 3", Interest::ALL);
+        let pid = started.pid();
+        let (_, start) = proc_stat(pid).expect("our unreaped child is in /proc");
+        drop(started);
+        reaped_in_time(pid, start, &format!("round {round}")).await;
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_running_watched_child_with_kill_on_drop_kills_and_reaps_it() {
+    let w = require!(watcher());
+    // support::sh sets kill_on_drop(true). The script would wait for its stdin for ever; the
+    // stdin is kept open here, so only the kill can end it.
+    let mut cmd = sh("read x; exit 0");
+    cmd.stdin(Stdio::piped());
+    let mut started = w.spawn(cmd, Interest::ALL).expect("spawn");
+    let stdin = started.child.stdin.take().unwrap();
+    let pid = started.pid();
+    let (_, start) = proc_stat(pid).expect("our child is in /proc");
+    // Wait until sh runs the script (its exec was seen), so the kill hits sh, not the hold.
+    let ev = next(&mut started.events, DEADLINE).await;
+    assert!(
+        matches!(ev, Some(ProcEvent::Exec { pid: p, .. }) if p == pid),
+        "{ev:?}"
+    );
+    drop(started);
+    reaped_in_time(pid, start, "killed on drop").await;
+    drop(stdin);
+}
+
+#[tokio::test]
+async fn dropping_a_running_watched_child_without_kill_on_drop_lets_it_run_then_reaps_it() {
+    let w = require!(watcher());
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.args(["-c", "read x; exit 4"]).stdin(Stdio::piped());
+    let mut started = w.spawn(cmd, Interest::ALL).expect("spawn");
+    let mut stdin = started.child.stdin.take().unwrap();
+    let pid = started.pid();
+    let (_, start) = proc_stat(pid).expect("our child is in /proc");
+    // A second stream, to see its end after the WatchedChild (and its own stream) is gone.
+    let mut watch = w.watch(pid, Interest::EXIT).expect("watch the child");
+    drop(started);
+    // Not killed: it runs on, still our child.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let state = our_child(pid);
+    assert!(
+        matches!(state, Some(s) if s != 'Z'),
+        "{pid} should run on after the drop: {state:?}"
+    );
+    assert_eq!(watch.try_next(), Ok(None), "no Exit yet");
+    // Let it finish: tokio reaps the orphan in the background.
+    within(DEADLINE, "release the child", stdin.write_all(b"go\n"))
+        .await
+        .unwrap();
+    let ev = next(&mut watch, DEADLINE).await;
+    assert!(
+        matches!(&ev, Some(ProcEvent::Exit { pid: p, status: Some(s), .. }) if *p == pid && s.code() == Some(4)),
+        "{ev:?}"
+    );
+    assert_eq!(next(&mut watch, DEADLINE).await, None);
+    reaped_in_time(pid, start, "orphaned and exited").await;
 }

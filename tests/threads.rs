@@ -1,4 +1,4 @@
-//! Kernel traps of the proc connector around threads (SPEC §3.3 and §4):
+//! Kernel traps of the proc connector around threads (guarantee 3 in the crate docs):
 //!
 //! * a thread creation is reported like a fork, with `child_pid != child_tgid`;
 //! * exit messages come per thread, and the leader may exit long before the last thread;

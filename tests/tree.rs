@@ -170,4 +170,41 @@ async fn ten_by_ten_tree_is_tracked_from_its_root() {
     }
     // Only the root ran a program (the spawn's exec of sh).
     assert_eq!(execs, HashMap::from([(root, 1)]), "Exec events");
+
+    // Order across pids. A process is announced after its parent was (a grandchild's Child
+    // after its parent's Child), and before its parent's Exit: every process here is created
+    // before its parent exits, and a parent's Exit comes after the Child of every process it
+    // created before exiting (guarantee 9 in the crate docs).
+    let child_at: HashMap<Pid, usize> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            ProcEvent::Child { pid, .. } => Some((*pid, i)),
+            _ => None,
+        })
+        .collect();
+    let exit_at: HashMap<Pid, usize> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            ProcEvent::Exit { pid, .. } => Some((*pid, i)),
+            _ => None,
+        })
+        .collect();
+    for (&pid, &parent) in &parent_of {
+        let at = child_at[&pid];
+        if let Some(&parent_at) = child_at.get(&parent) {
+            assert!(
+                parent_at < at,
+                "Child of {pid} (event {at}) before the Child of its parent {parent} \
+                 (event {parent_at}): {events:?}"
+            );
+        }
+        let parent_exit = exit_at[&parent];
+        assert!(
+            at < parent_exit,
+            "Child of {pid} (event {at}) after the Exit of its parent {parent} \
+             (event {parent_exit}): {events:?}"
+        );
+    }
 }

@@ -17,7 +17,7 @@
 //! 4. **Never lose silently.** When the source drops messages, call `mark_lost`, then feed a
 //!    `/proc` resync (see [`procfs`]).
 //! 5. **Drain at its own pace.** Never block on a consumer: the registry coalesces, so a backend
-//!    only needs the registry lock for short, syscall-free sections.
+//!    only needs the registry lock for short sections that never wait.
 //! 6. **Stop without blocking.** [`Backend::shutdown`] only signals; the backend's thread or
 //!    task releases its own resources (fds, traced processes) when it sees the signal.
 

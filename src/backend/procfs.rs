@@ -161,12 +161,13 @@ fn read_one_in(root: &Path, raw: i32) -> io::Result<Option<ProcSnapshot>> {
                 Ok(_) => continue,
             }
         }
-        let Some(stat) = parse_stat(&text) else {
+        let Some(mut stat) = parse_stat(&text) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("unparsable {}", stat_path.display()),
             ));
         };
+        stat.exit_code = visible_exit_code(stat.exit_code, || may_read_exit_code(&dir));
         // The thread list is read only when needed; a failure to read it is kept aside so
         // that it fails the read instead of passing for "no other threads".
         let mut task_err = None;
@@ -191,6 +192,31 @@ fn read_one_in(root: &Path, raw: i32) -> io::Result<Option<ProcSnapshot>> {
     }
     // Still racing with thread exits: the process is on its way out; say so.
     Ok(None)
+}
+
+/// Field 52 as far as it can be believed. The kernel prints a zombie's status there only to
+/// a reader with ptrace read access to it, and a plain `0` to anyone else, so a `0` means
+/// "exited with 0" only when `readable` says this process has that access. Anything else is
+/// a real status.
+fn visible_exit_code(code: Option<i32>, readable: impl FnOnce() -> bool) -> Option<i32> {
+    match code {
+        Some(0) if !readable() => None,
+        other => other,
+    }
+}
+
+/// Whether this process may read the exit status of the process at `dir`: with
+/// `CAP_SYS_PTRACE` in effect, or when the process runs as our own user — which is what
+/// ptrace read access comes down to for a zombie, whose memory (and with it the "dumpable"
+/// flag) is gone. The owner of `/proc/<pid>` is the process's effective user. (A security
+/// module could still refuse; then a `0` is taken for a real one.)
+fn may_read_exit_code(dir: &Path) -> bool {
+    use rustix::thread::{capabilities, CapabilitySet};
+    use std::os::unix::fs::MetadataExt;
+    let ptrace_cap =
+        capabilities(None).is_ok_and(|c| c.effective.contains(CapabilitySet::SYS_PTRACE));
+    let me = rustix::process::geteuid().as_raw();
+    ptrace_cap || fs::metadata(dir).is_ok_and(|m| m.uid() == me)
 }
 
 /// The thread-group id of task `raw` (`Tgid:` in `<root>/<raw>/status`).
@@ -263,6 +289,17 @@ mod tests {
         assert_eq!(s.num_threads, 3);
         assert_eq!(s.start_ticks, 98765);
         assert_eq!(s.exit_code, Some(256));
+    }
+
+    #[test]
+    fn a_zero_status_counts_only_when_it_could_be_read() {
+        // The kernel shows 0 for the status of a process the reader has no ptrace access to.
+        assert_eq!(visible_exit_code(Some(0), || false), None);
+        assert_eq!(visible_exit_code(Some(0), || true), Some(0));
+        // Any other value is real, whoever reads it; missing stays missing.
+        assert_eq!(visible_exit_code(Some(256), || false), Some(256));
+        assert_eq!(visible_exit_code(Some(9), || false), Some(9));
+        assert_eq!(visible_exit_code(None, || true), None);
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //!
 //! The whole registry sits behind one mutex owned by the watcher (see `shared.rs`): every
 //! critical section is one input, one batch, one `watch`, one drop or one read of a few events,
-//! all without syscalls or blocking, so there is no lock order to get wrong. Because a stream's
+//! and none of them waits for anything, so there is no lock order to get wrong. Only `watch`
+//! makes syscalls under the lock: it reads the watched pid's own `/proc` entry (two small
+//! files, and its `task` directory when it has several threads), so that no input about that
+//! pid can slip in between the look and the attach. Because a stream's
 //! removal and a fork's hand-off both run under that lock, a hand-off either completes before
 //! a stream is closed (and the close then tears the new knote down) or finds the stream gone
 //! and attaches nothing; exactly one party frees each knote: the stream's close, or the read
@@ -641,6 +644,10 @@ impl Registry {
         }
         let held = self.held.remove(&craw);
         if attached.is_empty() {
+            if held.is_some() {
+                // Nobody follows it, so nobody follows what it created while held either.
+                self.drop_held_descendants(child);
+            }
             return;
         }
         for (sidx, kid) in attached.iter() {
@@ -685,6 +692,24 @@ impl Registry {
         }
         if let Some((status, exit_at)) = h.knote.exit_recorded() {
             self.exit(child, status, exit_at, wake);
+        }
+    }
+
+    /// Discards the held records of every process `root` created while it was held, and of
+    /// theirs, once `root` itself turned out not to be followed.
+    fn drop_held_descendants(&mut self, root: Pid) {
+        let mut parents = vec![root];
+        while let Some(p) = parents.pop() {
+            let kids: Vec<i32> = self
+                .held
+                .iter()
+                .filter(|(_, h)| h.parent == Some(p))
+                .map(|(&raw, _)| raw)
+                .collect();
+            for raw in kids {
+                self.held.remove(&raw);
+                parents.extend(Pid::from_raw(raw));
+            }
         }
     }
 

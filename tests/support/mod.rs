@@ -91,6 +91,14 @@ pub async fn next(events: &mut ProcEvents, limit: Duration) -> Option<ProcEvent>
         .unwrap_or_else(|_| panic!("no event within {limit:?}"))
 }
 
+/// Awaits `fut`, failing the test with `what` if that takes longer than `limit`: for every
+/// wait on a process (its pipes, its exit) that has no deadline of its own.
+pub async fn within<F: std::future::Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {limit:?}"))
+}
+
 /// Number of open file descriptors of this process.
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

@@ -7,11 +7,14 @@
 //!
 //! * **a task on the tokio runtime** the watcher was built in, woken by the runtime's reactor
 //!   when the socket becomes readable. The consumer's tasks usually run on that same
-//!   runtime, so an event costs one thread wakeup from kernel to stream;
-//! * **a backstop thread** (`procwatch-netlink`) that drains whatever the task has left every
-//!   few milliseconds — so a blocked or shut-down runtime never makes the kernel drop
-//!   messages — retries a failed resync, and, when there is no runtime to run the task (or
-//!   the task stopped), takes over entirely, sleeping in `poll(2)` on the socket.
+//!   runtime, so an event costs one thread wakeup from kernel to stream. It reads at most
+//!   [`TASK_BUDGET`] datagrams before yielding, and never reads `/proc`;
+//! * **a backstop thread** (`procwatch-netlink`) that drains whatever the task has left —
+//!   every 10 ms, backing off to 100 ms while it finds nothing — so a blocked or shut-down
+//!   runtime never makes the kernel drop messages; runs every `/proc` resync after a loss
+//!   (woken by the task at once), so a runtime worker never blocks on a scan of `/proc`;
+//!   and, when there is no runtime to run the task (or the task stopped), takes over
+//!   entirely, sleeping in `poll(2)` on the socket.
 //!
 //! Kernel traps handled here and in the registry:
 //! * a thread creation is reported like a fork, with `child_pid != child_tgid`;
@@ -47,8 +50,11 @@ pub(crate) struct Options {
     pub(crate) ack_timeout: Duration,
 }
 
-/// How often the backstop thread drains what the runtime task left (if anything).
+/// How often the backstop thread drains what the runtime task left (if anything), at first
+/// and whenever it found something; see [`backstop_longest_period`] for how it backs off.
 const BACKSTOP_PERIOD: Duration = Duration::from_millis(10);
+/// The longest the backstop thread sleeps while the runtime task keeps up.
+const BACKSTOP_LONGEST: Duration = Duration::from_millis(100);
 
 /// The running backend: the stop switch of the backstop thread and the runtime task.
 pub(crate) struct Netlink {
@@ -61,6 +67,19 @@ struct Shared2 {
     drainer: Mutex<Drainer>,
     /// Whether the runtime task is alive and watching the socket.
     task_alive: AtomicBool,
+    /// Notified each time the backstop thread lets go of the drainer. A task that found the
+    /// drainer taken waits for this rather than dropping its readiness: a datagram that came
+    /// after the backstop's last read would otherwise wait for the next backstop round.
+    released: tokio::sync::Notify,
+    /// An eventfd that wakes the backstop thread at once: a resync is due, or the task ended.
+    kick: OwnedFd,
+}
+
+impl Shared2 {
+    fn kick(&self) {
+        // Fails only if the counter would overflow, and then a wakeup is pending anyway.
+        let _ = rustix::io::write(&self.kick, &1u64.to_ne_bytes());
+    }
 }
 
 impl Netlink {
@@ -70,20 +89,27 @@ impl Netlink {
         let sock = std::sync::Arc::new(socket::open(opts.rcvbuf)?);
         socket::listen(&sock, opts.ack_timeout)?;
         let wrap = |op, e: Errno| Error::io(op, e.into()).with_backend(BackendKind::Netlink);
-        let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| wrap("netlink eventfd", e))?;
+        let new_eventfd = || {
+            eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+                .map_err(|e| wrap("netlink eventfd", e))
+        };
+        let stop = new_eventfd()?;
         let stop_rx =
             rustix::io::fcntl_dupfd_cloexec(&stop, 0).map_err(|e| wrap("netlink eventfd", e))?;
-        tracing::debug!(rcvbuf = socket::rcvbuf(&sock), "proc connector subscribed");
+        let granted = socket::rcvbuf(&sock);
+        tracing::debug!(rcvbuf = granted, "proc connector subscribed");
         let both = std::sync::Arc::new(Shared2 {
             drainer: Mutex::new(Drainer::new(sock.clone(), shared)),
             task_alive: AtomicBool::new(false),
+            released: tokio::sync::Notify::new(),
+            kick: new_eventfd()?,
         });
         let task = spawn_task(&sock, &both);
         let backstop = both.clone();
+        let longest = backstop_longest_period(granted);
         std::thread::Builder::new()
             .name("procwatch-netlink".into())
-            .spawn(move || backstop_thread(&sock, &stop_rx, &backstop))
+            .spawn(move || backstop_thread(&sock, &stop_rx, &backstop, longest))
             .map_err(|e| {
                 if let Some(t) = &task {
                     t.abort();
@@ -115,16 +141,24 @@ impl Drop for Netlink {
 }
 
 /// Marks the runtime task dead however it ends (returns, panics, is aborted or dropped with
-/// its runtime), so the backstop thread takes over the socket.
+/// its runtime), and wakes the backstop thread so that it takes over the socket at once.
 struct TaskAlive(std::sync::Arc<Shared2>);
 
 impl Drop for TaskAlive {
     fn drop(&mut self) {
         self.0.task_alive.store(false, Ordering::SeqCst);
+        self.0.kick();
     }
 }
 
+/// How many datagrams the runtime task reads per wakeup before it yields to the other tasks
+/// of its runtime (and, if more are queued, comes straight back).
+const TASK_BUDGET: usize = 1024;
+
 /// Starts the runtime task, if there is a runtime with a reactor to register the socket in.
+///
+/// The task only reads and applies messages. The `/proc` resync after a loss reads many
+/// files, so it runs on the backstop thread, never on a runtime worker.
 fn spawn_task(
     sock: &std::sync::Arc<OwnedFd>,
     both: &std::sync::Arc<Shared2>,
@@ -135,36 +169,73 @@ fn spawn_task(
     let alive = TaskAlive(both.clone());
     Some(handle.spawn(async move {
         let alive = alive;
+        let both = &alive.0;
         loop {
             let Ok(mut ready) = afd.readable().await else {
                 break;
             };
-            // If the backstop thread holds the drainer, it is draining and reads everything
-            // up to the kernel's last message; readiness that arrives later wakes us again.
-            if let Ok(mut d) = alive.0.drainer.try_lock() {
-                d.drain();
-                d.resync();
-            }
-            ready.clear_ready();
-            if alive.0.drainer_stopping() {
-                break;
+            // Armed before the check, so a release between the two is not missed.
+            let released = both.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let drained = match both.drainer.try_lock() {
+                Ok(mut d) => {
+                    let drained = d.drain(Some(TASK_BUDGET));
+                    // A failed resync is retried by the backstop on its own clock.
+                    let resync_due = d.resync_cutoff.is_some() && d.resync_retry_at.is_none();
+                    Some((drained, resync_due, d.stopping()))
+                }
+                Err(std::sync::TryLockError::WouldBlock) => None,
+                // A panic while draining: the backstop thread ends the streams.
+                Err(std::sync::TryLockError::Poisoned(_)) => break,
+            };
+            match drained {
+                // The backstop thread is draining or resyncing. Keep the readiness (what
+                // arrives after its last read is ours to read) and look again once it is done.
+                None => {
+                    drop(ready);
+                    released.await;
+                }
+                Some((_, _, true)) => break,
+                Some((drained, resync_due, false)) => {
+                    if resync_due {
+                        both.kick();
+                    }
+                    if drained.more {
+                        // Still readable: let the runtime's other tasks run, then go on.
+                        drop(ready);
+                        tokio::task::yield_now().await;
+                    } else {
+                        // Read to `EAGAIN`. Readiness that arrived since `readable` returned
+                        // is not cleared by this, so nothing is left behind.
+                        ready.clear_ready();
+                    }
+                }
             }
         }
     }))
 }
 
-impl Shared2 {
-    fn drainer_stopping(&self) -> bool {
-        match self.drainer.try_lock() {
-            Ok(d) => d.shared.is_closed(),
-            Err(_) => false,
-        }
-    }
+/// How long the backstop thread sleeps between rounds while the runtime task keeps up: it
+/// starts at `BACKSTOP_PERIOD`, doubles each round that finds the socket empty (the task
+/// read everything), and drops back as soon as a round finds something.
+///
+/// The longest sleep is what the granted receive buffer holds at 500,000 messages a second
+/// (about 1 KiB of buffer accounting each), between 10 and 100 ms: 100 ms with the default
+/// 64 MiB buffer, 10 ms with a small one. So an idle watcher wakes 10 times a second, not
+/// 100, and a runtime that suddenly blocks during a storm still does not make the kernel drop.
+fn backstop_longest_period(granted_rcvbuf: usize) -> Duration {
+    const BYTES_PER_SECOND: u64 = 500_000 * 1024;
+    let lasts = Duration::from_nanos(
+        (granted_rcvbuf as u64).saturating_mul(1_000_000_000) / BYTES_PER_SECOND,
+    );
+    lasts.clamp(BACKSTOP_PERIOD, BACKSTOP_LONGEST)
 }
 
-/// The backstop: drains every `BACKSTOP_PERIOD` while the runtime task lives, the whole
-/// socket on its own otherwise, until told to stop. Then unsubscribes.
-fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2) {
+/// The backstop: drains every few milliseconds while the runtime task lives, the whole
+/// socket on its own otherwise, runs every resync, until told to stop. Then unsubscribes.
+fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Duration) {
+    let mut period = BACKSTOP_PERIOD;
     loop {
         let task = both.task_alive.load(Ordering::SeqCst);
         let pending = both
@@ -172,12 +243,14 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2) {
             .lock()
             .map(|d| d.resync_cutoff.is_some())
             .unwrap_or(false);
-        let timeout = if task {
-            Some(BACKSTOP_PERIOD)
-        } else if pending {
-            Some(RESYNC_RETRY)
-        } else {
-            None
+        // Every release of the drainer is announced: a task that found it taken, even for
+        // this short look, waits for exactly this.
+        both.released.notify_waiters();
+        let timeout = match (task, pending) {
+            (true, false) => Some(period),
+            (true, true) => Some(period.min(RESYNC_RETRY)),
+            (false, true) => Some(RESYNC_RETRY),
+            (false, false) => None,
         };
         let ts = timeout.map(|t| Timespec {
             tv_sec: 0,
@@ -185,6 +258,7 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2) {
         });
         let mut fds = [
             PollFd::new(stop, PollFlags::IN),
+            PollFd::new(&both.kick, PollFlags::IN),
             PollFd::new(
                 sock,
                 if task {
@@ -205,14 +279,25 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2) {
         if !fds[0].revents().is_empty() {
             break;
         }
+        if !fds[1].revents().is_empty() {
+            let mut count = [0u8; 8];
+            let _ = rustix::io::read(&both.kick, &mut count);
+        }
         let Ok(mut d) = both.drainer.lock() else {
             break;
         };
-        if d.shared.is_closed() {
+        if d.stopping() {
             break;
         }
-        d.drain();
+        let drained = d.drain(None);
         d.resync();
+        drop(d);
+        both.released.notify_waiters();
+        period = if drained.datagrams > 0 {
+            BACKSTOP_PERIOD
+        } else {
+            (period * 2).min(longest)
+        };
     }
     socket::ignore(sock);
     // Even after a panic while draining (a poisoned lock), the streams must end.
@@ -221,6 +306,7 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2) {
     d.shared.lock().shutdown(&mut wake);
     drop(d);
     wake.wake_all();
+    both.released.notify_waiters();
     tracing::debug!("procwatch netlink backstop stopped");
 }
 
@@ -289,6 +375,15 @@ const BATCH: usize = 2048;
 /// How long to wait before trying a failed `/proc` resync again.
 const RESYNC_RETRY: Duration = Duration::from_millis(100);
 
+/// What one [`Drainer::drain`] did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Drained {
+    /// Datagrams read.
+    datagrams: usize,
+    /// Whether it stopped at its budget with more possibly queued.
+    more: bool,
+}
+
 /// The receive side of the socket and what decoding and resyncing need.
 struct Drainer {
     sock: std::sync::Arc<OwnedFd>,
@@ -329,13 +424,20 @@ impl Drainer {
         self.shared.is_closed()
     }
 
-    /// Reads until the socket is empty, applying inputs in batches. An overflow reported by
-    /// the kernel tells every stream at once and schedules a resync.
-    fn drain(&mut self) {
+    /// Reads until the socket is empty, or until `budget` datagrams have been read, applying
+    /// inputs in batches. An overflow reported by the kernel tells every stream at once and
+    /// schedules a resync.
+    fn drain(&mut self, budget: Option<usize>) -> Drained {
         self.boot_ahead = Stamp::now().boot_ahead();
+        let mut drained = Drained::default();
         loop {
+            if budget.is_some_and(|b| drained.datagrams >= b) {
+                drained.more = true;
+                break;
+            }
             match rustix::net::recvfrom(&*self.sock, &mut self.buf[..], RecvFlags::DONTWAIT) {
                 Ok((n, _, from)) => {
+                    drained.datagrams += 1;
                     // Only the kernel speaks on this group; anything else is not an event.
                     let from_kernel = from
                         .and_then(|a| SocketAddrNetlink::try_from(a).ok())
@@ -362,7 +464,7 @@ impl Drainer {
                     if self.batch.len() >= BATCH {
                         self.flush();
                         if self.stopping() {
-                            return;
+                            return drained;
                         }
                     }
                 }
@@ -376,6 +478,7 @@ impl Drainer {
             }
         }
         self.flush();
+        drained
     }
 
     fn flush(&mut self) {

@@ -21,6 +21,19 @@ fn err(op: &'static str, e: Errno) -> Error {
     Error::io(op, e.into()).with_backend(BackendKind::Netlink)
 }
 
+/// Says what is missing when the kernel refused for lack of privilege.
+fn with_privilege_hint(error: Error, e: Errno) -> Error {
+    if e == Errno::PERM || e == Errno::ACCESS {
+        error.with_detail(
+            "this kernel lets only root or CAP_NET_ADMIN subscribe to the proc connector \
+             (newer kernels let any user of the initial namespaces); run as root or grant \
+             the capability",
+        )
+    } else {
+        error
+    }
+}
+
 /// Opens a non-blocking `NETLINK_CONNECTOR` socket bound to the process-events group.
 pub(crate) fn open(rcvbuf: usize) -> Result<OwnedFd, Error> {
     let fd = rustix::net::socket_with(
@@ -35,13 +48,7 @@ pub(crate) fn open(rcvbuf: usize) -> Result<OwnedFd, Error> {
         let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, rcvbuf);
     }
     let addr = SocketAddrNetlink::new(0, wire::CN_IDX_PROC);
-    rustix::net::bind(&fd, &addr).map_err(|e| {
-        let mut error = err("netlink bind", e);
-        if e == Errno::PERM || e == Errno::ACCESS {
-            error = error.with_detail("the proc connector needs root or CAP_NET_ADMIN");
-        }
-        error
-    })?;
+    rustix::net::bind(&fd, &addr).map_err(|e| with_privilege_hint(err("netlink bind", e), e))?;
     Ok(fd)
 }
 
@@ -94,10 +101,8 @@ fn wait_ack(fd: &OwnedFd, ack: u32, deadline: Instant) -> Result<bool, Error> {
                     match found {
                         Some(0) => return Ok(true),
                         Some(code) => {
-                            return Err(err(
-                                "netlink listen",
-                                Errno::from_raw_os_error(code as i32),
-                            ))
+                            let e = Errno::from_raw_os_error(code as i32);
+                            return Err(with_privilege_hint(err("netlink listen", e), e));
                         }
                         None => {}
                     }

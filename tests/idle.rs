@@ -1,0 +1,57 @@
+//! An idle watcher stays quiet: while nothing happens, its threads sleep instead of polling
+//! (the backstop thread backs off to its longest period; the runtime task waits on the
+//! reactor), so a long-running supervisor costs no steady stream of wakeups.
+
+mod support;
+
+use procwatch::{Interest, ProcEvent};
+use std::time::Duration;
+use support::*;
+
+/// Voluntary context switches of this process's thread named `name` (each one is a sleep,
+/// so each later wakeup is counted by the next one).
+fn switches_of(name: &str) -> Option<u64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        // The kernel keeps 15 bytes of a thread's name.
+        if comm.trim_end() != &name[..name.len().min(15)] {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok());
+    }
+    None
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_watcher_backs_off() {
+    let w = require!(watcher());
+    let mut cmd = sh("read x");
+    cmd.stdin(std::process::Stdio::piped());
+    let mut started = w.spawn(cmd, Interest::ALL).expect("spawn a quiet shell");
+    // The exec of sh, then quiet: the shell blocks reading its stdin, a pipe nobody writes.
+    assert!(matches!(
+        next(&mut started.events, DEADLINE).await,
+        Some(ProcEvent::Exec { .. })
+    ));
+    // Let the backstop reach its longest period, then count what a quiet second costs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = switches_of("procwatch-netlink").expect("the backstop thread runs");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = switches_of("procwatch-netlink").expect("the backstop thread runs");
+    let per_second = (after - before) as f64 / 2.0;
+    eprintln!("backstop thread: {per_second} wakeups a second while idle");
+    // 10 a second at the longest period (100 ms) with the default buffer; a backstop that did
+    // not back off would wake 100 times a second. Events from elsewhere on the machine that the
+    // task drains late reset the period, hence the margin.
+    assert!(
+        per_second <= 30.0,
+        "the idle backstop thread woke {per_second} times a second"
+    );
+    drop(started.child.stdin.take()); // EOF: the shell exits
+    let _ = collect(&mut started.events, DEADLINE).await;
+    let _ = tokio::time::timeout(DEADLINE, started.child.wait()).await;
+}
