@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo build --release --example procwatch
-//! sudo target/release/examples/procwatch sh -c 'ls | wc -l; (sleep 0.1; exit 3) & wait'
+//! sudo target/release/examples/procwatch sh -c 'seq 100000 | sort -rn | head -2; (sleep 0.1; exit 3) & wait'
 //! sudo target/release/examples/procwatch make -j2
 //! sudo target/release/examples/procwatch --pid 1234
 //! sudo target/release/examples/procwatch --json make -j2 | jq -c 'select(.event == "exec")'
@@ -16,12 +16,12 @@
 //!
 //! (or, already root: `cargo run --release --example procwatch -- <command> [args...]`).
 //!
-//! * It uses the netlink proc connector, which needs root (or `CAP_NET_ADMIN`) in the initial
-//!   user and pid namespaces.
+//! * It uses the netlink proc connector, which works in the initial user and pid namespaces
+//!   and, on older kernels, needs root (or `CAP_NET_ADMIN`).
 //! * A command is started with [`ProcWatcher::spawn`], which holds it before `exec` until the
 //!   watch is armed, so even its fastest children are seen. `--pid` uses
-//!   [`ProcWatcher::watch`]: children the process already had are not followed (procwatch
-//!   says which), children it creates from then on are.
+//!   [`ProcWatcher::watch`] on the process and on each of its descendants that is already
+//!   running (shown as `running`); whatever they create from then on is tracked.
 //! * Times are when each thing happened (the kernel's timestamps), relative to the start.
 //! * The exit code is the command's own, or 128 + N if signal N killed it, like a shell's;
 //!   127 if the command was not found. Bad arguments exit with 2, a watcher that cannot start
@@ -33,7 +33,7 @@
 
 use futures::StreamExt;
 use procwatch::{
-    Error, ErrorKind, Interest, Pid, ProcEvent, ProcWatcher, Timestamp, TrackErrReason,
+    Error, ErrorKind, Interest, Pid, ProcEvent, ProcEvents, ProcWatcher, Timestamp, TrackErrReason,
 };
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -323,26 +323,18 @@ async fn watch_pid(
     mut sigint: Signal,
 ) -> Result<u8, Fatal> {
     report.restart_clock();
-    let mut events = watcher
+    // Listed before the watch (see `follow_running`).
+    let earlier = existing_children(pid);
+    let root = watcher
         .watch(pid, Interest::ALL)
         .map_err(|e| match e.kind() {
             ErrorKind::NoSuchProcess => Fatal::new(2, format!("no process with pid {pid}")),
             _ => Fatal::new(1, format!("cannot watch pid {pid}: {e}")),
         })?;
     report.begin(pid, read_ppid(pid), Cmdline::read(pid), true);
-    let earlier = existing_children(pid);
-    if !earlier.is_empty() {
-        let name = |c: Pid| read_comm(c).unwrap_or_else(|| "?".into());
-        let names: Vec<String> = earlier
-            .iter()
-            .map(|&c| format!("{c} {}", name(c)))
-            .collect();
-        report.note(&format!(
-            "not following {} started before the watch: {}",
-            plural(earlier.len(), "child", "children"),
-            names.join(", ")
-        ));
-    }
+    let mut events = futures::stream::SelectAll::new();
+    events.push(root);
+    follow_running(watcher, report, &mut events, pid, earlier);
     let mut code = 0;
     loop {
         tokio::select! {
@@ -359,6 +351,34 @@ async fn watch_pid(
     }
     report.finish(None);
     Ok(code)
+}
+
+/// Watches every descendant of `root` that was already running (`children`: those of `root`,
+/// listed before `root` was watched), each with a stream of its own merged into `events`.
+///
+/// A process's children are listed *before* it is watched: one it creates after the watch is
+/// then reported by its stream alone, never twice. One it creates in the instant between the
+/// listing and the watch is missed, like anything that happens before a `watch`.
+fn follow_running(
+    watcher: &ProcWatcher,
+    report: &mut Report,
+    events: &mut futures::stream::SelectAll<ProcEvents>,
+    root: Pid,
+    children: Vec<Pid>,
+) {
+    let mut pending: Vec<(Pid, Vec<Pid>)> = vec![(root, children)];
+    while let Some((parent, children)) = pending.pop() {
+        for child in children {
+            let grandchildren = existing_children(child);
+            // Gone meanwhile (or not ours to watch): nothing to follow.
+            let Ok(stream) = watcher.watch(child, Interest::ALL) else {
+                continue;
+            };
+            report.adopt(child, parent, Cmdline::read(child));
+            events.push(stream);
+            pending.push((child, grandchildren));
+        }
+    }
 }
 
 /// The exit code a shell would give for `status`.
@@ -760,6 +780,31 @@ impl Report {
                     json.num("parent", ppid);
                 }
                 json.cmdline(&cmdline);
+                write_json(out, json.finish());
+            }
+        }
+    }
+
+    /// Records a descendant of the root that was already running when the watch began.
+    fn adopt(&mut self, pid: Pid, parent: Pid, cmdline: Cmdline) {
+        let at = self.start.elapsed();
+        let idx = self.tree.add(pid, Some(parent), Vec::new(), at);
+        let proc = &mut self.tree.procs[idx];
+        proc.set_cmdline(&cmdline);
+        proc.pre_existing = true;
+        let depth = proc.depth;
+        match &mut self.sink {
+            Sink::Human(style) => {
+                let width = style.argv_width(depth, "running ");
+                let line = style.prefix(at, Some(pid), Some(parent), depth)
+                    + &style.paint(BOLD, "running")
+                    + " "
+                    + &cmdline_text(&cmdline, width);
+                write_stderr(&line);
+            }
+            Sink::Json(out) => {
+                let mut json = Json::new("running", at, pid);
+                json.num("parent", parent).cmdline(&cmdline);
                 write_json(out, json.finish());
             }
         }
