@@ -50,7 +50,7 @@ procwatch: watch a process tree's forks, execs and exits as they happen
 
 Usage:
   procwatch [--json] [--] <command> [args...]   run a command and watch its whole tree
-  procwatch [--json] --pid <pid>                watch a running process and its new children
+  procwatch [--json] --pid <pid>                watch a running process and its descendants
 
 Options:
   --pid <pid>   watch an existing process (until it ends, or Ctrl-C) instead of running one
@@ -58,7 +58,7 @@ Options:
   -h, --help    print this help
 
 Events are printed to stderr as they happen, then a summary tree. The exit code is the
-command's own (128+N if signal N killed it). Needs root or CAP_NET_ADMIN.
+command's own (128+N if signal N killed it). Older kernels need root or CAP_NET_ADMIN.
 ";
 
 /// How wide lines may get when `COLUMNS` does not say; longer command lines are cut.
@@ -209,7 +209,7 @@ impl Fatal {
     fn watcher(err: Error) -> Fatal {
         let hint = match err.kind() {
             ErrorKind::PermissionDenied => {
-                Some("the proc connector needs root or CAP_NET_ADMIN: run procwatch with sudo")
+                Some("this kernel lets only root or CAP_NET_ADMIN use the proc connector: run procwatch with sudo")
             }
             ErrorKind::Unsupported => Some(
                 "the proc connector only works in the initial user and pid namespaces \
@@ -369,11 +369,18 @@ fn follow_running(
     let mut pending: Vec<(Pid, Vec<Pid>)> = vec![(root, children)];
     while let Some((parent, children)) = pending.pop() {
         for child in children {
+            if child == Pid::this() {
+                continue; // `--pid` of one of our ancestors: we are not part of the show
+            }
             let grandchildren = existing_children(child);
             // Gone meanwhile (or not ours to watch): nothing to follow.
             let Ok(stream) = watcher.watch(child, Interest::ALL) else {
                 continue;
             };
+            // Gone and its pid taken by another process before the watch: not the one listed.
+            if read_ppid(child) != Some(parent) {
+                continue;
+            }
             report.adopt(child, parent, Cmdline::read(child));
             events.push(stream);
             pending.push((child, grandchildren));

@@ -167,7 +167,10 @@ fn read_one_in(root: &Path, raw: i32) -> io::Result<Option<ProcSnapshot>> {
                 format!("unparsable {}", stat_path.display()),
             ));
         };
-        stat.exit_code = visible_exit_code(stat.exit_code, || may_read_exit_code(&dir));
+        if matches!(stat.state, 'Z' | 'X' | 'x') {
+            // Only a dead leader's field 52 means anything (everyone else's is 0).
+            stat.exit_code = visible_exit_code(stat.exit_code, || may_read_exit_code(&dir));
+        }
         // The thread list is read only when needed; a failure to read it is kept aside so
         // that it fails the read instead of passing for "no other threads".
         let mut task_err = None;
@@ -205,18 +208,37 @@ fn visible_exit_code(code: Option<i32>, readable: impl FnOnce() -> bool) -> Opti
     }
 }
 
-/// Whether this process may read the exit status of the process at `dir`: with
-/// `CAP_SYS_PTRACE` in effect, or when the process runs as our own user — which is what
-/// ptrace read access comes down to for a zombie, whose memory (and with it the "dumpable"
-/// flag) is gone. The owner of `/proc/<pid>` is the process's effective user. (A security
-/// module could still refuse; then a `0` is taken for a real one.)
+/// Whether this process may read the exit status of the process at `dir`, by the kernel's
+/// rule for ptrace read access as it applies to a zombie (whose memory, and with it the
+/// "dumpable" flag, is gone): `CAP_SYS_PTRACE` in effect, or our user and group equal to
+/// the process's real, effective and saved ones (`ptrace(2)`, "Ptrace access mode
+/// checking"). A security module could still refuse; then a `0` is taken for a real one.
 fn may_read_exit_code(dir: &Path) -> bool {
     use rustix::thread::{capabilities, CapabilitySet};
-    use std::os::unix::fs::MetadataExt;
-    let ptrace_cap =
-        capabilities(None).is_ok_and(|c| c.effective.contains(CapabilitySet::SYS_PTRACE));
-    let me = rustix::process::geteuid().as_raw();
-    ptrace_cap || fs::metadata(dir).is_ok_and(|m| m.uid() == me)
+    if capabilities(None).is_ok_and(|c| c.effective.contains(CapabilitySet::SYS_PTRACE)) {
+        return true;
+    }
+    // The check uses the caller's filesystem ids, which follow the effective ones unless a
+    // program changes them with setfsuid(2).
+    let me = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    fs::read_to_string(dir.join("status")).is_ok_and(|text| same_ids(&text, me))
+}
+
+/// Whether the `Uid:` and `Gid:` lines of a `/proc/<pid>/status` text name `uid` and `gid`
+/// as the real, effective and saved ids alike.
+fn same_ids(status: &str, (uid, gid): (u32, u32)) -> bool {
+    let ids = |key: &str, want: u32| {
+        status.lines().any(|l| {
+            l.strip_prefix(key).is_some_and(|rest| {
+                let f: Vec<&str> = rest.split_ascii_whitespace().take(3).collect();
+                f.len() == 3 && f.iter().all(|v| v.parse() == Ok(want))
+            })
+        })
+    };
+    ids("Uid:", uid) && ids("Gid:", gid)
 }
 
 /// The thread-group id of task `raw` (`Tgid:` in `<root>/<raw>/status`).
@@ -300,6 +322,31 @@ mod tests {
         assert_eq!(visible_exit_code(Some(256), || false), Some(256));
         assert_eq!(visible_exit_code(Some(9), || false), Some(9));
         assert_eq!(visible_exit_code(None, || true), None);
+    }
+
+    #[test]
+    fn exit_codes_are_readable_only_with_matching_real_effective_and_saved_ids() {
+        let status = |uid: &str, gid: &str| {
+            format!("Name:\tsh\nState:\tZ (zombie)\nUid:\t{uid}\nGid:\t{gid}\nGroups:\t\n")
+        };
+        let me = (1000, 1000);
+        assert!(same_ids(
+            &status("1000\t1000\t1000\t1000", "1000\t1000\t1000\t1000"),
+            me
+        ));
+        // A set-group-id program: its effective group is not ours.
+        assert!(!same_ids(
+            &status("1000\t1000\t1000\t1000", "1000\t5\t5\t5"),
+            me
+        ));
+        // Started by root, running as us (a saved uid of 0).
+        assert!(!same_ids(
+            &status("0\t1000\t0\t1000", "1000\t1000\t1000\t1000"),
+            me
+        ));
+        assert!(!same_ids(&status("0\t0\t0\t0", "0\t0\t0\t0"), me));
+        assert!(!same_ids("", me));
+        assert!(!same_ids("Uid:\t1000\nGid:\t1000\n", me), "truncated lines");
     }
 
     #[test]

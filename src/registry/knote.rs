@@ -301,7 +301,7 @@ impl Knote {
                 (RunKind::Exec, _) if interest.contains(Interest::EXEC) => {
                     out.push_back(ProcEvent::Exec { pid, count, at });
                 }
-                (RunKind::TrackErr, Some(child)) => {
+                (RunKind::TrackErr, Some(child)) if interest.contains(Interest::TRACK) => {
                     out.push_back(ProcEvent::TrackErr {
                         pid,
                         child,

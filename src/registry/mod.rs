@@ -643,7 +643,9 @@ impl Registry {
             s.enqueue(pkid, wake);
         }
         let held = self.held.remove(&craw);
-        if attached.is_empty() {
+        // With nothing attached and the child tracked already (by every stream), only what
+        // it created while held is left to hand over (below).
+        if attached.is_empty() && !self.procs.contains_key(&craw) {
             if held.is_some() {
                 // Nobody follows it, so nobody follows what it created while held either.
                 self.drop_held_descendants(child);

@@ -629,6 +629,15 @@ fn an_empty_interest_pauses_the_stream_until_its_processes_are_gone() {
 }
 
 #[test]
+fn a_pending_track_err_is_dropped_with_the_track_interest() {
+    let mut s = Script::new();
+    let id = s.watch_limit(10, Interest::TRACK | Interest::FORK, 1);
+    s.fork(10, 11); // over the limit: a TrackErr waits on 10's knote, behind the Fork
+    s.reg.set_interest(id, Interest::FORK);
+    assert_eq!(s.read(id), (vec![fork(10, 11, 1)], false));
+}
+
+#[test]
 fn held_child_of_an_untracked_parent_is_dropped_and_abandon_frees() {
     let mut s = Script::new();
     let id = s.watch(10, Interest::ALL);

@@ -10,7 +10,9 @@
 //!   runtime, so an event costs one thread wakeup from kernel to stream. It reads at most
 //!   [`TASK_BUDGET`] datagrams before yielding, and never reads `/proc`;
 //! * **a backstop thread** (`procwatch-netlink`) that drains whatever the task has left —
-//!   every 10 ms, backing off to 100 ms while it finds nothing — so a blocked or shut-down
+//!   every 10 ms, backing off while it finds nothing to as long as the receive buffer can
+//!   absorb a storm (100 ms with the default 64 MiB, which needs `CAP_NET_ADMIN`; 10 ms with
+//!   a buffer capped by `net.core.rmem_max`) — so a blocked or shut-down
 //!   runtime never makes the kernel drop messages; runs every `/proc` resync after a loss
 //!   (woken by the task at once), so a runtime worker never blocks on a scan of `/proc`;
 //!   and, when there is no runtime to run the task (or the task stopped), takes over
@@ -235,6 +237,9 @@ fn backstop_longest_period(granted_rcvbuf: usize) -> Duration {
 /// The backstop: drains every few milliseconds while the runtime task lives, the whole
 /// socket on its own otherwise, runs every resync, until told to stop. Then unsubscribes.
 fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Duration) {
+    // However the loop ends — told to stop, or a panic while draining or resyncing — the
+    // streams end and a task waiting for the drainer is let go.
+    let _closing = Closing { sock, both };
     let mut period = BACKSTOP_PERIOD;
     loop {
         let task = both.task_alive.load(Ordering::SeqCst);
@@ -286,6 +291,8 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
         let Ok(mut d) = both.drainer.lock() else {
             break;
         };
+        #[cfg(test)]
+        tests::maybe_panic();
         if d.stopping() {
             break;
         }
@@ -299,15 +306,31 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
             (period * 2).min(longest)
         };
     }
-    socket::ignore(sock);
-    // Even after a panic while draining (a poisoned lock), the streams must end.
-    let d = both.drainer.lock().unwrap_or_else(|e| e.into_inner());
-    let mut wake = Wakeups::default();
-    d.shared.lock().shutdown(&mut wake);
-    drop(d);
-    wake.wake_all();
-    both.released.notify_waiters();
-    tracing::debug!("procwatch netlink backstop stopped");
+}
+
+/// What the backstop thread does last, in a `Drop` so that it also runs on a panic:
+/// unsubscribe, end every stream, release a task waiting for the drainer.
+struct Closing<'a> {
+    sock: &'a OwnedFd,
+    both: &'a Shared2,
+}
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        socket::ignore(self.sock);
+        // After a panic while draining, the lock is poisoned: the streams must end anyway.
+        let d = self.both.drainer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wake = Wakeups::default();
+        d.shared.lock().shutdown(&mut wake);
+        drop(d);
+        wake.wake_all();
+        self.both.released.notify_waiters();
+        if std::thread::panicking() {
+            tracing::error!("procwatch netlink backstop panicked; the watcher's streams end");
+        } else {
+            tracing::debug!("procwatch netlink backstop stopped");
+        }
+    }
 }
 
 /// Maps one decoded message to a registry input, with its `CLOCK_MONOTONIC` stamp.
@@ -561,5 +584,65 @@ fn fix_start(input: Input, at: Stamp) -> Input {
             start_ns: at.boot,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{BackendKind, ErrorKind, Interest, Pid, ProcWatcher};
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    /// Makes the next backstop round panic while it holds the drainer (poisoning its lock):
+    /// the worst place for a bug to strike.
+    static INJECT_PANIC: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn maybe_panic() {
+        if INJECT_PANIC.swap(false, Ordering::SeqCst) {
+            panic!("injected panic on the backstop thread (expected by the test)");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_the_backstop_thread_ends_every_stream() {
+        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        let w = match ProcWatcher::builder().backend(BackendKind::Netlink).build() {
+            Ok(w) => w,
+            Err(e)
+                if !in_ci
+                    && matches!(
+                        e.kind(),
+                        ErrorKind::PermissionDenied | ErrorKind::Unsupported
+                    ) =>
+            {
+                eprintln!("SKIPPED: the netlink backend is not available here: {e}");
+                return;
+            }
+            Err(e) => panic!("the netlink backend must work on this machine: {e}"),
+        };
+        let mut sleeper = tokio::process::Command::new("sleep")
+            .arg("30")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sleep");
+        let pid = Pid::from_raw(sleeper.id().expect("running") as i32).unwrap();
+        // EXIT only: the exec of `sleep` may still be on its way, and sleep does not exit.
+        let mut events = w.watch(pid, Interest::EXIT).expect("watch sleep");
+        INJECT_PANIC.store(true, Ordering::SeqCst);
+        // The backstop takes the drainer at least every 100 ms.
+        let end = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("the stream did not end after the backstop thread panicked");
+        assert_eq!(end, None, "sleep is still running");
+        assert!(
+            !INJECT_PANIC.load(Ordering::SeqCst),
+            "the panic was injected"
+        );
+        let again = w
+            .watch(pid, Interest::EXIT)
+            .expect_err("the watcher is shut down");
+        assert_eq!(again.kind(), ErrorKind::Closed);
+        sleeper.kill().await.expect("kill sleep");
     }
 }
