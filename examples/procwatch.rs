@@ -209,7 +209,7 @@ impl Fatal {
     fn watcher(err: Error) -> Fatal {
         let hint = match err.kind() {
             ErrorKind::PermissionDenied => {
-                Some("this kernel lets only root or CAP_NET_ADMIN use the proc connector: run procwatch with sudo")
+                Some("this kernel lets only root or CAP_NET_ADMIN use the proc connector: run it with sudo")
             }
             ErrorKind::Unsupported => Some(
                 "the proc connector only works in the initial user and pid namespaces \

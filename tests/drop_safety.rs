@@ -1,7 +1,7 @@
-//! Drop is safe at any moment (the crate docs' caveats): dropping a stream, or the whole watcher with
-//! streams alive, in the middle of a fork storm never panics, hangs, leaks a thread or a file
-//! descriptor, or leaves a process of ours unreaped; streams of a dropped watcher end instead
-//! of waiting forever.
+//! Drop is safe at any moment (the crate docs' caveats): dropping a stream, or the whole
+//! watcher with streams alive, in the middle of a fork storm never panics, hangs, leaks a
+//! thread or a file descriptor, or leaves a process of ours unreaped; streams of a dropped
+//! watcher end instead of waiting forever.
 //!
 //! The file holds a single test on purpose: it counts this process's threads and descriptors,
 //! and a second test running beside it would change both counts.

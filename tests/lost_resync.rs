@@ -1,6 +1,7 @@
-//! Loss is never silent (guarantee 6 in the crate docs): when the proc connector overflows the socket (`ENOBUFS`),
-//! the stream gets `Lost`, then what a `/proc` resync learned — `Exit` for tracked processes
-//! that died in the gap, `Child` for live children that appeared in it — and it still ends.
+//! Loss is never silent (guarantee 6 in the crate docs): when the proc connector overflows
+//! the socket (`ENOBUFS`), the stream gets `Lost`, then what a `/proc` resync learned — `Exit`
+//! for tracked processes that died in the gap, `Child` for live children that appeared in
+//! it — and it still ends.
 //!
 //! The overflow is forced with a tiny receive buffer (4 KiB asked; the kernel doubles it and
 //! applies its minimum, so a few thousand bytes: a handful of ~1 KiB messages) under a fork

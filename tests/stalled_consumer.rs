@@ -1,6 +1,6 @@
-//! A stalled consumer under a storm of 20,000 short processes (guarantees 5 and 7 in the crate docs): nothing is
-//! read until the storm is over, memory stays bounded by the number of tracked processes, and
-//! afterwards every process is there, in order, with no loss.
+//! A stalled consumer under a storm of 20,000 short processes (guarantees 5 and 7 in the crate
+//! docs): nothing is read until the storm is over, memory stays bounded by the number of
+//! tracked processes, and afterwards every process is there, in order, with no loss.
 //!
 //! The file holds a single test on purpose: it measures this process's memory, and a second
 //! test running beside it would add its own.

@@ -175,22 +175,13 @@ async fn ten_by_ten_tree_is_tracked_from_its_root() {
     // after its parent's Child), and before its parent's Exit: every process here is created
     // before its parent exits, and a parent's Exit comes after the Child of every process it
     // created before exiting (guarantee 9 in the crate docs).
-    let child_at: HashMap<Pid, usize> = events
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| match e {
-            ProcEvent::Child { pid, .. } => Some((*pid, i)),
-            _ => None,
-        })
-        .collect();
-    let exit_at: HashMap<Pid, usize> = events
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| match e {
-            ProcEvent::Exit { pid, .. } => Some((*pid, i)),
-            _ => None,
-        })
-        .collect();
+    // Where each pid's event of one kind stands in the trace (each comes once per pid).
+    let index_of = |kind: fn(&ProcEvent) -> bool| -> HashMap<Pid, usize> {
+        let of_kind = events.iter().enumerate().filter(|(_, e)| kind(e));
+        of_kind.map(|(i, e)| (e.pid(), i)).collect()
+    };
+    let child_at = index_of(|e| matches!(e, ProcEvent::Child { .. }));
+    let exit_at = index_of(|e| matches!(e, ProcEvent::Exit { .. }));
     for (&pid, &parent) in &parent_of {
         let at = child_at[&pid];
         if let Some(&parent_at) = child_at.get(&parent) {

@@ -456,8 +456,8 @@ fn set_interest_applies_to_one_stream_only() {
     s.exit(10, 0);
     assert_eq!(s.read(a), (vec![exit(10, 0)], true));
     // b keeps ALL: 10's Fork and Exec come together from its knote, then 11's Child, then 10's
-    // Exit, which has an entry of its own behind the Child (guarantee 9 of the crate docs: a parent's Exit comes after
-    // the Child of every process it created before exiting).
+    // Exit, which has an entry of its own behind the Child (guarantee 9 of the crate docs: a
+    // parent's Exit comes after the Child of every process it created before exiting).
     assert_eq!(
         s.read(b),
         (
