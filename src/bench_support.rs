@@ -53,7 +53,7 @@ impl ScriptedRegistry {
             ..ProcSnapshot::default()
         };
         self.reg
-            .attach_root(id, pid(root), Some(&snap), &mut self.wake)
+            .attach_root(id, pid(root), Some(&snap), Stamp::default(), &mut self.wake)
             .expect("attach");
         ScriptedStream(id)
     }

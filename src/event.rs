@@ -121,8 +121,14 @@ impl fmt::Debug for Timestamp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProcEvent {
-    /// A tracked process came into being: `pid` is new, `parent` created it (`NOTE_CHILD`; the
-    /// kqueue event's data is the parent pid). Only streams with [`Interest::TRACK`] see it.
+    /// A tracked process came into being: `pid` is new, `parent` is its parent
+    /// (`NOTE_CHILD`; the kqueue event's data is the parent pid). Only streams with
+    /// [`Interest::TRACK`] see it.
+    ///
+    /// `parent` is the parent the kernel gave the new process, which is the process that
+    /// created it except for `clone(CLONE_PARENT)`: then the kernel makes it a child of its
+    /// creator's parent, and the `Netlink` backend names that process (it is never told the
+    /// creator; see the crate docs' backend table).
     ///
     /// [`Interest::TRACK`]: crate::Interest::TRACK
     #[doc(alias = "NOTE_CHILD")]
@@ -130,13 +136,16 @@ pub enum ProcEvent {
     Child {
         /// The new process.
         pid: Pid,
-        /// The process that created it.
+        /// Its parent as the kernel records it (the creator, or for a `CLONE_PARENT` child
+        /// under `Netlink`, the creator's parent).
         parent: Pid,
         /// When it was created.
         at: Timestamp,
     },
     /// `pid` created a new process `child` (`NOTE_FORK`). With `count > 1`, `pid` forked
-    /// `count` times in a row and `child` is the last of them.
+    /// `count` times in a row and `child` is the last of them. As for [`ProcEvent::Child`],
+    /// `pid` is the child's parent as the kernel records it: for a `CLONE_PARENT` child under
+    /// `Netlink`, the creator's parent rather than the creator.
     #[doc(alias = "NOTE_FORK")]
     #[non_exhaustive]
     Fork {

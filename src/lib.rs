@@ -32,7 +32,7 @@
 //!
 //! | [`BackendKind`] | source | who can use it | what it gives |
 //! |---|---|---|---|
-//! | `Netlink` | Linux proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`) | root or `CAP_NET_ADMIN` (newer kernels: any user), in the initial user and pid namespaces | any pid, system-wide; exit statuses; can lose under overload, then says so (`Lost`) and resyncs from `/proc` |
+//! | `Netlink` | Linux proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`) | root or `CAP_NET_ADMIN` (newer kernels: any user), in the initial user and pid namespaces | any pid, system-wide; exit statuses; can lose under overload, then says so (`Lost`) and resyncs from `/proc`; sees a `CLONE_PARENT` child as its creator's parent's (not the creator's), so it is tracked only where that process is, and its creator's stream gets neither `Child` nor `TrackErr` |
 //! | `Ptrace` | `PTRACE_SEIZE` | planned | lossless, own descendants |
 //! | `Pidfd` | `pidfd_open` + `/proc` scans | planned | exact exits, best-effort forks |
 //! | `Kqueue` | `EVFILT_PROC` | planned | BSD native |
@@ -48,7 +48,8 @@
 //! 3. With `TRACK`, every process created by a tracked process gets exactly one `Child` and is
 //!    tracked with the same interest, even if it exited before anyone read anything — or its
 //!    parent gets `TrackErr` saying why not. Threads are not processes: creating one yields no
-//!    event, and a process exits when its last thread does.
+//!    event, and a process exits when its last thread does. (The one exception is a creation
+//!    the backend is not told of: see `CLONE_PARENT` in the backend table and the Caveats.)
 //! 4. `Child` and `Exit` of one pid are two events; neither overwrites the other.
 //! 5. Memory is bounded by the number of tracked processes, never by the number of raw
 //!    events: repeated `Fork`/`Exec` of one pid that a slow consumer has not read are folded
@@ -62,17 +63,51 @@
 //!    tracked processes that died in the gap, `Child` for live children that appeared in it.
 //! 7. A slow consumer never slows the backend, nor another stream.
 //! 8. Several streams may watch one pid; each gets every event.
-//! 9. [`ProcWatcher::watch`] returns only once the source covers the pid; a fork straight after
-//!    it is never missed. A parent's `Exit` comes after the `Child` of every process it
-//!    created before exiting. [`ProcWatcher::spawn`] goes further: the new process is held before
-//!    it runs its program until its watch is armed.
+//! 9. [`ProcWatcher::watch`] returns only once the source covers the pid: any event after it
+//!    returns is delivered (a fork straight after it is never missed), and no event the kernel
+//!    emitted before it was called is (see below). A parent's `Exit` comes after the `Child`
+//!    of every process it created before exiting. [`ProcWatcher::spawn`] goes further: the
+//!    new process is held before it runs its program until its watch is armed, so the stream
+//!    sees everything it does, its `execve` first.
+//!
+//! # Where a stream begins
+//!
+//! A `watch` notes the time it began (`CLOCK_MONOTONIC`, read under the registry lock before
+//! it looks at `/proc/<pid>`). Every kernel message carries the kernel's own time on that
+//! clock, and a stream takes only what happened from that moment on — even when the message
+//! was still unread in the kernel's queue when the stream was created, and whichever way the
+//! process was started (`std::process`, `tokio::process`, a shell, `clone3`):
+//!
+//! * a process started a moment before the `watch` does not show its `execve` from before
+//!   it, and children it created before it are neither announced nor tracked (with `TRACK`,
+//!   the stream follows what the process creates from the watch on);
+//! * a stream watching a pid that another, older stream already tracks gets only what
+//!   happened since its own watch; the older stream keeps getting everything;
+//! * the process's thread set is taken from the same `/proc` read, and a thread message
+//!   stamped before that read is recognised as already seen: the exit of the old leader of a
+//!   non-leader `execve` done just before the watch is not taken for the process's exit;
+//! * `Exit` is the one event that can carry an earlier time: a process whose last thread was
+//!   already exiting when it was watched (not yet a zombie) gets its `Exit` with the kernel's
+//!   time, which may precede the `watch` by a moment, as a zombie gets its `Exit` at once;
+//! * after a loss, children a resync finds are attached to a stream only if they may have
+//!   started after its watch began: `/proc` gives start times to the clock tick (10 ms), so a
+//!   child started within the tick before a watch counts as after it;
+//! * events of a process started with [`ProcWatcher::spawn`] all come after its watch: it is
+//!   held until then.
+//!
+//! In a time namespace the kernel's stamps are moved onto the namespace's clock first, so the
+//! comparison holds there too.
 //!
 //! # Caveats
 //!
 //! * Dropping a [`ProcEvents`] detaches it at once; dropping the [`ProcWatcher`] stops the
 //!   backend and ends its streams once they have yielded what they hold. Neither blocks.
-//! * A child that a process creates with `CLONE_PARENT` is reported by the kernel as its
-//!   grandparent's child; it is tracked only if that grandparent is.
+//! * `CLONE_PARENT` under `Netlink`: the kernel makes such a child a child of its creator's
+//!   parent, and the proc connector's fork message names only that parent, never the creator.
+//!   So `Fork` and `Child` name the kernel's parent (the creator's parent), the child is
+//!   tracked only by streams that track that process, and a stream tracking only the creator
+//!   gets nothing about it: no `Child`, no `TrackErr` (the backend cannot tell it happened).
+//!   `tests/clone_parent.rs` pins this behaviour.
 //! * Children discovered by a resync after a loss are attached with `Child` but without the
 //!   `Fork` on their parent (the kernel message that would have said so was lost). Only
 //!   children that started after the last event read before the loss are attached; a child

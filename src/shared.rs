@@ -36,7 +36,7 @@ impl Shared {
 mod loom_model {
     use super::Shared;
     use crate::loom::Arc;
-    use crate::registry::{Input, PopStatus, ProcSnapshot, StreamId, Wakeups};
+    use crate::registry::{Input, PopStatus, ProcSnapshot, Stamp, StreamId, Wakeups};
     use crate::{Interest, Pid, ProcEvent, Timestamp};
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use std::collections::VecDeque;
@@ -67,8 +67,14 @@ mod loom_model {
         let id = {
             let mut reg = shared.lock();
             let id = reg.add_stream(pid(p), Interest::ALL, 100).unwrap();
-            reg.attach_root(id, pid(p), Some(&snap()), &mut Wakeups::default())
-                .unwrap();
+            reg.attach_root(
+                id,
+                pid(p),
+                Some(&snap()),
+                Stamp::default(),
+                &mut Wakeups::default(),
+            )
+            .unwrap();
             id
         };
         (shared, id)
@@ -96,12 +102,12 @@ mod loom_model {
                 let mut reg = shared.lock();
                 let mut wake = Wakeups::default();
                 let a = reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
-                reg.attach_root(a, pid(10), Some(&snap()), &mut wake)
+                reg.attach_root(a, pid(10), Some(&snap()), Stamp::default(), &mut wake)
                     .unwrap();
                 let b = reg
                     .add_stream(pid(10), Interest::TRACK | Interest::EXIT, 100)
                     .unwrap();
-                reg.attach_root(b, pid(10), Some(&snap()), &mut wake)
+                reg.attach_root(b, pid(10), Some(&snap()), Stamp::default(), &mut wake)
                     .unwrap();
                 (a, b)
             };
@@ -198,7 +204,13 @@ mod loom_model {
                 let mut reg = s3.lock();
                 match reg.add_stream(pid(20), Interest::EXIT, 100) {
                     Ok(new) => reg
-                        .attach_root(new, pid(20), Some(&snap()), &mut Wakeups::default())
+                        .attach_root(
+                            new,
+                            pid(20),
+                            Some(&snap()),
+                            Stamp::default(),
+                            &mut Wakeups::default(),
+                        )
                         .is_ok(),
                     Err(_) => false,
                 }

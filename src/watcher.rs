@@ -3,7 +3,7 @@
 use crate::backend::netlink::{self, Netlink};
 use crate::backend::{procfs, Backend};
 use crate::loom::Arc;
-use crate::registry::Wakeups;
+use crate::registry::{Stamp, Wakeups};
 use crate::shared::Shared;
 use crate::stream::ProcEvents;
 use crate::{Error, ErrorKind, Interest, Pid};
@@ -221,8 +221,15 @@ impl ProcWatcher {
     ///
     /// When this returns, the source covers `pid`: every event about it (and, with
     /// [`Interest::TRACK`], about every process it creates from now on) reaches the stream,
-    /// however fast it happens. Events from before the call are not promised. On a zombie,
-    /// with [`Interest::EXIT`], the stream yields `Exit` at once, with the status.
+    /// however fast it happens. Events the kernel emitted before the call never reach the
+    /// stream, even those still unread in the kernel's queue when it was made, whichever way
+    /// the process was started: the call notes when it began, and events are told apart by
+    /// the kernel's own timestamps (see the crate docs, "Where a stream begins"). So a
+    /// process started a moment ago does not show its `execve` from before the call, and
+    /// children it created before the call are not tracked. On a zombie, with
+    /// [`Interest::EXIT`], the stream yields `Exit` at once, with the status; so does a
+    /// process whose last thread was already exiting (its `Exit` then carries the kernel's
+    /// time, which may be a little earlier than the call).
     ///
     /// # Errors
     ///
@@ -259,12 +266,16 @@ impl ProcWatcher {
             let id = reg
                 .add_stream(pid, interest, self.max_tracked)
                 .map_err(|k| Error::new(k, "watch").with_pid(pid).with_backend(backend))?;
+            // The watch begins now. Everything the kernel stamps from here on is read and
+            // applied after this lock is released (so it reaches the stream); anything stamped
+            // earlier is not for the stream, even if it is still queued in the kernel.
+            let since = Stamp::now();
             // Read /proc with the registry locked: no input about `pid` can be applied between
             // this look and the attach, so the thread set and the liveness check agree with
             // everything the backend applies afterwards.
             let attached = match procfs::snapshot(pid) {
                 Ok(s) => reg
-                    .attach_root(id, pid, s.as_ref(), &mut wake)
+                    .attach_root(id, pid, s.as_ref(), since, &mut wake)
                     .map_err(|k| {
                         let e = Error::new(k, "watch").with_pid(pid).with_backend(backend);
                         match (k, s) {

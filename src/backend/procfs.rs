@@ -4,7 +4,8 @@
 //! `proc_pid_stat(5)`.
 
 use crate::registry::{ProcSnapshot, SystemSnapshot};
-use crate::Pid;
+use crate::{Pid, Timestamp};
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -18,6 +19,8 @@ pub(crate) struct Stat {
     pub(crate) state: char,
     /// Field 4.
     pub(crate) ppid: i32,
+    /// Field 9: the kernel's `PF_*` flags of the thread `stat` describes.
+    pub(crate) flags: u32,
     /// Field 20.
     pub(crate) num_threads: i64,
     /// Field 22, in clock ticks since boot.
@@ -36,11 +39,16 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat {
         state: field(3)?.chars().next()?,
         ppid: field(4)?.parse().ok()?,
+        flags: field(9)?.parse().ok()?,
         num_threads: field(20)?.parse().ok()?,
         start_ticks: field(22)?.parse().ok()?,
         exit_code: field(52).and_then(|v| v.parse().ok()),
     })
 }
+
+/// `PF_EXITING` (`include/linux/sched.h`): the thread has entered `do_exit`. The kernel sets it
+/// before it sends the thread's exit message to the proc connector.
+const PF_EXITING: u32 = 0x4;
 
 /// Nanoseconds per clock tick (`sysconf(_SC_CLK_TCK)`).
 fn ns_per_tick() -> u64 {
@@ -95,7 +103,9 @@ pub(crate) fn snapshot_from(
         start_ns,
         zombie: None,
         leader_gone: false,
+        leader_exiting: !leader_dead && stat.flags & PF_EXITING != 0,
         tids: Vec::new(),
+        read_at: 0,
     };
     if leader_dead && stat.num_threads <= 1 {
         snap.zombie = Some(stat.exit_code.map(ExitStatus::from_raw));
@@ -134,6 +144,12 @@ fn gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
 }
 
+/// Whether `/proc` refused to show a process to this reader: with `hidepid=1` (`noaccess`) a
+/// process of another user is listed, but its files answer `EPERM`.
+fn denied(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
 /// How often [`read_one_in`] reads a process again when what it read is in flux.
 const READ_ATTEMPTS: usize = 3;
 
@@ -146,6 +162,9 @@ fn read_one_in(root: &Path, raw: i32) -> io::Result<Option<ProcSnapshot>> {
     let stat_path = dir.join("stat");
     let mut read_empty = false;
     for _ in 0..READ_ATTEMPTS {
+        // Taken before the read: every message the kernel stamped earlier is reflected in
+        // what the read returns (see `ProcSnapshot::read_at`).
+        let read_at = Timestamp::now().as_nanos();
         let text = match fs::read_to_string(&stat_path) {
             Ok(t) => t,
             Err(e) if gone(&e) => return Ok(None),
@@ -183,7 +202,8 @@ fn read_one_in(root: &Path, raw: i32) -> io::Result<Option<ProcSnapshot>> {
         if let Some(e) = task_err {
             return Err(e);
         }
-        if let Some(snap) = snap {
+        if let Some(mut snap) = snap {
+            snap.read_at = read_at;
             return Ok(Some(snap));
         }
     }
@@ -270,10 +290,26 @@ pub(crate) fn snapshot(pid: Pid) -> io::Result<Option<ProcSnapshot>> {
     snapshot_in(Path::new(PROC_ROOT), pid)
 }
 
+/// Every process `/proc` lists, as far as this reader may see them.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// The processes that could be read.
+    pub(crate) procs: SystemSnapshot,
+    /// Processes listed but not readable by this reader (`hidepid=1` hides other users'
+    /// processes this way from a reader without `CAP_SYS_PTRACE`).
+    pub(crate) unreadable: HashSet<i32>,
+}
+
+/// How many processes [`scan_all`] reads between two calls of its `between` hook.
+pub(crate) const SCAN_STRIDE: usize = 8;
+
 /// [`scan_all`] below `root`.
-fn scan_all_in(root: &Path) -> io::Result<SystemSnapshot> {
-    let mut all = SystemSnapshot::new();
-    for entry in fs::read_dir(root)? {
+fn scan_all_in(root: &Path, between: &mut dyn FnMut()) -> io::Result<Listing> {
+    let mut all = Listing::default();
+    for (n, entry) in fs::read_dir(root)?.enumerate() {
+        if n % SCAN_STRIDE == SCAN_STRIDE - 1 {
+            between();
+        }
         let entry = entry?;
         let Some(raw) = entry
             .file_name()
@@ -283,18 +319,66 @@ fn scan_all_in(root: &Path) -> io::Result<SystemSnapshot> {
         else {
             continue; // `self`, `sys`, `meminfo`, ...
         };
-        if let Some(snap) = read_one_in(root, raw)? {
-            all.insert(raw, snap);
+        match read_one_in(root, raw) {
+            Ok(Some(snap)) => {
+                all.procs.insert(raw, snap);
+            }
+            Ok(None) => {}
+            Err(e) if denied(&e) => {
+                all.unreadable.insert(raw);
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(all)
 }
 
-/// Every process `/proc` lists. Processes that vanish while it reads (between the listing and
-/// the read of their `stat`, or of their `task` directory) are simply not in the result; any
-/// other failure fails the whole listing, and the caller tries again later.
-pub(crate) fn scan_all() -> io::Result<SystemSnapshot> {
-    scan_all_in(Path::new(PROC_ROOT))
+/// Every process `/proc` lists, calling `between` after every [`SCAN_STRIDE`] entries (the
+/// netlink backend reads its socket there, so that a long scan does not make the kernel drop
+/// messages). Processes that vanish while it reads (between the listing and the read of their
+/// `stat`, or of their `task` directory) are simply not in the result; processes this reader
+/// may not read are listed as [`Listing::unreadable`]; any other failure (out of file
+/// descriptors, say) fails the whole listing, and the caller tries again later.
+pub(crate) fn scan_all(between: &mut dyn FnMut()) -> io::Result<Listing> {
+    scan_all_in(Path::new(PROC_ROOT), between)
+}
+
+/// What a pidfd says of a process that `/proc` would not show.
+#[derive(Debug, Copy, Clone, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// No process has this id (or it names a thread, not a process).
+    Gone,
+    /// The process has exited (a zombie, not yet reaped).
+    Exited,
+    /// The process runs. Which process it is cannot be told without `/proc`.
+    Running,
+}
+
+/// Asks the kernel directly whether process `raw` exists, for a process `/proc` hides from
+/// this reader (`hidepid`): `pidfd_open(2)` works on any process, and its pidfd polls
+/// readable once the process has exited (`pidfd_open(2)`, "poll"). `None` if the kernel cannot
+/// tell (no `pidfd_open`, out of file descriptors).
+pub(crate) fn probe(raw: i32) -> Option<Probe> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::io::Errno;
+    let pid = rustix::process::Pid::from_raw(raw)?;
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        // ESRCH: no such process; ENOENT (EINVAL before Linux 6.9): the id is a thread's,
+        // not a process's.
+        Err(Errno::SRCH) | Err(Errno::NOENT) | Err(Errno::INVAL) => return Some(Probe::Gone),
+        Err(_) => return None,
+    };
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match poll(&mut fds, Some(&zero)) {
+        Ok(_) if !fds[0].revents().is_empty() => Some(Probe::Exited),
+        Ok(_) => Some(Probe::Running),
+        Err(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -450,7 +534,7 @@ mod tests {
         }
 
         fn scan(&self) -> io::Result<SystemSnapshot> {
-            scan_all_in(&self.root)
+            scan_all_in(&self.root, &mut || {}).map(|l| l.procs)
         }
     }
 
@@ -633,11 +717,16 @@ mod tests {
             .spawn()
             .unwrap();
         let mut scans = 0;
+        let mut hooks = 0;
         let start = std::time::Instant::now();
         loop {
-            let all = scan_all().expect("a scan of /proc while processes vanish");
+            let listing =
+                scan_all(&mut || hooks += 1).expect("a scan of /proc while processes vanish");
+            let all = listing.procs;
             assert!(all.contains_key(&(std::process::id() as i32)));
             assert!(all.contains_key(&sleeper_pid));
+            assert!(listing.unreadable.is_empty(), "root reads every process");
+            assert!(hooks > 0, "the hook runs during a scan");
             scans += 1;
             if storm.try_wait().unwrap().is_some() && scans >= 5 {
                 break;
@@ -649,6 +738,46 @@ mod tests {
         }
         let _ = sleeper.kill();
         let _ = sleeper.wait();
+    }
+
+    #[test]
+    fn a_denied_read_is_neither_gone_nor_a_failure() {
+        let e = io::Error::from_raw_os_error(libc::EPERM);
+        assert!(denied(&e) && !gone(&e));
+        assert!(denied(&io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(!denied(&io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(!denied(&io::Error::from_raw_os_error(libc::ENOENT)));
+    }
+
+    #[test]
+    fn a_probe_tells_running_exited_and_gone_apart() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let raw = child.id() as i32;
+        assert_eq!(probe(raw), Some(Probe::Running));
+        child.kill().unwrap();
+        // Killed but not reaped: a zombie, which the pidfd reports as exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while probe(raw) != Some(Probe::Exited) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", probe(raw));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+        assert_eq!(probe(raw), Some(Probe::Gone));
+        // A live thread's id is not a process.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                .unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_eq!(probe(tid), Some(Probe::Gone));
+        drop(done_tx);
+        t.join().unwrap();
     }
 
     #[test]

@@ -94,8 +94,13 @@ pub(crate) struct ProcSnapshot {
     pub(crate) zombie: Option<Option<ExitStatus>>,
     /// Whether the thread-group leader has exited while other threads live.
     pub(crate) leader_gone: bool,
+    /// Whether the thread-group leader was on its way out (`PF_EXITING`) but not dead yet.
+    pub(crate) leader_exiting: bool,
     /// Thread ids, when the process has more than one thread (else empty).
     pub(crate) tids: Vec<i32>,
+    /// `CLOCK_MONOTONIC` nanoseconds taken just before the read (0 if unknown): every kernel
+    /// message stamped earlier is already reflected in what was read.
+    pub(crate) read_at: u64,
 }
 
 /// Every process `/proc` listed during a resync.
@@ -163,6 +168,8 @@ pub(crate) enum PopStatus {
 struct Stream {
     gen: u32,
     root: Pid,
+    /// When its `watch` began: inputs that happened earlier are not for this stream.
+    since: Stamp,
     interest: Interest,
     max_tracked: usize,
     knotes: Slab<Knote>,
@@ -174,6 +181,16 @@ struct Stream {
 }
 
 impl Stream {
+    /// Whether something that happened at `when` happened before this stream's watch began.
+    /// Monotonic stamps are compared when both are known; otherwise boot-clock ones, with
+    /// `when.boot` the latest time it may have happened (a `/proc` start time rounded up).
+    fn predates(&self, when: Stamp) -> bool {
+        if when.mono != 0 && self.since.mono != 0 {
+            return when.mono < self.since.mono;
+        }
+        when.boot != 0 && self.since.boot != 0 && when.boot <= self.since.boot
+    }
+
     fn wake(&mut self, wake: &mut Wakeups) {
         if let Some(w) = self.waker.take() {
             wake.0.push(w);
@@ -227,6 +244,50 @@ struct ProcEntry {
     /// (stream slot, knote slot) of every stream watching this pid.
     knotes: Links,
     threads: Threads,
+    synced: Synced,
+}
+
+/// When the thread set of an entry was last rebuilt from `/proc`, and whether that read saw
+/// the leader on its way out, in 8 bytes: the read's `CLOCK_MONOTONIC` time in nanoseconds,
+/// its lowest bit replaced by the flag. 0 for an entry built from a fork message.
+///
+/// A thread message stamped before the read is already reflected in it (see
+/// [`thread_input_is_stale`]); a leader's exit message stamped before it still counts when
+/// the read saw the leader exiting.
+#[derive(Debug, Copy, Clone, Default)]
+struct Synced(u64);
+
+impl Synced {
+    fn new(read_at: u64, leader_dying: bool) -> Synced {
+        // Rounding the time down by a nanosecond errs on the side of applying a message.
+        Synced((read_at & !1) | u64::from(leader_dying))
+    }
+
+    fn at(self) -> u64 {
+        self.0 & !1
+    }
+
+    fn leader_dying(self) -> bool {
+        self.0 & 1 != 0
+    }
+}
+
+impl ProcEntry {
+    /// An entry rebuilt from what `/proc` said of the process.
+    fn from_snapshot(pid: i32, snap: &ProcSnapshot, knotes: Links) -> ProcEntry {
+        ProcEntry {
+            start_ns: snap.start_ns,
+            knotes,
+            threads: Threads::from_tids(pid, &snap.tids, snap.leader_gone),
+            synced: Synced::new(snap.read_at, snap.leader_exiting),
+        }
+    }
+
+    /// Replaces the thread set with what a newer `/proc` read says.
+    fn resync_threads(&mut self, pid: i32, snap: &ProcSnapshot) {
+        self.threads = Threads::from_tids(pid, &snap.tids, snap.leader_gone);
+        self.synced = Synced::new(snap.read_at, snap.leader_exiting);
+    }
 }
 
 /// A process held in flux: its events, and the held parent it was born of, if any.
@@ -249,6 +310,17 @@ pub(crate) struct Registry {
     /// may predate them, so that resync leaves them alone.
     scan_attached: Option<HashSet<i32>>,
     closed: bool,
+}
+
+/// The resolution of `/proc` start times (`USER_HZ` clock ticks, 100 per second on Linux).
+const PROC_TICK_NS: u64 = 10_000_000;
+
+/// Whether a thread message stamped `at` is already reflected in the `/proc` read that the
+/// thread set of `e` was rebuilt from. The kernel lists a new thread before it sends the
+/// thread's creation message, and sends a thread's exit message before it unlists it, so a
+/// message stamped before the read changed nothing the read did not see.
+fn thread_input_is_stale(e: &ProcEntry, at: Stamp) -> bool {
+    at.mono != 0 && e.synced.at() != 0 && at.mono < e.synced.at()
 }
 
 fn same_start(a: u64, b: u64) -> bool {
@@ -288,6 +360,7 @@ impl Registry {
         let idx = self.streams.insert(Stream {
             gen,
             root,
+            since: Stamp::default(),
             interest,
             max_tracked: max_tracked.max(1),
             knotes: Slab::new(),
@@ -301,11 +374,15 @@ impl Registry {
 
     /// Starts tracking `pid` on stream `id`, given what `/proc` says of it right now (read
     /// while this registry is locked, so no input about `pid` can slip between the two).
+    /// `since` is when the `watch` began (read under this lock, before `snap`): inputs that
+    /// happened earlier never reach the stream, even when they are applied after this call
+    /// (a message still unread in the kernel's queue).
     pub(crate) fn attach_root(
         &mut self,
         id: StreamId,
         pid: Pid,
         snap: Option<&ProcSnapshot>,
+        since: Stamp,
         wake: &mut Wakeups,
     ) -> Result<(), ErrorKind> {
         if self.closed {
@@ -314,6 +391,7 @@ impl Registry {
         let Some(stream) = self.stream_mut(id) else {
             return Err(ErrorKind::Closed);
         };
+        stream.since = since;
         let Some(snap) = snap else {
             return Err(ErrorKind::NoSuchProcess);
         };
@@ -341,11 +419,10 @@ impl Registry {
         if matches!(self.procs.get(&raw), Some(e) if !same_start(e.start_ns, snap.start_ns)) {
             self.exit(pid, None, Timestamp::UNKNOWN, wake);
         }
-        let entry = self.procs.entry(raw).or_insert_with(|| ProcEntry {
-            start_ns: snap.start_ns,
-            knotes: Links::new(),
-            threads: Threads::from_tids(pid.as_raw(), &snap.tids, snap.leader_gone),
-        });
+        let entry = self
+            .procs
+            .entry(raw)
+            .or_insert_with(|| ProcEntry::from_snapshot(raw, snap, Links::new()));
         entry.knotes.push(id.idx, kid);
         Ok(())
     }
@@ -448,6 +525,11 @@ impl Registry {
         self.procs.len()
     }
 
+    /// The pids tracked by any stream.
+    pub(crate) fn tracked_pid_list(&self) -> Vec<i32> {
+        self.procs.keys().copied().collect()
+    }
+
     /// Marks the watcher shut down: streams deliver what they hold, then end.
     pub(crate) fn shutdown(&mut self, wake: &mut Wakeups) {
         self.closed = true;
@@ -475,15 +557,20 @@ impl Registry {
     /// Applies one input stamped with the time it happened. An input older than the start of
     /// the process now tracked under its pid is about that pid's previous owner, still queued
     /// when the number was reused: it is dropped.
+    ///
+    /// A stream only gets what happened after its `watch` began: an input stamped earlier
+    /// (still queued in the kernel when the stream was attached) is not delivered to it. A
+    /// process's `Exit` is the one exception: it is decided by the process's thread set, and a
+    /// process whose last thread was already exiting when it was watched gets its `Exit`,
+    /// stamped with the kernel's (earlier) time, as a zombie does.
     pub(crate) fn apply_at(&mut self, input: Input, at: Stamp, wake: &mut Wakeups) {
-        let mono = Timestamp::from_nanos(at.mono);
         if at.boot != 0 {
             let subject = match &input {
                 Input::Fork { parent, .. } => *parent,
                 Input::ThreadStart { tgid, .. } | Input::ThreadExit { tgid, .. } => *tgid,
                 Input::Exec { pid } | Input::Exit { pid, .. } => *pid,
                 Input::Birth { .. } | Input::Abandon { .. } => {
-                    return self.dispatch(input, mono, wake)
+                    return self.dispatch(input, at, wake)
                 }
             };
             if let Some(e) = self.procs.get(&subject.as_raw()) {
@@ -492,31 +579,49 @@ impl Registry {
                 }
             }
         }
-        self.dispatch(input, mono, wake)
+        self.dispatch(input, at, wake)
     }
 
     /// Applies one backend input whose time is not known.
     #[cfg(test)]
     pub(crate) fn apply(&mut self, input: Input, wake: &mut Wakeups) {
-        self.dispatch(input, Timestamp::UNKNOWN, wake)
+        self.dispatch(input, Stamp::default(), wake)
     }
 
-    fn dispatch(&mut self, input: Input, at: Timestamp, wake: &mut Wakeups) {
+    fn dispatch(&mut self, input: Input, stamp: Stamp, wake: &mut Wakeups) {
+        let at = Timestamp::from_nanos(stamp.mono);
         match input {
             Input::Fork {
                 parent,
                 child,
                 start_ns,
-            } => self.fork(parent, child, start_ns, true, at, wake),
+            } => self.fork(parent, child, start_ns, true, at, stamp, wake),
             Input::ThreadStart { tgid, tid } => {
                 if let Some(e) = self.procs.get_mut(&tgid.as_raw()) {
-                    e.threads.add(tgid.as_raw(), tid);
+                    // A thread created before the read is in it, or has exited since.
+                    if !thread_input_is_stale(e, stamp) {
+                        e.threads.add(tgid.as_raw(), tid);
+                    }
                 }
             }
-            Input::Exec { pid } => self.exec(pid, at, wake),
+            Input::Exec { pid } => self.exec(pid, at, stamp, wake),
             Input::ThreadExit { tgid, tid, code } => {
                 let raw = tgid.as_raw();
                 let done = match self.procs.get_mut(&raw) {
+                    // A leader's exit from before the read counts only if the read saw the
+                    // leader exiting. Otherwise the pid's leader is another thread by now: a
+                    // non-leader thread called `execve` and took the pid over, and this is
+                    // the old leader's exit (which says nothing about the process).
+                    Some(e)
+                        if tid == raw
+                            && !e.synced.leader_dying()
+                            && thread_input_is_stale(e, stamp) =>
+                    {
+                        None
+                    }
+                    // Any other thread's exit from before the read is that of a thread the
+                    // read still listed (it was exiting), or of one it did not list (and
+                    // the thread set ignores those).
                     Some(e) => e.threads.exit(raw, tid, code),
                     None => {
                         if tid == raw && self.held.contains_key(&raw) {
@@ -547,7 +652,7 @@ impl Registry {
         }
     }
 
-    fn exec(&mut self, pid: Pid, at: Timestamp, wake: &mut Wakeups) {
+    fn exec(&mut self, pid: Pid, at: Timestamp, stamp: Stamp, wake: &mut Wakeups) {
         let raw = pid.as_raw();
         let Some(entry) = self.procs.get_mut(&raw) else {
             if let Some(h) = self.held.get_mut(&raw) {
@@ -555,12 +660,15 @@ impl Registry {
             }
             return;
         };
-        entry.threads.exec();
+        // The read the thread set comes from already shows the process after this exec.
+        if !thread_input_is_stale(entry, stamp) {
+            entry.threads.exec();
+        }
         for (sidx, kid) in entry.knotes.iter() {
             let Some(s) = self.streams.get_mut(sidx) else {
                 continue;
             };
-            if s.interest.contains(Interest::EXEC) {
+            if s.interest.contains(Interest::EXEC) && !s.predates(stamp) {
                 if let Some(k) = s.knotes.get_mut(kid) {
                     k.record_run(RunEvent::exec(at));
                 }
@@ -571,6 +679,9 @@ impl Registry {
 
     /// `parent` created `child`. With `fork_event`, the parent's streams with `FORK` hear of it;
     /// a resync discovers children without knowing how they were forked and passes `false`.
+    /// `at` is the time the events carry; `when` decides which streams the fork is for (only
+    /// those whose watch began before it; see [`Stream::predates`]).
+    #[allow(clippy::too_many_arguments)]
     fn fork(
         &mut self,
         parent: Pid,
@@ -578,6 +689,7 @@ impl Registry {
         start_ns: u64,
         fork_event: bool,
         at: Timestamp,
+        when: Stamp,
         wake: &mut Wakeups,
     ) {
         let craw = child.as_raw();
@@ -625,6 +737,11 @@ impl Registry {
             let Some(s) = self.streams.get_mut(sidx) else {
                 continue;
             };
+            if s.predates(when) {
+                // Forked before this stream's watch began: neither the fork nor the child is
+                // for it (the child is not a process it saw being created).
+                continue;
+            }
             if fork_event && s.interest.contains(Interest::FORK) {
                 if let Some(k) = s.knotes.get_mut(pkid) {
                     k.record_run(RunEvent::fork(craw, at));
@@ -672,6 +789,7 @@ impl Registry {
                         start_ns,
                         knotes: attached,
                         threads: Threads::single(),
+                        synced: Synced::default(),
                     },
                 );
             }
@@ -689,7 +807,7 @@ impl Registry {
         born.sort_unstable();
         for (start, raw) in born {
             if let Some(g) = Pid::from_raw(raw) {
-                self.fork(child, g, start, false, at, wake);
+                self.fork(child, g, start, false, at, when, wake);
             }
         }
         if let Some((status, exit_at)) = h.knote.exit_recorded() {
@@ -773,9 +891,14 @@ impl Registry {
     /// status, and untracked children of tracked processes that started after `cutoff_boot`
     /// (the boot-clock time of the last event read before the loss; anything older was not
     /// lost) are attached with `Child`, whole new subtrees included.
+    ///
+    /// `unverified` lists tracked processes that exist but that the listing could not show
+    /// (`/proc` mounted with `hidepid`, and another user's process): they are left as they
+    /// are, neither taken for dead nor rebuilt.
     pub(crate) fn resync(
         &mut self,
         snapshot: &SystemSnapshot,
+        unverified: &HashSet<i32>,
         now: Stamp,
         cutoff_boot: u64,
         wake: &mut Wakeups,
@@ -791,6 +914,7 @@ impl Registry {
                 continue;
             }
             match snapshot.get(&raw) {
+                None if unverified.contains(&raw) => {}
                 Some(sp) if same_start(start, sp.start_ns) => {
                     if let Some(status) = sp.zombie {
                         self.exit(pid, status, at, wake);
@@ -798,7 +922,7 @@ impl Registry {
                         if e.start_ns == 0 {
                             e.start_ns = sp.start_ns;
                         }
-                        e.threads = Threads::from_tids(raw, &sp.tids, sp.leader_gone);
+                        e.resync_threads(raw, sp);
                     }
                 }
                 _ => self.exit(pid, None, at, wake),
@@ -831,9 +955,16 @@ impl Registry {
                     continue;
                 }
                 let born = Timestamp::from_nanos(sp.start_ns.saturating_sub(now.boot_ahead()));
-                self.fork(parent, pid, sp.start_ns, false, born, wake);
+                // `/proc` rounds start times down to the clock tick: the child started no
+                // later than one tick after it. A stream whose watch began after that does
+                // not get it; one whose watch began within that tick does.
+                let latest = Stamp {
+                    mono: 0,
+                    boot: sp.start_ns.saturating_add(PROC_TICK_NS),
+                };
+                self.fork(parent, pid, sp.start_ns, false, born, latest, wake);
                 if let Some(e) = self.procs.get_mut(&raw) {
-                    e.threads = Threads::from_tids(raw, &sp.tids, sp.leader_gone);
+                    e.resync_threads(raw, sp);
                     queue.push_back(raw);
                 }
                 if let Some(status) = sp.zombie {

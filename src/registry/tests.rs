@@ -56,7 +56,7 @@ impl Script {
     fn watch_limit(&mut self, p: i32, interest: Interest, limit: usize) -> StreamId {
         let id = self.reg.add_stream(pid(p), interest, limit).unwrap();
         self.reg
-            .attach_root(id, pid(p), Some(&alive()), &mut self.wake)
+            .attach_root(id, pid(p), Some(&alive()), Stamp::default(), &mut self.wake)
             .unwrap();
         id
     }
@@ -368,7 +368,7 @@ fn stale_messages_about_a_pids_previous_owner_are_dropped() {
         ..ProcSnapshot::default()
     };
     s.reg
-        .attach_root(id, pid(10), Some(&snap), &mut s.wake)
+        .attach_root(id, pid(10), Some(&snap), Stamp::default(), &mut s.wake)
         .unwrap();
     // An exit of the previous pid-10 process, stamped before this one started.
     s.reg.apply_at(
@@ -402,17 +402,19 @@ fn zombie_root_with_exit_interest_exits_at_once() {
         ..alive()
     };
     s.reg
-        .attach_root(id, pid(10), Some(&zombie), &mut s.wake)
+        .attach_root(id, pid(10), Some(&zombie), Stamp::default(), &mut s.wake)
         .unwrap();
     assert_eq!(s.read(id), (vec![exit(10, 3)], true));
 
     let id = s.reg.add_stream(pid(10), Interest::FORK, 100).unwrap();
     assert_eq!(
-        s.reg.attach_root(id, pid(10), Some(&zombie), &mut s.wake),
+        s.reg
+            .attach_root(id, pid(10), Some(&zombie), Stamp::default(), &mut s.wake),
         Err(ErrorKind::NoSuchProcess)
     );
     assert_eq!(
-        s.reg.attach_root(id, pid(10), None, &mut s.wake),
+        s.reg
+            .attach_root(id, pid(10), None, Stamp::default(), &mut s.wake),
         Err(ErrorKind::NoSuchProcess)
     );
 }
@@ -535,7 +537,8 @@ fn dropping_a_stream_unlinks_everything_and_spares_the_other() {
     assert_eq!(s.reg.tracked_pids(), 0);
     assert_eq!(s.read(a), (vec![], true));
     assert_eq!(
-        s.reg.attach_root(a, pid(10), Some(&alive()), &mut s.wake),
+        s.reg
+            .attach_root(a, pid(10), Some(&alive()), Stamp::default(), &mut s.wake),
         Err(ErrorKind::Closed)
     );
 }
@@ -670,7 +673,8 @@ fn lost_then_resync_reports_the_gap() {
     snap.insert(13, listed(10, 3_000, None));
     snap.insert(14, listed(13, 4_000, None));
     snap.insert(15, listed(1, 4_000, None));
-    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
+    s.reg
+        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
     let (evs, done) = s.read(id);
     assert!(!done, "10, 13 and 14 are alive: {evs:?}");
     // The resync walks hash maps, so the order between different pids is not fixed; what is:
@@ -714,7 +718,8 @@ fn resync_sees_a_reused_pid_as_an_exit() {
     snap.insert(10, listed(1, 1_000, None));
     // Pid 11 now names a process that started 10 s later under another parent.
     snap.insert(11, listed(1, 10_000_000_000, None));
-    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
+    s.reg
+        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
     let (evs, _) = s.read(id);
     assert_eq!(evs, vec![lost(10, 1), exit_unknown(11)]);
 }
@@ -760,7 +765,7 @@ fn a_fork_arriving_after_watch_of_the_child_still_gives_child() {
         ..alive()
     };
     s.reg
-        .attach_root(b, pid(11), Some(&snap), &mut s.wake)
+        .attach_root(b, pid(11), Some(&snap), Stamp::default(), &mut s.wake)
         .unwrap();
     s.fork(10, 11);
     assert_eq!(s.read(a).0, vec![fork(10, 11, 1), child(11, 10)]);
@@ -781,7 +786,8 @@ fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
     snap.insert(11, listed(10, 2_000, Some(0)));
     for _ in 0..3 {
         s.reg.mark_lost(T0, &mut s.wake);
-        s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
+        s.reg
+            .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
         assert_eq!(s.read(id).0, vec![lost(10, 1)]);
     }
     // A fork message for it read late (queued during a scan) does not bring it back either.
@@ -799,8 +805,10 @@ fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
 #[test]
 fn per_process_records_stay_small() {
     // The per-tracked-process memory budget (benches/memory.rs measures the whole of it).
-    assert!(std::mem::size_of::<ProcEntry>() <= 32);
-    assert!(std::mem::size_of::<Stream>() <= 128);
+    // 40 bytes: start time, links, thread set, and when the thread set was read.
+    assert!(std::mem::size_of::<ProcEntry>() <= 40);
+    // Per stream, not per process: 144 bytes with the time its watch began.
+    assert!(std::mem::size_of::<Stream>() <= 144);
 }
 
 #[test]
@@ -813,7 +821,8 @@ fn a_watch_during_a_resync_listing_is_not_judged_by_that_listing() {
     let mut snap = SystemSnapshot::new();
     snap.insert(10, listed(1, 1_000, None));
     let b = s.watch(20, Interest::ALL);
-    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
+    s.reg
+        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
     assert_eq!(
         s.read(b),
         (vec![], false),
@@ -823,7 +832,8 @@ fn a_watch_during_a_resync_listing_is_not_judged_by_that_listing() {
     // The next resync, with a listing taken after the watch, does judge it.
     s.reg.mark_lost(T0, &mut s.wake);
     s.reg.begin_scan();
-    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
+    s.reg
+        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
     assert_eq!(s.read(b), (vec![lost(20, 1), exit_unknown(20)], true));
 }
 
@@ -837,8 +847,13 @@ fn a_resync_attaches_only_children_born_after_the_last_event_read() {
     snap.insert(11, listed(10, 5_000_000_000, None)); // older than the loss: not lost
     snap.insert(12, listed(10, 9_000_000_000, Some(0))); // an old zombie: not lost either
     snap.insert(13, listed(10, 20_000_000_000, None)); // born in the gap
-    s.reg
-        .resync(&snap, Stamp::default(), 15_000_000_000, &mut s.wake);
+    s.reg.resync(
+        &snap,
+        &HashSet::new(),
+        Stamp::default(),
+        15_000_000_000,
+        &mut s.wake,
+    );
     assert_eq!(s.read(id), (vec![lost(10, 1), child(13, 10)], false));
 }
 
@@ -853,7 +868,8 @@ fn a_resync_walks_new_subtrees_by_parent_links_not_start_order() {
     snap.insert(300, listed(10, 2_000, None));
     snap.insert(200, listed(300, 2_000, None));
     snap.insert(100, listed(200, 1_999, None));
-    s.reg.resync(&snap, Stamp::default(), 0, &mut s.wake);
+    s.reg
+        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
     let (evs, _) = s.read(id);
     assert_eq!(
         evs,
@@ -875,7 +891,7 @@ fn watching_a_reused_pid_retires_the_stale_entry() {
     let new = s.reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
     let fresh = listed(1, 9_000_000_000, None);
     s.reg
-        .attach_root(new, pid(10), Some(&fresh), &mut s.wake)
+        .attach_root(new, pid(10), Some(&fresh), Stamp::default(), &mut s.wake)
         .unwrap();
     assert_eq!(s.read(old), (vec![exit_unknown(10)], true));
     s.reg.apply_at(
@@ -892,4 +908,343 @@ fn watching_a_reused_pid_retires_the_stale_entry() {
         (vec![], false),
         "the old exit is not the new process's"
     );
+}
+
+// Where a stream begins: nothing from before its `watch`, everything after.
+
+/// A process as `/proc` showed it at `read_at` (both clocks).
+fn read_at(read_at: u64, tids: &[i32], leader_exiting: bool) -> ProcSnapshot {
+    ProcSnapshot {
+        ppid: 1,
+        start_ns: 1_000,
+        tids: tids.to_vec(),
+        leader_exiting,
+        read_at,
+        ..ProcSnapshot::default()
+    }
+}
+
+impl Script {
+    /// Watches `p` as `watch` does: the watch begins at `since`, `/proc` is read just after.
+    fn watch_since(&mut self, p: i32, since: u64, snap: &ProcSnapshot) -> StreamId {
+        let id = self.reg.add_stream(pid(p), Interest::ALL, 1 << 16).unwrap();
+        self.reg
+            .attach_root(id, pid(p), Some(snap), st(since), &mut self.wake)
+            .unwrap();
+        id
+    }
+
+    fn input_at(&mut self, input: Input, at: u64) {
+        self.reg.apply_at(input, st(at), &mut self.wake);
+    }
+}
+
+#[test]
+fn inputs_stamped_before_the_watch_do_not_reach_the_stream() {
+    let mut s = Script::new();
+    let id = s.watch_since(10, 5_000, &read_at(5_001, &[], false));
+    // Still queued when the watch began: the exec that started the program, a fork, and the
+    // exit of the child it forked.
+    s.input_at(Input::Exec { pid: pid(10) }, 4_000);
+    let fork_11 = Input::Fork {
+        parent: pid(10),
+        child: pid(11),
+        start_ns: 4_500,
+    };
+    s.input_at(fork_11, 4_500);
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(11),
+            tid: 11,
+            code: 0,
+        },
+        4_900,
+    );
+    assert_eq!(s.read(id), (vec![], false));
+    assert_eq!(
+        s.reg.tracked_count(id),
+        1,
+        "11 was created before the watch"
+    );
+    // What comes after the watch began is delivered, from its first nanosecond.
+    s.input_at(Input::Exec { pid: pid(10) }, 5_000);
+    let fork_12 = Input::Fork {
+        parent: pid(10),
+        child: pid(12),
+        start_ns: 6_000,
+    };
+    s.input_at(fork_12, 6_000);
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(12),
+            tid: 12,
+            code: 3 << 8,
+        },
+        7_000,
+    );
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 10,
+            code: 0,
+        },
+        8_000,
+    );
+    assert_eq!(
+        s.read(id),
+        (
+            vec![
+                exec(10, 1),
+                fork(10, 12, 1),
+                child(12, 10),
+                exit(12, 3),
+                exit(10, 0)
+            ],
+            true
+        )
+    );
+}
+
+#[test]
+fn an_older_stream_still_gets_what_a_newer_one_on_the_same_pid_does_not() {
+    let mut s = Script::new();
+    let old = s.watch_since(10, 1_000, &read_at(1_001, &[], false));
+    let new = s.watch_since(10, 5_000, &read_at(5_001, &[], false));
+    s.input_at(
+        Input::Fork {
+            parent: pid(10),
+            child: pid(11),
+            start_ns: 3_000,
+        },
+        3_000,
+    );
+    s.input_at(Input::Exec { pid: pid(11) }, 4_000);
+    s.input_at(Input::Exec { pid: pid(10) }, 6_000);
+    assert_eq!(
+        s.read(old).0,
+        vec![fork(10, 11, 1), exec(10, 1), child(11, 10), exec(11, 1)]
+    );
+    assert_eq!(s.read(new).0, vec![exec(10, 1)]);
+    // The child the new stream never saw created is not its to end with.
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(11),
+            tid: 11,
+            code: 0,
+        },
+        7_000,
+    );
+    assert_eq!(s.read(new), (vec![], false));
+    assert_eq!(s.read(old), (vec![exit(11, 0)], false));
+}
+
+#[test]
+fn a_non_leader_execs_old_leader_exit_from_before_the_watch_is_not_an_exit() {
+    // Thread 11 of process 10 called execve just before the watch: the kernel queued the old
+    // leader's exit (tid 10) and the exec; `/proc` already shows one thread, the new leader.
+    let mut s = Script::new();
+    let id = s.watch_since(10, 5_000, &read_at(5_001, &[], false));
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 11,
+            code: 0,
+        },
+        4_000,
+    );
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 10,
+            code: 0,
+        },
+        4_100,
+    );
+    s.input_at(Input::Exec { pid: pid(10) }, 4_200);
+    assert_eq!(s.read(id), (vec![], false), "the process lives on");
+    // Its program forks a thread and exits for real.
+    s.input_at(
+        Input::ThreadStart {
+            tgid: pid(10),
+            tid: 12,
+        },
+        6_000,
+    );
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 10,
+            code: 0,
+        },
+        7_000,
+    );
+    assert_eq!(s.read(id), (vec![], false), "thread 12 still runs");
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 12,
+            code: 4 << 8,
+        },
+        8_000,
+    );
+    assert_eq!(s.read(id), (vec![exit(10, 4)], true));
+}
+
+#[test]
+fn a_process_already_exiting_when_watched_gets_its_exit() {
+    // The last thread sent its exit message just before the watch, but was not a zombie yet
+    // when `/proc` was read: the read saw it exiting, so the message counts.
+    let mut s = Script::new();
+    let id = s.watch_since(10, 5_000, &read_at(5_001, &[], true));
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 10,
+            code: 9,
+        },
+        4_000,
+    );
+    let (evs, done) = s.read(id);
+    assert!(done);
+    assert!(
+        matches!(evs.as_slice(), [ProcEvent::Exit { pid: p, status: Some(st), .. }]
+            if *p == pid(10) && st.signal() == Some(9)),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn thread_messages_from_before_the_read_do_not_change_the_thread_set() {
+    let mut s = Script::new();
+    // `/proc` listed threads 10 and 12; thread 11 came and went before the read, thread 12
+    // was created before it.
+    let id = s.watch_since(10, 5_000, &read_at(5_001, &[10, 12], false));
+    for (input, at) in [
+        (
+            Input::ThreadStart {
+                tgid: pid(10),
+                tid: 11,
+            },
+            1_000,
+        ),
+        (
+            Input::ThreadStart {
+                tgid: pid(10),
+                tid: 12,
+            },
+            2_000,
+        ),
+        (
+            Input::ThreadExit {
+                tgid: pid(10),
+                tid: 11,
+                code: 0,
+            },
+            3_000,
+        ),
+    ] {
+        s.input_at(input, at);
+    }
+    // 11 is not waited for (it would never exit again), 12 is.
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 10,
+            code: 0,
+        },
+        6_000,
+    );
+    assert_eq!(s.read(id), (vec![], false));
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 12,
+            code: 2 << 8,
+        },
+        7_000,
+    );
+    assert_eq!(s.read(id), (vec![exit(10, 2)], true));
+}
+
+#[test]
+fn a_resync_attaches_a_child_only_to_streams_watching_before_it_started() {
+    let mut s = Script::new();
+    let tick = PROC_TICK_NS;
+    let old = s.watch_since(10, 1_000, &read_at(1_001, &[], false));
+    let new = s.watch_since(10, 100 * tick, &read_at(100 * tick + 1, &[], false));
+    s.reg.mark_lost(T0, &mut s.wake);
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, listed(1, 1_000, None));
+    // 11 started two ticks before the new watch began, 12 within the tick before it (it may
+    // have started after it: /proc cannot tell), 13 after it.
+    snap.insert(11, listed(10, 98 * tick, None));
+    snap.insert(12, listed(10, 100 * tick - tick / 2, None));
+    snap.insert(13, listed(10, 101 * tick, None));
+    s.reg
+        .resync(&snap, &HashSet::new(), st(200 * tick), 2_000, &mut s.wake);
+    let children = |evs: Vec<ProcEvent>| -> Vec<ProcEvent> {
+        let mut c: Vec<_> = evs
+            .into_iter()
+            .filter(|e| matches!(e, ProcEvent::Child { .. }))
+            .collect();
+        c.sort_by_key(|e| e.pid());
+        c
+    };
+    assert_eq!(
+        children(s.read(old).0),
+        vec![child(11, 10), child(12, 10), child(13, 10)]
+    );
+    assert_eq!(children(s.read(new).0), vec![child(12, 10), child(13, 10)]);
+}
+
+#[test]
+fn a_resync_rebuilds_the_thread_set_as_of_its_read() {
+    // After a loss, thread 10 of the tracked process called... nothing: a non-leader thread
+    // (11) called execve in the gap. The resync reads one thread; the old leader's exit,
+    // still queued behind the loss, must not end the process.
+    let mut s = Script::new();
+    let id = s.watch_since(10, 1_000, &read_at(1_001, &[10, 11], false));
+    s.reg.mark_lost(T0, &mut s.wake);
+    let mut snap = SystemSnapshot::new();
+    let mut now = listed(1, 1_000, None);
+    now.read_at = 5_000;
+    snap.insert(10, now);
+    s.reg
+        .resync(&snap, &HashSet::new(), st(5_000), 2_000, &mut s.wake);
+    s.input_at(
+        Input::ThreadExit {
+            tgid: pid(10),
+            tid: 10,
+            code: 0,
+        },
+        4_000,
+    );
+    s.input_at(Input::Exec { pid: pid(10) }, 4_100);
+    let (evs, done) = s.read(id);
+    assert!(!done, "{evs:?}");
+    assert_eq!(
+        evs.into_iter().map(untimed).collect::<Vec<_>>(),
+        vec![lost(10, 1), exec(10, 1)]
+    );
+}
+
+#[test]
+fn a_resync_leaves_tracked_processes_it_could_not_read_alone() {
+    // `/proc` mounted with `hidepid`: 11 (another user's, say after a setuid exec) exists but
+    // is not in the listing; 12 is gone.
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    s.fork(10, 12);
+    s.read(id);
+    s.reg.mark_lost(T0, &mut s.wake);
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, alive());
+    let unverified: HashSet<i32> = [11].into();
+    s.reg
+        .resync(&snap, &unverified, Stamp::default(), 0, &mut s.wake);
+    assert_eq!(s.read(id), (vec![lost(10, 1), exit_unknown(12)], false));
+    assert_eq!(s.reg.tracked_count(id), 2);
+    s.exit(11, 0);
+    assert_eq!(s.read(id), (vec![exit(11, 0)], false));
 }

@@ -430,3 +430,52 @@ impl LoggedStorm {
         }
     }
 }
+
+/// The uid and gid of `nobody`, which tests run parts of themselves as.
+pub const NOBODY: &str = "65534";
+
+/// `setpriv` and its arguments to run a command as `nobody` with no capability but `cap` (a
+/// `setpriv` name such as `net_admin`), or none at all.
+pub fn setpriv_nobody(cap: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = ["setpriv", "--reuid", NOBODY, "--regid", NOBODY]
+        .map(String::from)
+        .into();
+    args.push("--clear-groups".into());
+    match cap {
+        None => args.extend(["--inh-caps=-all".into(), "--bounding-set=-all".into()]),
+        Some(cap) => args.extend([
+            format!("--inh-caps=-all,+{cap}"),
+            format!("--ambient-caps=+{cap}"),
+            format!("--bounding-set=-all,+{cap}"),
+        ]),
+    }
+    args
+}
+
+/// A command that runs `args` as `nobody` with no capabilities at all (`setpriv`).
+pub fn as_nobody(args: &[&str]) -> tokio::process::Command {
+    let setpriv = setpriv_nobody(None);
+    let mut c = tokio::process::Command::new(&setpriv[0]);
+    c.args(&setpriv[1..]).args(args).kill_on_drop(true);
+    c
+}
+
+/// Runs `cmd` and returns the text after `RESULT=` on its standard output: how a test's helper
+/// (this test binary run again, as another user or in another namespace) reports.
+pub async fn helper_result(mut cmd: tokio::process::Command, limit: Duration) -> String {
+    let out = tokio::time::timeout(limit, cmd.output())
+        .await
+        .expect("the helper hung")
+        .expect("run the helper");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT=").map(|(_, r)| r.to_owned()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from the helper (is the test binary readable by nobody?): \
+                 {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}

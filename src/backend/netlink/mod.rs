@@ -40,6 +40,7 @@ use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
 use rustix::net::RecvFlags;
 use rustix::time::Timespec;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -425,6 +426,60 @@ struct Drainer {
     resync_cutoff: Option<u64>,
     /// After a failed resync: not to be tried again before then.
     resync_retry_at: Option<std::time::Instant>,
+    /// Datagrams read while a resync scans `/proc`, applied after it (see [`Stash`]).
+    stash: Stash,
+}
+
+/// The longest a [`Stash`] grows: as much as the default receive buffer holds in the kernel's
+/// accounting (about 1 KiB a message), at the ~80 bytes a message takes here.
+const STASH_CAP: usize = 8 << 20;
+
+/// Datagrams read from the socket while a resync scans `/proc`.
+///
+/// A scan reads a few files per process on the system and can take tens of milliseconds.
+/// Applying messages during it would change the table the scan is about to be compared
+/// with; leaving them in the socket makes a small receive buffer (an unprivileged user's,
+/// capped by `net.core.rmem_max`) overflow again under a storm: `Lost`, resync, `Lost`...
+/// So the scan stops every few processes to move what the kernel queued into this buffer,
+/// which is applied, in order, right after the resync: exactly what would have happened had
+/// the socket been large enough. It holds at most [`STASH_CAP`] bytes, whatever the storm;
+/// beyond that the kernel's buffer takes the rest, and an overflow there is a loss like any
+/// other. An overflow reported while stashing is kept in its place in the order.
+#[derive(Default)]
+struct Stash {
+    /// Records: a native-endian `u32` length, then that many bytes; length 0 marks a loss.
+    bytes: Vec<u8>,
+    /// Losses (`ENOBUFS`) seen while stashing.
+    losses: usize,
+}
+
+impl Stash {
+    fn push(&mut self, datagram: &[u8]) {
+        self.bytes
+            .extend_from_slice(&(datagram.len() as u32).to_ne_bytes());
+        self.bytes.extend_from_slice(datagram);
+    }
+
+    fn push_loss(&mut self) {
+        self.bytes.extend_from_slice(&0u32.to_ne_bytes());
+        self.losses += 1;
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes.len() >= STASH_CAP
+    }
+
+    /// The records in order: `Some(datagram)`, or `None` for a loss.
+    fn records(&self) -> impl Iterator<Item = Option<&[u8]>> + '_ {
+        let mut rest = &self.bytes[..];
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_ne_bytes(*len) as usize;
+            let (datagram, tail) = tail.split_at(len.min(tail.len()));
+            rest = tail;
+            Some((len > 0).then_some(datagram))
+        })
+    }
 }
 
 impl Drainer {
@@ -440,6 +495,7 @@ impl Drainer {
             last_boot: now.boot,
             resync_cutoff: None,
             resync_retry_at: None,
+            stash: Stash::default(),
         }
     }
 
@@ -458,32 +514,16 @@ impl Drainer {
                 drained.more = true;
                 break;
             }
-            match rustix::net::recvfrom(&*self.sock, &mut self.buf[..], RecvFlags::DONTWAIT) {
-                Ok((n, _, from)) => {
+            match recv_from_kernel(&self.sock, &mut self.buf) {
+                Ok(None) => drained.datagrams += 1,
+                Ok(Some(n)) => {
                     drained.datagrams += 1;
-                    // Only the kernel speaks on this group; anything else is not an event.
-                    let from_kernel = from
-                        .and_then(|a| SocketAddrNetlink::try_from(a).ok())
-                        .is_some_and(|a| a.pid() == 0);
-                    if !from_kernel {
-                        tracing::debug!("dropped a proc connector datagram not sent by the kernel");
-                        continue;
-                    }
-                    let (batch, offset, ahead) =
-                        (&mut self.batch, self.mono_offset, self.boot_ahead);
-                    wire::decode_datagram(&self.buf[..n], |m| match m {
-                        Ok(msg) => {
-                            if let Some((input, ts)) = to_input(msg) {
-                                let mono = ts.saturating_add_signed(offset);
-                                let stamp = Stamp {
-                                    mono,
-                                    boot: mono.saturating_add(ahead),
-                                };
-                                batch.push((fix_start(input, stamp), stamp));
-                            }
-                        }
-                        Err(e) => tracing::debug!(?e, "undecodable proc connector message"),
-                    });
+                    decode_into(
+                        &mut self.batch,
+                        &self.buf[..n],
+                        self.mono_offset,
+                        self.boot_ahead,
+                    );
                     if self.batch.len() >= BATCH {
                         self.flush();
                         if self.stopping() {
@@ -533,9 +573,51 @@ impl Drainer {
         wake.wake_all();
     }
 
+    /// Moves what the kernel has queued into the stash, without applying it (see [`Stash`]).
+    fn stash_queued(&mut self) {
+        while !self.stash.is_full() {
+            match recv_from_kernel(&self.sock, &mut self.buf) {
+                Ok(None) => {}
+                Ok(Some(n)) => self.stash.push(&self.buf[..n]),
+                Err(Errno::INTR) => {}
+                Err(Errno::NOBUFS) => self.stash.push_loss(),
+                // `EAGAIN`: nothing more queued. Anything else is for `drain` to report.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Applies what was stashed during a resync, in the order it was read.
+    fn apply_stash(&mut self) {
+        let stash = std::mem::take(&mut self.stash);
+        if stash.losses > 0 {
+            tracing::warn!(
+                losses = stash.losses,
+                "proc connector overflowed during a /proc resync"
+            );
+        }
+        for record in stash.records() {
+            match record {
+                Some(datagram) => {
+                    decode_into(&mut self.batch, datagram, self.mono_offset, self.boot_ahead);
+                    if self.batch.len() >= BATCH {
+                        self.flush();
+                    }
+                }
+                None => self.lost(),
+            }
+        }
+        self.flush();
+    }
+
     /// Rebuilds what a loss hid from a `/proc` listing. On failure (out of file descriptors,
     /// say) it stays pending and is tried again shortly: an unreadable process is never taken
     /// for a dead one.
+    ///
+    /// The socket is read throughout (into the [`Stash`], applied afterwards), so the scan
+    /// does not make a small receive buffer overflow again. Processes `/proc` will not show
+    /// this reader (`hidepid`) are asked about through a pidfd instead: a tracked one that
+    /// still exists stays tracked, one that exited or is gone gets its `Exit` (status `None`).
     fn resync(&mut self) {
         let Some(cutoff) = self.resync_cutoff else {
             return;
@@ -548,19 +630,42 @@ impl Drainer {
             return;
         }
         self.shared.lock().begin_scan();
-        match procfs::scan_all() {
-            Ok(snapshot) => {
+        let listing = procfs::scan_all(&mut || self.stash_queued());
+        match listing {
+            Ok(listing) => {
+                let tracked = self.shared.lock().tracked_pid_list();
+                let unverified: HashSet<i32> = tracked
+                    .into_iter()
+                    .filter(|raw| !listing.procs.contains_key(raw))
+                    .filter(|&raw| procfs::probe(raw) == Some(procfs::Probe::Running))
+                    .collect();
+                self.stash_queued();
                 let mut wake = Wakeups::default();
-                self.shared
-                    .lock()
-                    .resync(&snapshot, Stamp::now(), cutoff, &mut wake);
+                self.shared.lock().resync(
+                    &listing.procs,
+                    &unverified,
+                    Stamp::now(),
+                    cutoff,
+                    &mut wake,
+                );
                 wake.wake_all();
                 self.resync_cutoff = None;
                 if self.resync_retry_at.take().is_some() {
                     tracing::info!("/proc resync succeeded after retrying");
                 }
+                if !listing.unreadable.is_empty() {
+                    tracing::debug!(
+                        unreadable = listing.unreadable.len(),
+                        unverified = unverified.len(),
+                        "/proc resync could not read some processes"
+                    );
+                }
+                self.apply_stash();
             }
             Err(e) => {
+                // What was read meanwhile is not lost: it is applied now, the resync retried
+                // later.
+                self.apply_stash();
                 if self.resync_retry_at.is_none() {
                     tracing::warn!(
                         error = %e,
@@ -573,6 +678,39 @@ impl Drainer {
             }
         }
     }
+}
+
+/// Reads one datagram: `Ok(Some(len))` for one from the kernel (in `buf`), `Ok(None)` for one
+/// from anyone else (only the kernel speaks on this group; anything else is not an event).
+fn recv_from_kernel(sock: &OwnedFd, buf: &mut [u8]) -> Result<Option<usize>, Errno> {
+    let cap = buf.len();
+    let (n, _, from) = rustix::net::recvfrom(sock, buf, RecvFlags::DONTWAIT)?;
+    let from_kernel = from
+        .and_then(|a| SocketAddrNetlink::try_from(a).ok())
+        .is_some_and(|a| a.pid() == 0);
+    if !from_kernel {
+        tracing::debug!("dropped a proc connector datagram not sent by the kernel");
+        return Ok(None);
+    }
+    Ok(Some(n.min(cap)))
+}
+
+/// Decodes one datagram into registry inputs, stamped on this process's clocks: `offset` is
+/// the time namespace's monotonic offset, `ahead` how far the boot clock is ahead.
+fn decode_into(batch: &mut Vec<(Input, Stamp)>, datagram: &[u8], offset: i64, ahead: u64) {
+    wire::decode_datagram(datagram, |m| match m {
+        Ok(msg) => {
+            if let Some((input, ts)) = to_input(msg) {
+                let mono = ts.saturating_add_signed(offset);
+                let stamp = Stamp {
+                    mono,
+                    boot: mono.saturating_add(ahead),
+                };
+                batch.push((fix_start(input, stamp), stamp));
+            }
+        }
+        Err(e) => tracing::debug!(?e, "undecodable proc connector message"),
+    });
 }
 
 /// A fork's start time is its stamp on the boot clock (what `/proc` start times use).
@@ -602,6 +740,24 @@ mod tests {
         if INJECT_PANIC.swap(false, Ordering::SeqCst) {
             panic!("injected panic on the backstop thread (expected by the test)");
         }
+    }
+
+    #[test]
+    fn a_stash_gives_back_datagrams_and_losses_in_order() {
+        let mut stash = super::Stash::default();
+        stash.push(b"one");
+        stash.push_loss();
+        stash.push(b"");
+        stash.push(b"three");
+        let records: Vec<Option<&[u8]>> = stash.records().collect();
+        // An empty datagram reads back as a loss marker: the kernel never sends one, and
+        // taking it for a loss errs on the side of a resync.
+        assert_eq!(
+            records,
+            vec![Some(&b"one"[..]), None, None, Some(&b"three"[..])]
+        );
+        assert_eq!(stash.losses, 1);
+        assert!(!stash.is_full());
     }
 
     #[tokio::test]

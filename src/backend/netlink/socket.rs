@@ -48,8 +48,37 @@ pub(crate) fn open(rcvbuf: usize) -> Result<OwnedFd, Error> {
         let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, rcvbuf);
     }
     let addr = SocketAddrNetlink::new(0, wire::CN_IDX_PROC);
-    rustix::net::bind(&fd, &addr).map_err(|e| with_privilege_hint(err("netlink bind", e), e))?;
+    rustix::net::bind(&fd, &addr).map_err(|e| {
+        if (e == Errno::PERM || e == Errno::ACCESS) && in_child_user_namespace() {
+            // No privilege inside the namespace helps: the check is made against the network
+            // namespace's owner, which a user namespace created later does not own.
+            return Error::new(ErrorKind::Unsupported, "netlink bind")
+                .with_backend(BackendKind::Netlink)
+                .with_detail(
+                    "the kernel refuses proc-connector subscriptions from a process in a \
+                     user namespace other than the initial one (a container or sandbox); \
+                     it only serves the initial user and pid namespaces",
+                )
+                .with_source(std::io::Error::from(e));
+        }
+        with_privilege_hint(err("netlink bind", e), e)
+    })?;
     Ok(fd)
+}
+
+/// Whether this process runs in a user namespace other than the initial one: the initial
+/// namespace maps every id to itself (`0 0 4294967295` in `/proc/self/uid_map`,
+/// `user_namespaces(7)`).
+fn in_child_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| !is_identity_map(&map))
+}
+
+fn is_identity_map(map: &str) -> bool {
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_ascii_whitespace().collect())
+        .collect();
+    matches!(lines.as_slice(), [f] if f.as_slice() == ["0", "0", "4294967295"])
 }
 
 /// The receive buffer the kernel actually granted.
@@ -153,4 +182,19 @@ pub(crate) fn listen(fd: &OwnedFd, timeout: Duration) -> Result<(), Error> {
 /// Unsubscribes (best effort; closing the socket does the same).
 pub(crate) fn ignore(fd: &OwnedFd) {
     let _ = send_op(fd, wire::PROC_CN_MCAST_IGNORE, None, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_identity_map;
+
+    #[test]
+    fn only_the_initial_namespace_maps_every_id_to_itself() {
+        assert!(is_identity_map("         0          0 4294967295\n"));
+        // `unshare --map-root-user`: root inside is one user outside.
+        assert!(!is_identity_map("         0       1000          1\n"));
+        assert!(!is_identity_map("0 0 65536\n"));
+        assert!(!is_identity_map("0 0 4294967295\n0 0 1\n"));
+        assert!(!is_identity_map(""));
+    }
 }
