@@ -108,6 +108,11 @@
 //!   tracked only by streams that track that process, and a stream tracking only the creator
 //!   gets nothing about it: no `Child`, no `TrackErr` (the backend cannot tell it happened).
 //!   `tests/clone_parent.rs` pins this behaviour.
+//! * A resync reads `/proc` as far as this process may. Where `/proc` is mounted with
+//!   `hidepid` and the reader lacks `CAP_SYS_PTRACE`, other users' processes cannot be read:
+//!   a tracked one (a child that ran a setuid program, say) is then asked about through a
+//!   pidfd — gone or exited, it gets `Exit` with status `None`; still running, it stays
+//!   tracked as it was — and children such processes created in the gap are not found.
 //! * Children discovered by a resync after a loss are attached with `Child` but without the
 //!   `Fork` on their parent (the kernel message that would have said so was lost). Only
 //!   children that started after the last event read before the loss are attached; a child
