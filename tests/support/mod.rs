@@ -479,3 +479,73 @@ pub async fn helper_result(mut cmd: tokio::process::Command, limit: Duration) ->
             )
         })
 }
+
+// ---- Blocking pipe I/O, and nothing older than the watch ----
+
+/// Reads one line (without its newline) from the pipe `fd`, which must be in blocking mode,
+/// one byte at a time so that nothing after the line is consumed. It never awaits: a test
+/// that calls it and then `watch` leaves the runtime no chance to read the netlink socket in
+/// between. Fails the test if no full line comes within [`DEADLINE`].
+pub fn read_line_blocking(fd: impl rustix::fd::AsFd, what: &str) -> String {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::io::Errno;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{what}: no full line within {DEADLINE:?}; got {:?}",
+            String::from_utf8_lossy(&line)
+        );
+        let ts = rustix::time::Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => panic!("{what}: poll: {e}"),
+        }
+        if fds[0].revents().is_empty() {
+            continue;
+        }
+        let mut byte = [0u8];
+        match rustix::io::read(&fd, &mut byte) {
+            Ok(0) => panic!(
+                "{what}: end of file before a full line; got {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+            Ok(_) if byte[0] == b'\n' => return String::from_utf8_lossy(&line).into_owned(),
+            Ok(_) => line.push(byte[0]),
+            Err(Errno::INTR) | Err(Errno::AGAIN) => {}
+            Err(e) => panic!("{what}: read: {e}"),
+        }
+    }
+}
+
+/// Writes all of `bytes` to the blocking pipe `fd` (a few bytes into an empty pipe never wait).
+pub fn write_blocking(fd: impl rustix::fd::AsFd, bytes: &[u8], what: &str) {
+    let mut done = 0;
+    while done < bytes.len() {
+        match rustix::io::write(&fd, &bytes[done..]) {
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("{what}: write: {e}"),
+        }
+    }
+}
+
+/// Checks that no event is older than `watched_at`, the time read just before the watch
+/// began: what the kernel emitted before `watch` was called is never delivered (§3.9), even
+/// if its message was still unread in the socket then.
+pub fn check_after_watch(events: &[ProcEvent], watched_at: procwatch::Timestamp) {
+    for ev in events {
+        assert!(
+            ev.at() >= watched_at,
+            "an event from {:?} before the watch was delivered: {ev:?} (watch at {watched_at:?}); \
+             all events: {events:?}",
+            watched_at.duration_since(ev.at())
+        );
+    }
+}
