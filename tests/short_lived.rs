@@ -1,12 +1,13 @@
 //! A child that forks a grandchild which exits at once: the grandchild's `Child` is never
 //! lost, comes before its `Exit`, and the two are separate events (the exit status does not
-//! overwrite the birth record, the NetBSD lost-NOTE_CHILD bug).
+//! overwrite the birth record, the NetBSD lost-NOTE_CHILD bug). Each case runs with the child
+//! started by `ProcWatcher::spawn`, and started unwatched and watched once it is ready.
 
 mod support;
 
 use procwatch::{Interest, Pid, ProcEvent, ProcWatcher};
 use std::collections::HashMap;
-use support::{check_order, collect, spawn_sh, watcher, DEADLINE};
+use support::{check_after_watch, check_order, collect, start_sh, watcher, Start, DEADLINE};
 
 const ITERATIONS: usize = 500;
 
@@ -64,11 +65,11 @@ fn single_grandchild(root: Pid, events: &[ProcEvent], root_code: i32) -> Grandch
     }
 }
 
-async fn run_once(w: &ProcWatcher, iteration: usize) {
+async fn run_once(w: &ProcWatcher, iteration: usize, how: Start) {
     // `(exit N)` is not the last command, so dash forks a subshell for it, which exits at once.
     let code = (iteration % 200) as i32 + 1;
     let script = format!("(exit {code}); exit 0");
-    let mut started = spawn_sh(w, &script, Interest::TRACK | Interest::EXIT);
+    let mut started = start_sh(w, &script, Interest::TRACK | Interest::EXIT, how);
     let root = started.pid();
     let events = collect(&mut started.events, DEADLINE).await;
     let status = tokio::time::timeout(DEADLINE, started.child.wait())
@@ -80,6 +81,7 @@ async fn run_once(w: &ProcWatcher, iteration: usize) {
         Some(0),
         "iteration {iteration}: child status"
     );
+    check_after_watch(&events, started.watched_at);
 
     let g = single_grandchild(root, &events, 0);
     assert!(
@@ -95,11 +97,10 @@ async fn run_once(w: &ProcWatcher, iteration: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grandchild_that_exits_at_once_500_spawns() {
+async fn grandchild_that_exits_at_once(how: Start) {
     let w = require!(watcher());
     for iteration in 0..ITERATIONS {
-        run_once(&w, iteration).await;
+        run_once(&w, iteration, how).await;
     }
     assert_eq!(
         w.tracked(),
@@ -108,15 +109,24 @@ async fn grandchild_that_exits_at_once_500_spawns() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grandchild_that_exits_at_once_500_spawns() {
+    grandchild_that_exits_at_once(Start::Spawn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grandchild_that_exits_at_once_500_starts_watched_when_ready() {
+    grandchild_that_exits_at_once(Start::WatchWhenReady).await;
+}
+
 /// The same shape inside one process: one child forks `ITERATIONS` grandchildren one after
 /// the other, each exiting at once with its own code.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grandchild_that_exits_at_once_500_times_in_one_child() {
+async fn grandchildren_of_one_child(how: Start) {
     let w = require!(watcher());
     let script = format!(
         "i=0; while [ $i -lt {ITERATIONS} ]; do (exit $((i % 256))); i=$((i + 1)); done; exit 3"
     );
-    let mut started = spawn_sh(&w, &script, Interest::TRACK | Interest::EXIT);
+    let mut started = start_sh(&w, &script, Interest::TRACK | Interest::EXIT, how);
     let root = started.pid();
     let events = collect(&mut started.events, DEADLINE).await;
     let status = tokio::time::timeout(DEADLINE, started.child.wait())
@@ -126,6 +136,7 @@ async fn grandchild_that_exits_at_once_500_times_in_one_child() {
     assert_eq!(status.code(), Some(3), "child status");
 
     check_order(&events);
+    check_after_watch(&events, started.watched_at);
     let mut born: HashMap<Pid, usize> = HashMap::new();
     let mut died: HashMap<Pid, (usize, Option<i32>)> = HashMap::new();
     for (i, ev) in events.iter().enumerate() {
@@ -161,4 +172,14 @@ async fn grandchild_that_exits_at_once_500_times_in_one_child() {
     let mut want: Vec<i32> = (0..ITERATIONS as i32).map(|i| i % 256).collect();
     want.sort_unstable();
     assert_eq!(codes, want, "grandchild exit codes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grandchild_that_exits_at_once_500_times_in_one_child() {
+    grandchildren_of_one_child(Start::Spawn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grandchild_that_exits_at_once_500_times_in_one_child_watched_when_ready() {
+    grandchildren_of_one_child(Start::WatchWhenReady).await;
 }

@@ -13,6 +13,11 @@
 //! scenario instead of returning. libtest runs a test on a thread of its own, so in the helper
 //! the thread-group leader is libtest's main thread, parked waiting for the test's result, and
 //! the helper's code runs on a non-leader thread.
+//!
+//! Each scenario runs twice: started by `ProcWatcher::spawn`, and started unwatched and
+//! watched once it has said it is ready (the helper then waits for a go line on its stdin
+//! before it plays the scenario): `watch` then finds the process already multithreaded
+//! (libtest's main thread and the test's) and must take its thread set from `/proc`.
 
 mod support;
 
@@ -30,6 +35,9 @@ use tokio::io::AsyncReadExt;
 
 /// The variable that turns the [`helper`] test into a scenario.
 const HELPER_ENV: &str = "PROCWATCH_THREADS_HELPER";
+/// Set (to anything) to make the helper say it is ready and wait for a line on its stdin
+/// before it plays the scenario ([`Start::WatchWhenReady`]).
+const WAIT_ENV: &str = "PROCWATCH_THREADS_HELPER_WAIT";
 /// The prefix of the helper's report lines on stdout (libtest prints its own lines there too).
 const MARK: &str = "PWH";
 
@@ -43,6 +51,13 @@ fn helper() {
     let Ok(scenario) = std::env::var(HELPER_ENV) else {
         return;
     };
+    if std::env::var_os(WAIT_ENV).is_some() {
+        say(format_args!("ready"));
+        let mut go = String::new();
+        std::io::stdin()
+            .read_line(&mut go)
+            .expect("helper: read the go line");
+    }
     match scenario.as_str() {
         "churn" => churn(),
         "leader_first_exit_group_9" => leader_first(0, LastExit::Group(9)),
@@ -247,6 +262,10 @@ fn thread_exec() -> ! {
 /// One helper run: what the stream said and what the process said and returned.
 struct HelperRun {
     pid: Pid,
+    /// How it was started.
+    how: Start,
+    /// The time read just before the watch began.
+    watched_at: procwatch::Timestamp,
     events: Vec<ProcEvent>,
     status: ExitStatus,
     /// The helper's report lines, without the prefix.
@@ -265,6 +284,16 @@ impl HelperRun {
 
     fn has_line(&self, line: &str) -> bool {
         self.lines.iter().any(|l| l == line)
+    }
+
+    /// How many `Exec`s of the helper's pid come before the scenario's own: the spawn's exec
+    /// of this test binary when the helper was started by `spawn`; none when it was watched
+    /// once it ran, since that exec happened before the watch and is not delivered.
+    fn start_execs(&self) -> u32 {
+        match self.how {
+            Start::Spawn => 1,
+            Start::WatchWhenReady => 0,
+        }
     }
 }
 
@@ -291,9 +320,9 @@ async fn collect_checking_exit(events: &mut ProcEvents, root: Pid) -> Vec<ProcEv
     out
 }
 
-/// Runs the helper with `scenario`, watched with `Interest::ALL` from before its first
-/// instruction, and collects everything.
-async fn run_helper(scenario: &str) -> Option<HelperRun> {
+/// Runs the helper with `scenario`, started and watched with `Interest::ALL` as `how` says,
+/// and collects everything.
+async fn run_helper(scenario: &str, how: Start) -> Option<HelperRun> {
     let watcher = watcher()?;
     let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
     cmd.env(HELPER_ENV, scenario)
@@ -302,7 +331,10 @@ async fn run_helper(scenario: &str) -> Option<HelperRun> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut started = watcher.spawn(cmd, Interest::ALL).expect("spawn the helper");
+    if how == Start::WatchWhenReady {
+        cmd.env(WAIT_ENV, "1");
+    }
+    let mut started = start(&watcher, cmd, Interest::ALL, how, &format!("{MARK} ready"));
     let pid = started.pid();
     let mut stdout = started.child.stdout.take().unwrap();
     let mut stderr = started.child.stderr.take().unwrap();
@@ -337,6 +369,8 @@ async fn run_helper(scenario: &str) -> Option<HelperRun> {
         .collect();
     Some(HelperRun {
         pid,
+        how,
+        watched_at: started.watched_at,
         events,
         status,
         lines,
@@ -352,6 +386,7 @@ fn check_trace(run: &HelperRun, children: &BTreeSet<i32>) {
     );
     let pid = run.pid;
     check_order(&run.events);
+    check_after_watch(&run.events, run.watched_at);
 
     // Only the process itself and its real children are ever named, in any field.
     let mut named = BTreeSet::new();
@@ -478,9 +513,8 @@ fn execs(events: &[ProcEvent], pid: Pid) -> u32 {
         .sum()
 }
 
-#[tokio::test]
-async fn thread_churn_is_invisible_and_exit_group_gives_one_exit() {
-    let run = require!(run_helper("churn").await);
+async fn churn_case(how: Start) {
+    let run = require!(run_helper("churn", how).await);
     let children = run.numbers("child");
     assert_eq!(
         children.len(),
@@ -496,14 +530,29 @@ async fn thread_churn_is_invisible_and_exit_group_gives_one_exit() {
     );
     assert_eq!(run.status.code(), Some(5), "stderr: {}", run.stderr);
     check_trace(&run, &children);
-    assert_eq!(execs(&run.events, run.pid), 1, "{:?}", run.events);
+    assert_eq!(
+        execs(&run.events, run.pid),
+        run.start_execs(),
+        "{:?}",
+        run.events
+    );
+}
+
+#[tokio::test]
+async fn thread_churn_is_invisible_and_exit_group_gives_one_exit() {
+    churn_case(Start::Spawn).await;
+}
+
+#[tokio::test]
+async fn thread_churn_is_invisible_and_exit_group_gives_one_exit_watched_when_ready() {
+    churn_case(Start::WatchWhenReady).await;
 }
 
 /// Runs a [`leader_first`] scenario and checks its trace. `expected` is the status the kernel
 /// gives such a process where that does not depend on the kernel version; in every case the
 /// `Exit` must carry the status `wait` returns.
-async fn leader_first_case(scenario: &str, expected: Option<ExitStatus>) {
-    let run = require!(run_helper(scenario).await);
+async fn leader_first_case(scenario: &str, expected: Option<ExitStatus>, how: Start) {
+    let run = require!(run_helper(scenario, how).await);
     let ctx = format!(
         "wait() status {:?}\nreport: {:?}\nstderr: {}\nevents: {:?}",
         run.status, run.lines, run.stderr, run.events
@@ -527,18 +576,34 @@ async fn leader_first_case(scenario: &str, expected: Option<ExitStatus>) {
     check_trace(&run, &BTreeSet::new());
 }
 
+async fn leader_first_exit_group_9(how: Start) {
+    let status = ExitStatus::from_raw(9 << 8);
+    leader_first_case("leader_first_exit_group_9", Some(status), how).await;
+}
+
 #[tokio::test]
 async fn leader_exits_first_then_last_thread_exit_group() {
-    leader_first_case(
-        "leader_first_exit_group_9",
-        Some(ExitStatus::from_raw(9 << 8)),
-    )
-    .await;
+    leader_first_exit_group_9(Start::Spawn).await;
+}
+
+#[tokio::test]
+async fn leader_exits_first_then_last_thread_exit_group_watched_when_ready() {
+    leader_first_exit_group_9(Start::WatchWhenReady).await;
+}
+
+async fn leader_first_all_exit_0(how: Start) {
+    let status = ExitStatus::from_raw(0);
+    leader_first_case("leader_first_all_exit_0", Some(status), how).await;
 }
 
 #[tokio::test]
 async fn leader_exits_first_then_every_thread_exits_zero() {
-    leader_first_case("leader_first_all_exit_0", Some(ExitStatus::from_raw(0))).await;
+    leader_first_all_exit_0(Start::Spawn).await;
+}
+
+#[tokio::test]
+async fn leader_exits_first_then_every_thread_exits_zero_watched_when_ready() {
+    leader_first_all_exit_0(Start::WatchWhenReady).await;
 }
 
 /// The leader leaves with `exit(6)`, the last thread with `exit(0)`, no `exit_group`.
@@ -549,18 +614,29 @@ async fn leader_exits_first_then_every_thread_exits_zero() {
 /// 0 (this one does: `wait` says 0). Either way the stream must say what `wait` says.
 #[tokio::test]
 async fn leader_exits_first_with_6_then_last_thread_exits_0() {
-    leader_first_case("leader_first_code_6", None).await;
+    leader_first_case("leader_first_code_6", None, Start::Spawn).await;
+}
+
+/// [`leader_exits_first_with_6_then_last_thread_exits_0`], watched once it runs.
+#[tokio::test]
+async fn leader_exits_first_with_6_then_last_thread_exits_0_watched_when_ready() {
+    leader_first_case("leader_first_code_6", None, Start::WatchWhenReady).await;
 }
 
 /// The mirror case: the leader leaves with `exit(0)`, the last thread with `exit(3)`.
 #[tokio::test]
 async fn leader_exits_first_with_0_then_last_thread_exits_3() {
-    leader_first_case("leader_first_last_exit_3", None).await;
+    leader_first_case("leader_first_last_exit_3", None, Start::Spawn).await;
 }
 
+/// [`leader_exits_first_with_0_then_last_thread_exits_3`], watched once it runs.
 #[tokio::test]
-async fn non_leader_exec_takes_over_the_pid_without_an_early_exit() {
-    let run = require!(run_helper("thread_exec").await);
+async fn leader_exits_first_with_0_then_last_thread_exits_3_watched_when_ready() {
+    leader_first_case("leader_first_last_exit_3", None, Start::WatchWhenReady).await;
+}
+
+async fn thread_exec_case(how: Start) {
+    let run = require!(run_helper("thread_exec", how).await);
     let ctx = format!(
         "report: {:?}\nstderr: {}\nevents: {:?}",
         run.lines, run.stderr, run.events
@@ -597,8 +673,8 @@ async fn non_leader_exec_takes_over_the_pid_without_an_early_exit() {
     check_trace(&run, &children);
 
     // Both execs (the spawn's, then the thread's) are reported under the pid, before the
-    // exec'd program's fork.
-    assert_eq!(execs(&run.events, pid), 2, "{ctx}");
+    // exec'd program's fork; only the thread's when the watch began after the first.
+    assert_eq!(execs(&run.events, pid), run.start_execs() + 1, "{ctx}");
     let mine = &by_pid(&run.events)[&pid];
     let last_exec = mine
         .iter()
@@ -618,4 +694,14 @@ async fn non_leader_exec_takes_over_the_pid_without_an_early_exit() {
         1,
         "the child execs /bin/true\n{ctx}"
     );
+}
+
+#[tokio::test]
+async fn non_leader_exec_takes_over_the_pid_without_an_early_exit() {
+    thread_exec_case(Start::Spawn).await;
+}
+
+#[tokio::test]
+async fn non_leader_exec_takes_over_the_pid_without_an_early_exit_watched_when_ready() {
+    thread_exec_case(Start::WatchWhenReady).await;
 }

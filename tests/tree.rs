@@ -1,11 +1,13 @@
 //! A 10 × 10 process tree tracked from its root: every descendant is announced exactly once,
-//! with the right parent, and its exit status is readable from the events alone.
+//! with the right parent, and its exit status is readable from the events alone; whether the
+//! root was started by `ProcWatcher::spawn` or started unwatched and watched before it built
+//! the tree.
 
 mod support;
 
 use procwatch::{Interest, Pid, ProcEvent};
 use std::collections::{BTreeSet, HashMap};
-use support::{check_order, collect, spawn_sh, watcher, DEADLINE};
+use support::{check_after_watch, check_order, collect, start_sh, watcher, Start, DEADLINE};
 
 const FANOUT: i32 = 10;
 
@@ -36,10 +38,9 @@ fn exit_code(status: &Option<std::process::ExitStatus>) -> Option<i32> {
     status.as_ref().and_then(|s| s.code())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_by_ten_tree_is_tracked_from_its_root() {
+async fn ten_by_ten_tree(how: Start) {
     let w = require!(watcher());
-    let mut started = spawn_sh(&w, &tree_script(), Interest::ALL);
+    let mut started = start_sh(&w, &tree_script(), Interest::ALL, how);
     let root = started.pid();
     let events = collect(&mut started.events, DEADLINE).await;
     let status = tokio::time::timeout(DEADLINE, started.child.wait())
@@ -49,6 +50,7 @@ async fn ten_by_ten_tree_is_tracked_from_its_root() {
     assert_eq!(status.code(), Some(200), "root status");
 
     check_order(&events);
+    check_after_watch(&events, started.watched_at);
 
     // Parent of every announced process, and exit codes, from the events alone.
     let mut parent_of: HashMap<Pid, Pid> = HashMap::new();
@@ -168,8 +170,13 @@ async fn ten_by_ten_tree_is_tracked_from_its_root() {
             "Fork {pid} -> {child} has no matching Child"
         );
     }
-    // Only the root ran a program (the spawn's exec of sh).
-    assert_eq!(execs, HashMap::from([(root, 1)]), "Exec events");
+    // Only the root ran a program (the spawn's exec of sh). Watched once ready, nothing did:
+    // sh's exec came before the watch, and is not delivered.
+    let want = match how {
+        Start::Spawn => HashMap::from([(root, 1)]),
+        Start::WatchWhenReady => HashMap::new(),
+    };
+    assert_eq!(execs, want, "Exec events");
 
     // Order across pids. A process is announced after its parent was (a grandchild's Child
     // after its parent's Child), and before its parent's Exit: every process here is created
@@ -198,4 +205,14 @@ async fn ten_by_ten_tree_is_tracked_from_its_root() {
              (event {parent_exit}): {events:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_by_ten_tree_is_tracked_from_its_root() {
+    ten_by_ten_tree(Start::Spawn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_by_ten_tree_is_tracked_from_its_root_watched_when_ready() {
+    ten_by_ten_tree(Start::WatchWhenReady).await;
 }

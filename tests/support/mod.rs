@@ -549,3 +549,114 @@ pub fn check_after_watch(events: &[ProcEvent], watched_at: procwatch::Timestamp)
         );
     }
 }
+
+// ---- Added with the watch-when-ready runs of threads.rs, tree.rs, short_lived.rs ----
+
+/// Reads lines from `fd` (see [`read_line_blocking`]) until one ends with `marker`.
+pub fn read_until_ready(fd: impl rustix::fd::AsFd, marker: &str) {
+    let mut before = Vec::new();
+    loop {
+        let line = read_line_blocking(&fd, "the program's ready line");
+        if line.trim_end().ends_with(marker) {
+            return;
+        }
+        before.push(line);
+        assert!(
+            before.len() < 1000,
+            "no line ending in {marker:?}; the last lines were {:?}",
+            &before[before.len() - 10..]
+        );
+    }
+}
+
+/// How a test starts the process it watches.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// [`ProcWatcher::spawn`]: watched from before the program's first instruction.
+    Spawn,
+    /// Started unwatched with tokio's `Command`. The program writes a line ending in a ready
+    /// marker on its stdout and then waits for a line on its stdin before doing its work. The
+    /// test reads the ready line with a blocking read, calls `watch` at once (nothing is
+    /// awaited in between, so the netlink socket may still hold unread messages about the
+    /// program's start), and then sends the line.
+    WatchWhenReady,
+}
+
+/// A process started the way a [`Start`] says, and its stream.
+pub struct Started {
+    /// The process, as tokio manages it. With [`Start::WatchWhenReady`] its stdin is closed
+    /// and `child.stdout` holds what the program writes after its ready line.
+    pub child: tokio::process::Child,
+    /// Its events.
+    pub events: ProcEvents,
+    /// `CLOCK_MONOTONIC` just before the watch began (the `spawn` or `watch` call): no event
+    /// the stream yields may be older.
+    pub watched_at: procwatch::Timestamp,
+    pid: Pid,
+}
+
+impl Started {
+    /// The process's pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+}
+
+/// Starts `cmd` as `how` says and watches it with `interest`. For [`Start::WatchWhenReady`]
+/// the program must follow the ready protocol described there, with `marker` at the end of its
+/// ready line; its stdin and stdout are piped here, whatever `cmd` says. When this returns,
+/// the program has been released.
+pub fn start(
+    w: &ProcWatcher,
+    mut cmd: tokio::process::Command,
+    interest: Interest,
+    how: Start,
+    marker: &str,
+) -> Started {
+    let watched_at = procwatch::Timestamp::now();
+    if how == Start::Spawn {
+        let started = w.spawn(cmd, interest).expect("spawn watched");
+        let pid = started.pid();
+        return Started {
+            child: started.child,
+            events: started.events,
+            watched_at,
+            pid,
+        };
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start the program unwatched");
+    let pid = Pid::from_raw(child.id().expect("running") as i32).expect("a valid pid");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdout = stdout
+        .into_owned_fd()
+        .expect("the program's stdout, blocking");
+    read_until_ready(&stdout, marker);
+    let watched_at = procwatch::Timestamp::now();
+    let events = w.watch(pid, interest).expect("watch the ready program");
+    let go = child.stdin.take().expect("piped stdin");
+    let go = go.into_owned_fd().expect("the program's stdin, blocking");
+    write_blocking(&go, b"go\n", "release the program");
+    drop(go);
+    let stdout = tokio::process::ChildStdout::from_std(std::process::ChildStdout::from(stdout))
+        .expect("the program's stdout, back on the runtime");
+    child.stdout = Some(stdout);
+    Started {
+        child,
+        events,
+        watched_at,
+        pid,
+    }
+}
+
+/// Starts `sh -c script` as `how` says (see [`start`]), watched with `interest`. For
+/// [`Start::WatchWhenReady`] the script is preceded by `echo ready; read x`, builtins that
+/// create no process.
+pub fn start_sh(w: &ProcWatcher, script: &str, interest: Interest, how: Start) -> Started {
+    let script = match how {
+        Start::Spawn => script.to_owned(),
+        Start::WatchWhenReady => format!("echo ready; read x; {script}"),
+    };
+    start(w, sh(&script), interest, how, "ready")
+}
