@@ -1,6 +1,6 @@
 //! What the kernel emitted before `watch` was called is never delivered, and what it emits
-//! after `watch` returned always is (§3.9), however the process was started and on either
-//! runtime flavour.
+//! after `watch` returned always is (guarantee 9 in the crate docs), however the process was
+//! started and on either runtime flavour.
 //!
 //! The watched program starts, execs, and runs two short children, then says `ready` on a
 //! pipe and waits for a line on another. The test reads the ready line with a blocking read
@@ -78,23 +78,6 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     (r, w)
 }
 
-/// `clone_args` of `clone3(2)` (`CLONE_ARGS_SIZE_VER2`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
 /// Starts `/bin/sh -c SCRIPT` with a raw `clone3` (a plain fork: no flags, `SIGCHLD` on exit),
 /// stdin and stdout on the given pipe ends.
 fn clone3_sh(stdin: &OwnedFd, stdout: &OwnedFd) -> Pid {
@@ -114,20 +97,10 @@ fn clone3_sh(stdin: &OwnedFd, stdout: &OwnedFd) -> Pid {
     let env = CString::new("PATH=/usr/bin:/bin").unwrap();
     let envp = [env.as_ptr(), std::ptr::null()];
     let (stdin, stdout) = (stdin.as_raw_fd(), stdout.as_raw_fd());
-    let mut cl = CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
-        ..CloneArgs::default()
-    };
     // SAFETY: clone3 without CLONE_VM and without a stack is a fork: the child runs on a copy
     // of this thread's stack and address space, and only makes async-signal-safe calls on
     // memory prepared above before it execs or exits.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut cl as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    let rc = unsafe { support::raw_clone3(0, libc::SIGCHLD as u64) };
     if rc == 0 {
         // SAFETY: see above; `_exit` never returns.
         unsafe {

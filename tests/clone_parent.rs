@@ -68,20 +68,6 @@ enum Via {
     Clone3,
 }
 
-/// The first version of the kernel's `struct clone_args` (`CLONE_ARGS_SIZE_VER0`, 64 bytes).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-}
-
 /// The calling thread's `errno`.
 fn errno() -> i32 {
     // SAFETY: `__errno_location` returns the calling thread's errno slot, always valid.
@@ -133,20 +119,8 @@ fn clone_parent(via: Via) -> libc::c_long {
             rc
         },
         Via::Clone3 => {
-            let args = CloneArgs {
-                flags: flags as u64,
-                exit_signal: 0,
-                ..CloneArgs::default()
-            };
-            // SAFETY: `args` is a valid `clone_args` of the size passed; without CLONE_VM and a
-            // stack the call behaves like fork.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_clone3,
-                    &args as *const CloneArgs,
-                    std::mem::size_of::<CloneArgs>() as libc::size_t,
-                )
-            }
+            // SAFETY: the caller keeps the child to async-signal-safe calls.
+            unsafe { raw_clone3(flags as u64, 0) }
         }
     }
 }

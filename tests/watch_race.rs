@@ -1,5 +1,5 @@
 //! `watch` on an existing pid returns only once the source covers it: a fork straight after it
-//! returns is never missed (§3.9).
+//! returns is never missed (guarantee 9 in the crate docs).
 
 mod support;
 

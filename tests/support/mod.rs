@@ -537,8 +537,8 @@ pub fn write_blocking(fd: impl rustix::fd::AsFd, bytes: &[u8], what: &str) {
 }
 
 /// Checks that no event is older than `watched_at`, the time read just before the watch
-/// began: what the kernel emitted before `watch` was called is never delivered (§3.9), even
-/// if its message was still unread in the socket then.
+/// began: what the kernel emitted before `watch` was called is never delivered (guarantee 9
+/// in the crate docs), even if its message was still unread in the socket then.
 pub fn check_after_watch(events: &[ProcEvent], watched_at: procwatch::Timestamp) {
     for ev in events {
         assert!(
@@ -659,4 +659,45 @@ pub fn start_sh(w: &ProcWatcher, script: &str, interest: Interest, how: Start) -
         Start::WatchWhenReady => format!("echo ready; read x; {script}"),
     };
     start(w, sh(&script), interest, how, "ready")
+}
+
+// ---- Raw process creation, for tests that start processes the way other code would ----
+
+/// The first version of the kernel's `struct clone_args` (`CLONE_ARGS_SIZE_VER0`, 64 bytes;
+/// `clone3(2)`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// `clone3` with `flags` and `exit_signal`, without `CLONE_VM` or a stack: like `fork`, it
+/// returns twice, 0 in the child and the child's pid in the parent (or -1 with `errno`).
+///
+/// # Safety
+///
+/// As for `fork` in a multithreaded program: until it execs or exits, the child may only
+/// make async-signal-safe calls on memory prepared before the call.
+pub unsafe fn raw_clone3(flags: u64, exit_signal: u64) -> libc::c_long {
+    let args = CloneArgs {
+        flags,
+        exit_signal,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid `clone_args` of the size passed; without CLONE_VM and a stack
+    // the call behaves like fork, and the caller keeps the child to what is safe after one.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>() as libc::size_t,
+        )
+    }
 }
