@@ -129,9 +129,11 @@
 //!   preemption of hundreds of microseconds at one exact point), the process may be reported
 //!   as exited early.
 //! * The `Netlink` backend needs root or `CAP_NET_ADMIN` on older kernels (newer ones let any
-//!   user subscribe), and does not work inside a container's user or pid namespace (the
-//!   kernel ignores the subscription; `build` then fails with [`ErrorKind::Unsupported`]
-//!   after a short wait). Without `CAP_NET_ADMIN` the receive buffer is capped by
+//!   user subscribe), and does not work inside a container's user or pid namespace: the
+//!   kernel either refuses the subscription (`EPERM` at `bind`, as Linux 6.18 does from a
+//!   user namespace) or ignores it without an error; `build` fails with
+//!   [`ErrorKind::Unsupported`] either way (in the second case after a short wait for the
+//!   acknowledgement that never comes). Without `CAP_NET_ADMIN` the receive buffer is capped by
 //!   `net.core.rmem_max`, so a storm overflows it sooner (then `Lost` and a resync). In a time
 //!   namespace the kernel's timestamps are shifted onto the namespace's own clock.
 //! * Event times ([`Timestamp`]) are the kernel's; a process started by the kernel before

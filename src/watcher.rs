@@ -122,7 +122,8 @@ impl Builder {
     /// * [`ErrorKind::PermissionDenied`] — netlink without root / `CAP_NET_ADMIN`.
     /// * [`ErrorKind::Unsupported`] — the backend is not available here (a backend this version
     ///   does not provide, or a proc connector that ignores the subscription, as it does in a
-    ///   non-initial user or pid namespace).
+    ///   non-initial pid namespace, or refuses it, as it does in a non-initial user
+    ///   namespace).
     /// * [`ErrorKind::InvalidInput`] — `max_tracked(0)`.
     /// * [`ErrorKind::Other`] — any other failure to set up the backend, for example running
     ///   out of file descriptors for its socket or eventfd (`EMFILE`, `ENFILE`;
