@@ -86,9 +86,10 @@
 //! * the process's thread set is taken from the same `/proc` read, and a thread message
 //!   stamped before that read is recognised as already seen: the exit of the old leader of a
 //!   non-leader `execve` done just before the watch is not taken for the process's exit;
-//! * `Exit` is the one event that can carry an earlier time: a process whose last thread was
-//!   already exiting when it was watched (not yet a zombie) gets its `Exit` with the kernel's
-//!   time, which may precede the `watch` by a moment, as a zombie gets its `Exit` at once;
+//! * `Exit` is decided by the thread set, not by the stream's start: the kernel sends a
+//!   process's exit message only once it is a zombie, so a process whose exit message was
+//!   still queued at the watch is read as a zombie and gets its `Exit` at once (guarantee 9),
+//!   and the queued message adds nothing;
 //! * after a loss, children a resync finds are attached to a stream only if they may have
 //!   started after its watch began: `/proc` gives start times to the clock tick (10 ms), so a
 //!   child started within the tick before a watch counts as after it;
@@ -127,10 +128,12 @@
 //! * Non-leader `execve`: the kernel reports the old leader's exit and the exec separately;
 //!   if the old leader's exit message is delayed past the exec message (it would take a
 //!   preemption of hundreds of microseconds at one exact point), the process may be reported
-//!   as exited early.
+//!   as exited early. The same can happen to a `watch` whose `/proc` read falls in the
+//!   microseconds between the exec'ing thread taking over the pid and the old leader's exit
+//!   message, if that message is stamped after the watch began.
 //! * The `Netlink` backend needs root or `CAP_NET_ADMIN` on older kernels (newer ones let any
 //!   user subscribe), and does not work inside a container's user or pid namespace: the
-//!   kernel either refuses the subscription (`EPERM` at `bind`, as Linux 6.18 does from a
+//!   kernel either refuses the subscription (`EPERM` at `bind`, as some kernels do from a
 //!   user namespace) or ignores it without an error; `build` fails with
 //!   [`ErrorKind::Unsupported`] either way (in the second case after a short wait for the
 //!   acknowledgement that never comes). Without `CAP_NET_ADMIN` the receive buffer is capped by

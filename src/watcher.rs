@@ -228,9 +228,7 @@ impl ProcWatcher {
     /// the kernel's own timestamps (see the crate docs, "Where a stream begins"). So a
     /// process started a moment ago does not show its `execve` from before the call, and
     /// children it created before the call are not tracked. On a zombie, with
-    /// [`Interest::EXIT`], the stream yields `Exit` at once, with the status; so does a
-    /// process whose last thread was already exiting (its `Exit` then carries the kernel's
-    /// time, which may be a little earlier than the call).
+    /// [`Interest::EXIT`], the stream yields `Exit` at once, with the status.
     ///
     /// # Errors
     ///

@@ -19,8 +19,6 @@ pub(crate) struct Stat {
     pub(crate) state: char,
     /// Field 4.
     pub(crate) ppid: i32,
-    /// Field 9: the kernel's `PF_*` flags of the thread `stat` describes.
-    pub(crate) flags: u32,
     /// Field 20.
     pub(crate) num_threads: i64,
     /// Field 22, in clock ticks since boot.
@@ -39,16 +37,11 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat {
         state: field(3)?.chars().next()?,
         ppid: field(4)?.parse().ok()?,
-        flags: field(9)?.parse().ok()?,
         num_threads: field(20)?.parse().ok()?,
         start_ticks: field(22)?.parse().ok()?,
         exit_code: field(52).and_then(|v| v.parse().ok()),
     })
 }
-
-/// `PF_EXITING` (`include/linux/sched.h`): the thread has entered `do_exit`. The kernel sets it
-/// before it sends the thread's exit message to the proc connector.
-const PF_EXITING: u32 = 0x4;
 
 /// Nanoseconds per clock tick (`sysconf(_SC_CLK_TCK)`).
 fn ns_per_tick() -> u64 {
@@ -103,7 +96,6 @@ pub(crate) fn snapshot_from(
         start_ns,
         zombie: None,
         leader_gone: false,
-        leader_exiting: !leader_dead && stat.flags & PF_EXITING != 0,
         tids: Vec::new(),
         read_at: 0,
     };
@@ -304,11 +296,14 @@ pub(crate) struct Listing {
 pub(crate) const SCAN_STRIDE: usize = 8;
 
 /// [`scan_all`] below `root`.
-fn scan_all_in(root: &Path, between: &mut dyn FnMut()) -> io::Result<Listing> {
+fn scan_all_in(root: &Path, between: &mut dyn FnMut() -> bool) -> io::Result<Listing> {
     let mut all = Listing::default();
     for (n, entry) in fs::read_dir(root)?.enumerate() {
-        if n % SCAN_STRIDE == SCAN_STRIDE - 1 {
-            between();
+        if n % SCAN_STRIDE == SCAN_STRIDE - 1 && !between() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the /proc scan was stopped",
+            ));
         }
         let entry = entry?;
         let Some(raw) = entry
@@ -335,12 +330,40 @@ fn scan_all_in(root: &Path, between: &mut dyn FnMut()) -> io::Result<Listing> {
 
 /// Every process `/proc` lists, calling `between` after every [`SCAN_STRIDE`] entries (the
 /// netlink backend reads its socket there, so that a long scan does not make the kernel drop
-/// messages). Processes that vanish while it reads (between the listing and the read of their
+/// messages); the scan stops with an `Interrupted` error when `between` returns false. Processes that vanish while it reads (between the listing and the read of their
 /// `stat`, or of their `task` directory) are simply not in the result; processes this reader
 /// may not read are listed as [`Listing::unreadable`]; any other failure (out of file
 /// descriptors, say) fails the whole listing, and the caller tries again later.
-pub(crate) fn scan_all(between: &mut dyn FnMut()) -> io::Result<Listing> {
+pub(crate) fn scan_all(between: &mut dyn FnMut() -> bool) -> io::Result<Listing> {
     scan_all_in(Path::new(PROC_ROOT), between)
+}
+
+/// What a second look at a tracked process that a resync's listing did not show found.
+#[derive(Debug)]
+pub(crate) enum Recheck {
+    /// `/proc` shows it now (the listing missed it, or the number names another process
+    /// now: the caller compares start times).
+    Listed(ProcSnapshot),
+    /// It exists, but `/proc` will not show it to this reader, or the kernel could not say:
+    /// never taken for dead.
+    Unverified,
+    /// No process has this number, or it has exited.
+    Gone,
+}
+
+/// Looks again at process `raw`, which a resync's listing did not show: first in `/proc`,
+/// then, where `/proc` hides it (`hidepid`) or is not readable, through a pidfd ([`probe`]).
+pub(crate) fn recheck(raw: i32) -> Recheck {
+    let Some(pid) = Pid::from_raw(raw) else {
+        return Recheck::Gone;
+    };
+    if let Ok(Some(snap)) = snapshot(pid) {
+        return Recheck::Listed(snap);
+    }
+    match probe(raw) {
+        Some(Probe::Gone) | Some(Probe::Exited) => Recheck::Gone,
+        Some(Probe::Running) | None => Recheck::Unverified,
+    }
 }
 
 /// What a pidfd says of a process that `/proc` would not show.
@@ -534,7 +557,7 @@ mod tests {
         }
 
         fn scan(&self) -> io::Result<SystemSnapshot> {
-            scan_all_in(&self.root, &mut || {}).map(|l| l.procs)
+            scan_all_in(&self.root, &mut || true).map(|l| l.procs)
         }
     }
 
@@ -720,8 +743,11 @@ mod tests {
         let mut hooks = 0;
         let start = std::time::Instant::now();
         loop {
-            let listing =
-                scan_all(&mut || hooks += 1).expect("a scan of /proc while processes vanish");
+            let listing = scan_all(&mut || {
+                hooks += 1;
+                true
+            })
+            .expect("a scan of /proc while processes vanish");
             let all = listing.procs;
             assert!(all.contains_key(&(std::process::id() as i32)));
             assert!(all.contains_key(&sleeper_pid));

@@ -94,8 +94,6 @@ pub(crate) struct ProcSnapshot {
     pub(crate) zombie: Option<Option<ExitStatus>>,
     /// Whether the thread-group leader has exited while other threads live.
     pub(crate) leader_gone: bool,
-    /// Whether the thread-group leader was on its way out (`PF_EXITING`) but not dead yet.
-    pub(crate) leader_exiting: bool,
     /// Thread ids, when the process has more than one thread (else empty).
     pub(crate) tids: Vec<i32>,
     /// `CLOCK_MONOTONIC` nanoseconds taken just before the read (0 if unknown): every kernel
@@ -244,32 +242,10 @@ struct ProcEntry {
     /// (stream slot, knote slot) of every stream watching this pid.
     knotes: Links,
     threads: Threads,
-    synced: Synced,
-}
-
-/// When the thread set of an entry was last rebuilt from `/proc`, and whether that read saw
-/// the leader on its way out, in 8 bytes: the read's `CLOCK_MONOTONIC` time in nanoseconds,
-/// its lowest bit replaced by the flag. 0 for an entry built from a fork message.
-///
-/// A thread message stamped before the read is already reflected in it (see
-/// [`thread_input_is_stale`]); a leader's exit message stamped before it still counts when
-/// the read saw the leader exiting.
-#[derive(Debug, Copy, Clone, Default)]
-struct Synced(u64);
-
-impl Synced {
-    fn new(read_at: u64, leader_dying: bool) -> Synced {
-        // Rounding the time down by a nanosecond errs on the side of applying a message.
-        Synced((read_at & !1) | u64::from(leader_dying))
-    }
-
-    fn at(self) -> u64 {
-        self.0 & !1
-    }
-
-    fn leader_dying(self) -> bool {
-        self.0 & 1 != 0
-    }
+    /// `CLOCK_MONOTONIC` time of the `/proc` read the thread set was last rebuilt from (0 for
+    /// an entry built from a fork message): a thread message stamped earlier is already
+    /// reflected in it (see [`thread_input_is_stale`]).
+    synced: u64,
 }
 
 impl ProcEntry {
@@ -279,14 +255,14 @@ impl ProcEntry {
             start_ns: snap.start_ns,
             knotes,
             threads: Threads::from_tids(pid, &snap.tids, snap.leader_gone),
-            synced: Synced::new(snap.read_at, snap.leader_exiting),
+            synced: snap.read_at,
         }
     }
 
     /// Replaces the thread set with what a newer `/proc` read says.
     fn resync_threads(&mut self, pid: i32, snap: &ProcSnapshot) {
         self.threads = Threads::from_tids(pid, &snap.tids, snap.leader_gone);
-        self.synced = Synced::new(snap.read_at, snap.leader_exiting);
+        self.synced = snap.read_at;
     }
 }
 
@@ -317,10 +293,12 @@ const PROC_TICK_NS: u64 = 10_000_000;
 
 /// Whether a thread message stamped `at` is already reflected in the `/proc` read that the
 /// thread set of `e` was rebuilt from. The kernel lists a new thread before it sends the
-/// thread's creation message, and sends a thread's exit message before it unlists it, so a
-/// message stamped before the read changed nothing the read did not see.
+/// thread's creation message (`copy_process`), sends a thread's exit message only once the
+/// thread is unlisted or, for a leader, a zombie (`exit_notify` comes first in `do_exit`), and
+/// sends the exec message once the exec'ing thread leads the process (`de_thread` comes
+/// first): a message stamped before the read changed nothing the read did not see.
 fn thread_input_is_stale(e: &ProcEntry, at: Stamp) -> bool {
-    at.mono != 0 && e.synced.at() != 0 && at.mono < e.synced.at()
+    at.mono != 0 && e.synced != 0 && at.mono < e.synced
 }
 
 fn same_start(a: u64, b: u64) -> bool {
@@ -419,11 +397,22 @@ impl Registry {
         if matches!(self.procs.get(&raw), Some(e) if !same_start(e.start_ns, snap.start_ns)) {
             self.exit(pid, None, Timestamp::UNKNOWN, wake);
         }
-        let entry = self
-            .procs
-            .entry(raw)
-            .or_insert_with(|| ProcEntry::from_snapshot(raw, snap, Links::new()));
-        entry.knotes.push(id.idx, kid);
+        match self.procs.get_mut(&raw) {
+            // Tracked already (by another stream): this read is the newest look at its
+            // threads. Everything applied so far was stamped before it (inputs are applied
+            // under this lock), and what is stamped before it and still queued will be
+            // recognised as already seen, so the read replaces the set. A resync in progress
+            // leaves this pid to it (see `scan_attached`), so it must not stay stale.
+            Some(entry) => {
+                entry.resync_threads(raw, snap);
+                entry.knotes.push(id.idx, kid);
+            }
+            None => {
+                let mut entry = ProcEntry::from_snapshot(raw, snap, Links::new());
+                entry.knotes.push(id.idx, kid);
+                self.procs.insert(raw, entry);
+            }
+        }
         Ok(())
     }
 
@@ -560,9 +549,9 @@ impl Registry {
     ///
     /// A stream only gets what happened after its `watch` began: an input stamped earlier
     /// (still queued in the kernel when the stream was attached) is not delivered to it. A
-    /// process's `Exit` is the one exception: it is decided by the process's thread set, and a
-    /// process whose last thread was already exiting when it was watched gets its `Exit`,
-    /// stamped with the kernel's (earlier) time, as a zombie does.
+    /// process's `Exit` is decided by its thread set instead, whose own staleness rule (see
+    /// [`thread_input_is_stale`]) keeps a queued message from ending a process the stream
+    /// watches.
     pub(crate) fn apply_at(&mut self, input: Input, at: Stamp, wake: &mut Wakeups) {
         if at.boot != 0 {
             let subject = match &input {
@@ -608,20 +597,12 @@ impl Registry {
             Input::ThreadExit { tgid, tid, code } => {
                 let raw = tgid.as_raw();
                 let done = match self.procs.get_mut(&raw) {
-                    // A leader's exit from before the read counts only if the read saw the
-                    // leader exiting. Otherwise the pid's leader is another thread by now: a
-                    // non-leader thread called `execve` and took the pid over, and this is
-                    // the old leader's exit (which says nothing about the process).
-                    Some(e)
-                        if tid == raw
-                            && !e.synced.leader_dying()
-                            && thread_input_is_stale(e, stamp) =>
-                    {
-                        None
-                    }
-                    // Any other thread's exit from before the read is that of a thread the
-                    // read still listed (it was exiting), or of one it did not list (and
-                    // the thread set ignores those).
+                    // Already reflected in the read the thread set comes from: the kernel
+                    // sends a thread's exit message after the thread is unlisted (or, for a
+                    // leader, a zombie). A leader's exit from before the read on a set that
+                    // has a live leader is the old leader of a non-leader `execve`, whose pid
+                    // the exec'ing thread has taken over: it says nothing about the process.
+                    Some(e) if thread_input_is_stale(e, stamp) => None,
                     Some(e) => e.threads.exit(raw, tid, code),
                     None => {
                         if tid == raw && self.held.contains_key(&raw) {
@@ -705,6 +686,13 @@ impl Registry {
         if let Some(old) = self.procs.get(&craw) {
             if same_start(old.start_ns, start_ns) {
                 known = true;
+            } else if start_ns != 0 && old.start_ns > start_ns.saturating_add(STALE_SLACK_NS) {
+                // The tracked process started after this fork: the message created the pid's
+                // previous owner, long gone, and was still queued when the number was reused
+                // (and watched). The parent's streams hear of the fork; nothing is attached,
+                // and the process under this number now is left alone.
+                self.record_fork_only(parent, craw, at, when, wake);
+                return;
             } else {
                 self.exit(child, None, at, wake);
             }
@@ -789,7 +777,7 @@ impl Registry {
                         start_ns,
                         knotes: attached,
                         threads: Threads::single(),
-                        synced: Synced::default(),
+                        synced: 0,
                     },
                 );
             }
@@ -812,6 +800,33 @@ impl Registry {
         }
         if let Some((status, exit_at)) = h.knote.exit_recorded() {
             self.exit(child, status, exit_at, wake);
+        }
+    }
+
+    /// Records `parent`'s fork of `child` on the parent's streams that want forks (and whose
+    /// watch began before it), without attaching the child anywhere.
+    fn record_fork_only(
+        &mut self,
+        parent: Pid,
+        child: i32,
+        at: Timestamp,
+        when: Stamp,
+        wake: &mut Wakeups,
+    ) {
+        let Some(pentry) = self.procs.get(&parent.as_raw()) else {
+            return;
+        };
+        for (sidx, pkid) in pentry.knotes.iter() {
+            let Some(s) = self.streams.get_mut(sidx) else {
+                continue;
+            };
+            if s.predates(when) || !s.interest.contains(Interest::FORK) {
+                continue;
+            }
+            if let Some(k) = s.knotes.get_mut(pkid) {
+                k.record_run(RunEvent::fork(child, at));
+            }
+            s.enqueue(pkid, wake);
         }
     }
 

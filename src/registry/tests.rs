@@ -913,12 +913,11 @@ fn watching_a_reused_pid_retires_the_stale_entry() {
 // Where a stream begins: nothing from before its `watch`, everything after.
 
 /// A process as `/proc` showed it at `read_at` (both clocks).
-fn read_at(read_at: u64, tids: &[i32], leader_exiting: bool) -> ProcSnapshot {
+fn read_at(read_at: u64, tids: &[i32]) -> ProcSnapshot {
     ProcSnapshot {
         ppid: 1,
         start_ns: 1_000,
         tids: tids.to_vec(),
-        leader_exiting,
         read_at,
         ..ProcSnapshot::default()
     }
@@ -937,12 +936,18 @@ impl Script {
     fn input_at(&mut self, input: Input, at: u64) {
         self.reg.apply_at(input, st(at), &mut self.wake);
     }
+
+    /// Thread `tid` of process `p` exits with wait status `code`, at `at`.
+    fn thread_exit_at(&mut self, p: i32, tid: i32, code: i32, at: u64) {
+        let tgid = pid(p);
+        self.input_at(Input::ThreadExit { tgid, tid, code }, at);
+    }
 }
 
 #[test]
 fn inputs_stamped_before_the_watch_do_not_reach_the_stream() {
     let mut s = Script::new();
-    let id = s.watch_since(10, 5_000, &read_at(5_001, &[], false));
+    let id = s.watch_since(10, 5_000, &read_at(5_001, &[]));
     // Still queued when the watch began: the exec that started the program, a fork, and the
     // exit of the child it forked.
     s.input_at(Input::Exec { pid: pid(10) }, 4_000);
@@ -952,14 +957,7 @@ fn inputs_stamped_before_the_watch_do_not_reach_the_stream() {
         start_ns: 4_500,
     };
     s.input_at(fork_11, 4_500);
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(11),
-            tid: 11,
-            code: 0,
-        },
-        4_900,
-    );
+    s.thread_exit_at(11, 11, 0, 4_900);
     assert_eq!(s.read(id), (vec![], false));
     assert_eq!(
         s.reg.tracked_count(id),
@@ -974,22 +972,8 @@ fn inputs_stamped_before_the_watch_do_not_reach_the_stream() {
         start_ns: 6_000,
     };
     s.input_at(fork_12, 6_000);
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(12),
-            tid: 12,
-            code: 3 << 8,
-        },
-        7_000,
-    );
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(10),
-            tid: 10,
-            code: 0,
-        },
-        8_000,
-    );
+    s.thread_exit_at(12, 12, 3 << 8, 7_000);
+    s.thread_exit_at(10, 10, 0, 8_000);
     assert_eq!(
         s.read(id),
         (
@@ -1008,8 +992,8 @@ fn inputs_stamped_before_the_watch_do_not_reach_the_stream() {
 #[test]
 fn an_older_stream_still_gets_what_a_newer_one_on_the_same_pid_does_not() {
     let mut s = Script::new();
-    let old = s.watch_since(10, 1_000, &read_at(1_001, &[], false));
-    let new = s.watch_since(10, 5_000, &read_at(5_001, &[], false));
+    let old = s.watch_since(10, 1_000, &read_at(1_001, &[]));
+    let new = s.watch_since(10, 5_000, &read_at(5_001, &[]));
     s.input_at(
         Input::Fork {
             parent: pid(10),
@@ -1026,14 +1010,7 @@ fn an_older_stream_still_gets_what_a_newer_one_on_the_same_pid_does_not() {
     );
     assert_eq!(s.read(new).0, vec![exec(10, 1)]);
     // The child the new stream never saw created is not its to end with.
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(11),
-            tid: 11,
-            code: 0,
-        },
-        7_000,
-    );
+    s.thread_exit_at(11, 11, 0, 7_000);
     assert_eq!(s.read(new), (vec![], false));
     assert_eq!(s.read(old), (vec![exit(11, 0)], false));
 }
@@ -1043,23 +1020,9 @@ fn a_non_leader_execs_old_leader_exit_from_before_the_watch_is_not_an_exit() {
     // Thread 11 of process 10 called execve just before the watch: the kernel queued the old
     // leader's exit (tid 10) and the exec; `/proc` already shows one thread, the new leader.
     let mut s = Script::new();
-    let id = s.watch_since(10, 5_000, &read_at(5_001, &[], false));
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(10),
-            tid: 11,
-            code: 0,
-        },
-        4_000,
-    );
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(10),
-            tid: 10,
-            code: 0,
-        },
-        4_100,
-    );
+    let id = s.watch_since(10, 5_000, &read_at(5_001, &[]));
+    s.thread_exit_at(10, 11, 0, 4_000);
+    s.thread_exit_at(10, 10, 0, 4_100);
     s.input_at(Input::Exec { pid: pid(10) }, 4_200);
     assert_eq!(s.read(id), (vec![], false), "the process lives on");
     // Its program forks a thread and exits for real.
@@ -1070,47 +1033,65 @@ fn a_non_leader_execs_old_leader_exit_from_before_the_watch_is_not_an_exit() {
         },
         6_000,
     );
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(10),
-            tid: 10,
-            code: 0,
-        },
-        7_000,
-    );
+    s.thread_exit_at(10, 10, 0, 7_000);
     assert_eq!(s.read(id), (vec![], false), "thread 12 still runs");
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(10),
-            tid: 12,
-            code: 4 << 8,
-        },
-        8_000,
-    );
+    s.thread_exit_at(10, 12, 4 << 8, 8_000);
     assert_eq!(s.read(id), (vec![exit(10, 4)], true));
 }
 
 #[test]
-fn a_process_already_exiting_when_watched_gets_its_exit() {
-    // The last thread sent its exit message just before the watch, but was not a zombie yet
-    // when `/proc` was read: the read saw it exiting, so the message counts.
+fn a_zombie_watched_with_its_exit_still_queued_exits_once() {
+    // The kernel sent the exit message once the process was a zombie; the watch read it as one
+    // and gave its `Exit` at once. The queued message then finds nothing to end.
     let mut s = Script::new();
-    let id = s.watch_since(10, 5_000, &read_at(5_001, &[], true));
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(10),
-            tid: 10,
-            code: 9,
-        },
-        4_000,
-    );
-    let (evs, done) = s.read(id);
-    assert!(done);
-    assert!(
-        matches!(evs.as_slice(), [ProcEvent::Exit { pid: p, status: Some(st), .. }]
-            if *p == pid(10) && st.signal() == Some(9)),
-        "{evs:?}"
-    );
+    let id = s.reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
+    let mut zombie = read_at(5_001, &[]);
+    zombie.zombie = Some(status(9));
+    s.reg
+        .attach_root(id, pid(10), Some(&zombie), st(5_000), &mut s.wake)
+        .unwrap();
+    s.thread_exit_at(10, 10, 9 << 8, 4_000);
+    assert_eq!(s.read(id), (vec![exit(10, 9)], true));
+    assert_eq!(s.reg.tracked_pids(), 0);
+}
+
+#[test]
+fn a_watch_during_a_resync_refreshes_the_thread_set_it_shares() {
+    // Stream a tracks 10 with threads 10 and 11; the exit of 11 is lost. During the resync's
+    // scan, a second watch of 10 reads one thread: the resync leaves 10 to that newer read,
+    // which must replace the stale set, or 10 would never be seen to exit.
+    let mut s = Script::new();
+    let a = s.watch_since(10, 1_000, &read_at(1_001, &[10, 11]));
+    s.reg.mark_lost(T0, &mut s.wake);
+    s.reg.begin_scan();
+    let mut listed_then = listed(1, 1_000, None);
+    listed_then.read_at = 2_500;
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, listed_then);
+    let b = s.watch_since(10, 3_000, &read_at(3_001, &[]));
+    s.reg
+        .resync(&snap, &HashSet::new(), st(3_500), 500, &mut s.wake);
+    s.thread_exit_at(10, 10, 0, 4_000);
+    assert_eq!(s.read(a), (vec![lost(10, 1), exit(10, 0)], true));
+    assert_eq!(s.read(b), (vec![exit(10, 0)], true));
+}
+
+#[test]
+fn a_queued_fork_of_a_pids_previous_owner_leaves_the_new_one_alone() {
+    // The fork message that created the previous owner of pid 20 is still queued when 20,
+    // reused, is watched: it is not about the watched process and must not end its stream.
+    let mut s = Script::new();
+    let mut snap = read_at(60_000_001, &[]);
+    snap.start_ns = 50_000_000;
+    let b = s.watch_since(20, 60_000_000, &snap);
+    let old_fork = Input::Fork {
+        parent: pid(7),
+        child: pid(20),
+        start_ns: 1_000,
+    };
+    s.input_at(old_fork, 1_000);
+    assert_eq!(s.read(b), (vec![], false));
+    assert_eq!(s.reg.tracked_count(b), 1);
 }
 
 #[test]
@@ -1118,7 +1099,7 @@ fn thread_messages_from_before_the_read_do_not_change_the_thread_set() {
     let mut s = Script::new();
     // `/proc` listed threads 10 and 12; thread 11 came and went before the read, thread 12
     // was created before it.
-    let id = s.watch_since(10, 5_000, &read_at(5_001, &[10, 12], false));
+    let id = s.watch_since(10, 5_000, &read_at(5_001, &[10, 12]));
     for (input, at) in [
         (
             Input::ThreadStart {
@@ -1146,23 +1127,9 @@ fn thread_messages_from_before_the_read_do_not_change_the_thread_set() {
         s.input_at(input, at);
     }
     // 11 is not waited for (it would never exit again), 12 is.
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(10),
-            tid: 10,
-            code: 0,
-        },
-        6_000,
-    );
+    s.thread_exit_at(10, 10, 0, 6_000);
     assert_eq!(s.read(id), (vec![], false));
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(10),
-            tid: 12,
-            code: 2 << 8,
-        },
-        7_000,
-    );
+    s.thread_exit_at(10, 12, 2 << 8, 7_000);
     assert_eq!(s.read(id), (vec![exit(10, 2)], true));
 }
 
@@ -1170,8 +1137,8 @@ fn thread_messages_from_before_the_read_do_not_change_the_thread_set() {
 fn a_resync_attaches_a_child_only_to_streams_watching_before_it_started() {
     let mut s = Script::new();
     let tick = PROC_TICK_NS;
-    let old = s.watch_since(10, 1_000, &read_at(1_001, &[], false));
-    let new = s.watch_since(10, 100 * tick, &read_at(100 * tick + 1, &[], false));
+    let old = s.watch_since(10, 1_000, &read_at(1_001, &[]));
+    let new = s.watch_since(10, 100 * tick, &read_at(100 * tick + 1, &[]));
     s.reg.mark_lost(T0, &mut s.wake);
     let mut snap = SystemSnapshot::new();
     snap.insert(10, listed(1, 1_000, None));
@@ -1203,7 +1170,7 @@ fn a_resync_rebuilds_the_thread_set_as_of_its_read() {
     // (11) called execve in the gap. The resync reads one thread; the old leader's exit,
     // still queued behind the loss, must not end the process.
     let mut s = Script::new();
-    let id = s.watch_since(10, 1_000, &read_at(1_001, &[10, 11], false));
+    let id = s.watch_since(10, 1_000, &read_at(1_001, &[10, 11]));
     s.reg.mark_lost(T0, &mut s.wake);
     let mut snap = SystemSnapshot::new();
     let mut now = listed(1, 1_000, None);
@@ -1211,14 +1178,7 @@ fn a_resync_rebuilds_the_thread_set_as_of_its_read() {
     snap.insert(10, now);
     s.reg
         .resync(&snap, &HashSet::new(), st(5_000), 2_000, &mut s.wake);
-    s.input_at(
-        Input::ThreadExit {
-            tgid: pid(10),
-            tid: 10,
-            code: 0,
-        },
-        4_000,
-    );
+    s.thread_exit_at(10, 10, 0, 4_000);
     s.input_at(Input::Exec { pid: pid(10) }, 4_100);
     let (evs, done) = s.read(id);
     assert!(!done, "{evs:?}");

@@ -430,6 +430,9 @@ struct Drainer {
     stash: Stash,
 }
 
+/// The receive buffer for one datagram (the kernel sends a few hundred bytes at most).
+const MAX_DATAGRAM: usize = 64 * 1024;
+
 /// The longest a [`Stash`] grows: as much as the default receive buffer holds in the kernel's
 /// accounting (about 1 KiB a message), at the ~80 bytes a message takes here.
 const STASH_CAP: usize = 8 << 20;
@@ -455,14 +458,24 @@ struct Stash {
 
 impl Stash {
     fn push(&mut self, datagram: &[u8]) {
+        self.reserve();
         self.bytes
             .extend_from_slice(&(datagram.len() as u32).to_ne_bytes());
         self.bytes.extend_from_slice(datagram);
     }
 
     fn push_loss(&mut self) {
+        self.reserve();
         self.bytes.extend_from_slice(&0u32.to_ne_bytes());
         self.losses += 1;
+    }
+
+    /// Takes the whole buffer at once, the first time: records are added only while it is
+    /// not full, so it never grows past the cap plus one datagram.
+    fn reserve(&mut self) {
+        if self.bytes.capacity() == 0 {
+            self.bytes.reserve_exact(STASH_CAP + 4 + MAX_DATAGRAM);
+        }
     }
 
     fn is_full(&self) -> bool {
@@ -488,7 +501,7 @@ impl Drainer {
         Drainer {
             sock,
             shared,
-            buf: vec![0; 64 * 1024],
+            buf: vec![0; MAX_DATAGRAM],
             batch: Vec::with_capacity(BATCH),
             mono_offset: procfs::timens_monotonic_offset(),
             boot_ahead: now.boot_ahead(),
@@ -630,15 +643,34 @@ impl Drainer {
             return;
         }
         self.shared.lock().begin_scan();
-        let listing = procfs::scan_all(&mut || self.stash_queued());
+        let listing = procfs::scan_all(&mut || {
+            self.stash_queued();
+            !self.stopping()
+        });
         match listing {
-            Ok(listing) => {
+            Ok(mut listing) => {
+                // Tracked processes the listing did not show: gone, hidden from this reader
+                // (`hidepid`), or started under a reused number after the listing passed it.
                 let tracked = self.shared.lock().tracked_pid_list();
-                let unverified: HashSet<i32> = tracked
+                let missing: Vec<i32> = tracked
                     .into_iter()
                     .filter(|raw| !listing.procs.contains_key(raw))
-                    .filter(|&raw| procfs::probe(raw) == Some(procfs::Probe::Running))
                     .collect();
+                let mut unverified = HashSet::new();
+                for (n, raw) in missing.into_iter().enumerate() {
+                    if n % procfs::SCAN_STRIDE == procfs::SCAN_STRIDE - 1 {
+                        self.stash_queued();
+                    }
+                    match procfs::recheck(raw) {
+                        procfs::Recheck::Listed(snap) => {
+                            listing.procs.insert(raw, snap);
+                        }
+                        procfs::Recheck::Unverified => {
+                            unverified.insert(raw);
+                        }
+                        procfs::Recheck::Gone => {}
+                    }
+                }
                 self.stash_queued();
                 let mut wake = Wakeups::default();
                 self.shared.lock().resync(
@@ -661,6 +693,10 @@ impl Drainer {
                     );
                 }
                 self.apply_stash();
+            }
+            Err(_) if self.stopping() => {
+                // The watcher is shutting down: its streams end with what they hold.
+                self.stash = Stash::default();
             }
             Err(e) => {
                 // What was read meanwhile is not lost: it is applied now, the resync retried
