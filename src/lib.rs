@@ -148,12 +148,14 @@
 mod backend;
 #[doc(hidden)]
 pub mod bench_support;
+mod clock;
 mod command;
 mod error;
 mod event;
 mod interest;
 mod loom;
 mod pid;
+mod procfs;
 mod registry;
 mod shared;
 mod stream;

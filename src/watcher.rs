@@ -1,11 +1,12 @@
 //! `ProcWatcher`, its builder, and backend selection.
 
 use crate::backend::netlink::{self, Netlink};
-use crate::backend::{procfs, Backend};
+use crate::backend::Backend;
 use crate::loom::Arc;
-use crate::registry::{Stamp, Wakeups};
+use crate::registry::Wakeups;
 use crate::shared::Shared;
 use crate::stream::ProcEvents;
+use crate::{clock, procfs};
 use crate::{Error, ErrorKind, Interest, Pid};
 use std::fmt;
 use std::time::Duration;
@@ -268,7 +269,7 @@ impl ProcWatcher {
             // The watch begins now. Everything the kernel stamps from here on is read and
             // applied after this lock is released (so it reaches the stream); anything stamped
             // earlier is not for the stream, even if it is still queued in the kernel.
-            let since = Stamp::now();
+            let since = clock::now();
             // Read /proc with the registry locked: no input about `pid` can be applied between
             // this look and the attach, so the thread set and the liveness check agree with
             // everything the backend applies afterwards.

@@ -15,14 +15,13 @@
 //! 3. **Report process exit once.** Either per thread (`ThreadStart`/`ThreadExit`, and the
 //!    registry works out the last thread) or per process (`Exit`), never both for one process.
 //! 4. **Never lose silently.** When the source drops messages, call `mark_lost`, then feed a
-//!    `/proc` resync (see [`procfs`]).
+//!    `/proc` resync (see [`crate::procfs`]).
 //! 5. **Drain at its own pace.** Never block on a consumer: the registry coalesces, so a backend
 //!    only needs the registry lock for short sections that never wait.
 //! 6. **Stop without blocking.** [`Backend::shutdown`] only signals; the backend's thread or
 //!    task releases its own resources (fds, traced processes) when it sees the signal.
 
 pub(crate) mod netlink;
-pub(crate) mod procfs;
 
 use crate::BackendKind;
 

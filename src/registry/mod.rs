@@ -114,14 +114,6 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    /// Both clocks read now.
-    pub(crate) fn now() -> Stamp {
-        Stamp {
-            mono: Timestamp::now().as_nanos(),
-            boot: crate::backend::procfs::boottime_now(),
-        }
-    }
-
     /// How far the boot clock is ahead of the monotonic one (time spent suspended).
     pub(crate) fn boot_ahead(self) -> u64 {
         self.boot.saturating_sub(self.mono)

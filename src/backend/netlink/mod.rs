@@ -29,10 +29,11 @@
 pub(crate) mod socket;
 pub(crate) mod wire;
 
-use super::{procfs, Backend};
+use super::Backend;
 use crate::loom::Arc;
 use crate::registry::{Input, Stamp, Wakeups};
 use crate::shared::Shared;
+use crate::{clock, procfs};
 use crate::{BackendKind, Error, Pid, Timestamp};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::fd::OwnedFd;
@@ -497,13 +498,13 @@ impl Stash {
 
 impl Drainer {
     fn new(sock: std::sync::Arc<OwnedFd>, shared: Arc<Shared>) -> Drainer {
-        let now = Stamp::now();
+        let now = clock::now();
         Drainer {
             sock,
             shared,
             buf: vec![0; MAX_DATAGRAM],
             batch: Vec::with_capacity(BATCH),
-            mono_offset: procfs::timens_monotonic_offset(),
+            mono_offset: clock::timens_monotonic_offset(),
             boot_ahead: now.boot_ahead(),
             last_boot: now.boot,
             resync_cutoff: None,
@@ -520,7 +521,7 @@ impl Drainer {
     /// inputs in batches. An overflow reported by the kernel tells every stream at once and
     /// schedules a resync.
     fn drain(&mut self, budget: Option<usize>) -> Drained {
-        self.boot_ahead = Stamp::now().boot_ahead();
+        self.boot_ahead = clock::now().boot_ahead();
         let mut drained = Drained::default();
         loop {
             if budget.is_some_and(|b| drained.datagrams >= b) {
@@ -582,7 +583,7 @@ impl Drainer {
         let mut wake = Wakeups::default();
         self.shared
             .lock()
-            .mark_lost(Timestamp::from_nanos(Stamp::now().mono), &mut wake);
+            .mark_lost(Timestamp::from_nanos(clock::now().mono), &mut wake);
         wake.wake_all();
     }
 
@@ -676,7 +677,7 @@ impl Drainer {
                 self.shared.lock().resync(
                     &listing.procs,
                     &unverified,
-                    Stamp::now(),
+                    clock::now(),
                     cutoff,
                     &mut wake,
                 );

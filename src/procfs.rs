@@ -1,4 +1,6 @@
 //! Reading `/proc`: one process when a stream attaches to it, every process after a loss.
+//! Not a backend: what any backend (and `watch`) needs to know of a process the kernel has
+//! not told it about.
 //!
 //! Parsing is split from reading so it is tested on fixed text. Field numbers follow
 //! `proc_pid_stat(5)`.
@@ -47,37 +49,6 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
 fn ns_per_tick() -> u64 {
     let hz = rustix::param::clock_ticks_per_second().max(1);
     1_000_000_000 / hz
-}
-
-/// `CLOCK_BOOTTIME` now, in nanoseconds: the clock `/proc` start times count in.
-pub(crate) fn boottime_now() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
-}
-
-/// The `CLOCK_MONOTONIC` offset of this process's time namespace, in nanoseconds
-/// (`/proc/self/timens_offsets`, Linux 5.6+; 0 outside a time namespace). The kernel stamps
-/// proc-connector events on the initial namespace's clock; adding this makes them comparable
-/// with this process's own clock.
-pub(crate) fn timens_monotonic_offset() -> i64 {
-    let Ok(text) = fs::read_to_string("/proc/self/timens_offsets") else {
-        return 0;
-    };
-    parse_timens_monotonic(&text)
-}
-
-fn parse_timens_monotonic(text: &str) -> i64 {
-    text.lines()
-        .find_map(|l| {
-            let mut f = l.split_ascii_whitespace();
-            if f.next()? != "monotonic" {
-                return None;
-            }
-            let secs: i64 = f.next()?.parse().ok()?;
-            let nanos: i64 = f.next()?.parse().ok()?;
-            Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
-        })
-        .unwrap_or(0)
 }
 
 /// Turns a parsed stat (and the thread list, when needed) into what the registry keeps. A
@@ -501,13 +472,6 @@ mod tests {
         let tid = rx.recv().unwrap();
         assert!(snapshot(Pid::from_raw(tid).unwrap()).unwrap().is_none());
         t.join().unwrap();
-    }
-
-    #[test]
-    fn time_namespace_offsets() {
-        let text = "monotonic           100         5\nboottime            -3         0\n";
-        assert_eq!(parse_timens_monotonic(text), 100_000_000_005);
-        assert_eq!(parse_timens_monotonic(""), 0);
     }
 
     /// A directory laid out like `/proc`, removed on drop.
