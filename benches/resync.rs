@@ -15,7 +15,7 @@
 //! ```
 
 use futures::StreamExt;
-use procwatch::{Interest, ProcEvent, ProcWatcher};
+use procwatch::{Interest, NetlinkOptions, ProcEvent, ProcWatcher};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -94,7 +94,7 @@ fn main() {
         .unwrap_or(RCVBUF);
     let rows: Vec<Round> = rt.block_on(async {
         let w = ProcWatcher::builder()
-            .receive_buffer(rcvbuf)
+            .netlink(NetlinkOptions::new().receive_buffer(rcvbuf))
             .build()
             .expect("a netlink watcher (run as root)");
         let mut rows = Vec::new();

@@ -69,8 +69,7 @@ pub const DEFAULT_MAX_TRACKED: usize = 1 << 16;
 pub struct Builder {
     backend: BackendKind,
     max_tracked: usize,
-    rcvbuf: usize,
-    ack_timeout: Duration,
+    netlink: NetlinkOptions,
 }
 
 impl Default for Builder {
@@ -78,9 +77,66 @@ impl Default for Builder {
         Builder {
             backend: BackendKind::Auto,
             max_tracked: DEFAULT_MAX_TRACKED,
+            netlink: NetlinkOptions::default(),
+        }
+    }
+}
+
+/// Settings of the `Netlink` backend, used when a [`Builder`] ends up starting it
+/// ([`BackendKind::Netlink`], or [`BackendKind::Auto`] where the proc connector answers) and
+/// ignored otherwise.
+///
+/// # Examples
+///
+/// ```no_run
+/// use procwatch::{NetlinkOptions, ProcWatcher};
+/// use std::time::Duration;
+///
+/// let watcher = ProcWatcher::builder()
+///     .netlink(
+///         NetlinkOptions::new()
+///             .receive_buffer(8 << 20)
+///             .listen_timeout(Duration::from_millis(500)),
+///     )
+///     .build()?;
+/// # Ok::<(), procwatch::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct NetlinkOptions {
+    pub(crate) rcvbuf: usize,
+    pub(crate) ack_timeout: Duration,
+}
+
+impl Default for NetlinkOptions {
+    fn default() -> NetlinkOptions {
+        NetlinkOptions {
             rcvbuf: netlink::socket::DEFAULT_RCVBUF,
             ack_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+impl NetlinkOptions {
+    /// The defaults: a 64 MiB receive buffer, a 2 s wait for the subscription's
+    /// acknowledgement.
+    pub fn new() -> NetlinkOptions {
+        NetlinkOptions::default()
+    }
+
+    /// The netlink socket's receive buffer in bytes (default 64 MiB, set with
+    /// `SO_RCVBUFFORCE`, or `SO_RCVBUF` capped by `net.core.rmem_max` without privilege). A
+    /// larger buffer rides out longer stalls of the process that drains the socket before the
+    /// kernel drops messages.
+    pub fn receive_buffer(mut self, bytes: usize) -> NetlinkOptions {
+        self.rcvbuf = bytes;
+        self
+    }
+
+    /// How long to wait for the kernel to acknowledge the proc-connector subscription before
+    /// reporting [`ErrorKind::Unsupported`] (default 2 s).
+    pub fn listen_timeout(mut self, timeout: Duration) -> NetlinkOptions {
+        self.ack_timeout = timeout;
+        self
     }
 }
 
@@ -100,19 +156,9 @@ impl Builder {
         self
     }
 
-    /// The netlink socket's receive buffer in bytes (default 64 MiB, set with
-    /// `SO_RCVBUFFORCE`, or `SO_RCVBUF` capped by `net.core.rmem_max` without privilege). A
-    /// larger buffer rides out longer stalls of the process that drains the socket before the
-    /// kernel drops messages.
-    pub fn receive_buffer(mut self, bytes: usize) -> Builder {
-        self.rcvbuf = bytes;
-        self
-    }
-
-    /// How long to wait for the kernel to acknowledge the proc-connector subscription before
-    /// reporting [`ErrorKind::Unsupported`] (default 2 s).
-    pub fn listen_timeout(mut self, timeout: Duration) -> Builder {
-        self.ack_timeout = timeout;
+    /// Settings of the `Netlink` backend (see [`NetlinkOptions`]); other backends ignore them.
+    pub fn netlink(mut self, options: NetlinkOptions) -> Builder {
+        self.netlink = options;
         self
     }
 
@@ -137,11 +183,8 @@ impl Builder {
         match self.backend {
             BackendKind::Auto | BackendKind::Netlink => {
                 let shared = Arc::new(Shared::new());
-                let opts = netlink::Options {
-                    rcvbuf: self.rcvbuf,
-                    ack_timeout: self.ack_timeout,
-                };
-                let backend = Netlink::start(shared.clone(), &opts).map_err(|e| {
+
+                let backend = Netlink::start(shared.clone(), &self.netlink).map_err(|e| {
                     if self.backend == BackendKind::Auto {
                         e.with_detail("no other backend is available in this version")
                     } else {

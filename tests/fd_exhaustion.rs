@@ -24,7 +24,9 @@
 
 mod support;
 
-use procwatch::{BackendKind, ErrorKind, Interest, Pid, ProcEvent, ProcEvents, ProcWatcher};
+use procwatch::{
+    BackendKind, ErrorKind, Interest, NetlinkOptions, Pid, ProcEvent, ProcEvents, ProcWatcher,
+};
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
@@ -242,7 +244,9 @@ async fn out_of_file_descriptors_while_tracking() {
     let _watchdog = Watchdog::arm(Duration::from_secs(300), "fd_exhaustion");
     let w = require!(watcher());
     // Follows one process across kernel drops; see the "resync" step below.
-    let tiny = require!(watcher_with(|b| b.receive_buffer(4096)));
+    let tiny = require!(watcher_with(
+        |b| b.netlink(NetlinkOptions::new().receive_buffer(4096))
+    ));
 
     // Whatever tokio or std create on a first spawn (a pidfd, signal plumbing) is created
     // now, before the descriptors are counted.

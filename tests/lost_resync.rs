@@ -11,7 +11,7 @@
 
 mod support;
 
-use procwatch::{Interest, Pid, ProcEvent, ProcWatcher};
+use procwatch::{Interest, NetlinkOptions, Pid, ProcEvent, ProcWatcher};
 use std::collections::{BTreeSet, HashMap};
 use std::process::Stdio;
 use std::time::Duration;
@@ -57,7 +57,7 @@ wait"#
 /// A netlink watcher with a receive buffer small enough to overflow (skips like
 /// [`support::watcher`] where netlink is unavailable).
 fn small_buffer_watcher() -> Option<ProcWatcher> {
-    watcher_with(|b| b.receive_buffer(4096))
+    watcher_with(|b| b.netlink(NetlinkOptions::new().receive_buffer(4096)))
 }
 
 /// The pids logged under `tag`.

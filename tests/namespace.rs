@@ -18,7 +18,7 @@ fn helper() {
     }
     let result = procwatch::ProcWatcher::builder()
         .backend(procwatch::BackendKind::Netlink)
-        .listen_timeout(Duration::from_millis(500))
+        .netlink(procwatch::NetlinkOptions::new().listen_timeout(Duration::from_millis(500)))
         .build();
     match result {
         Ok(_) => println!("RESULT=built"),

@@ -16,7 +16,7 @@
 
 mod support;
 
-use procwatch::{BackendKind, Interest, ProcEvent, ProcWatcher};
+use procwatch::{BackendKind, Interest, NetlinkOptions, ProcEvent, ProcWatcher};
 use std::collections::HashSet;
 use std::time::Duration;
 use support::*;
@@ -47,7 +47,7 @@ async fn hidden_run() -> String {
         == Some(libc::EPERM);
     let w = match ProcWatcher::builder()
         .backend(BackendKind::Netlink)
-        .receive_buffer(4096)
+        .netlink(NetlinkOptions::new().receive_buffer(4096))
         .build()
     {
         Ok(w) => w,

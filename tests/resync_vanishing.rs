@@ -16,7 +16,7 @@
 
 mod support;
 
-use procwatch::{Pid, ProcEvent, ProcWatcher};
+use procwatch::{NetlinkOptions, Pid, ProcEvent, ProcWatcher};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -302,7 +302,9 @@ fn check_run(run: &Run) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_vanishing_while_the_resync_reads_proc() {
     let panics = count_panics();
-    let w = require!(watcher_with(|b| b.receive_buffer(4096)));
+    let w = require!(watcher_with(
+        |b| b.netlink(NetlinkOptions::new().receive_buffer(4096))
+    ));
     for attempt in 0..3 {
         let run = run_storm(&w, attempt).await;
         if pid_space_wrapped(&run) {

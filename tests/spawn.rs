@@ -223,7 +223,7 @@ async fn watching_a_thread_id_is_no_such_process() {
 async fn an_unbounded_listen_timeout_is_fine() {
     let _ = require!(watcher());
     let w = ProcWatcher::builder()
-        .listen_timeout(std::time::Duration::MAX)
+        .netlink(procwatch::NetlinkOptions::new().listen_timeout(std::time::Duration::MAX))
         .build()
         .unwrap();
     assert_eq!(w.backend(), procwatch::BackendKind::Netlink);

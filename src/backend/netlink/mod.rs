@@ -34,7 +34,7 @@ use crate::loom::Arc;
 use crate::registry::{Input, Stamp, Wakeups};
 use crate::shared::Shared;
 use crate::{clock, procfs};
-use crate::{BackendKind, Error, Pid, Timestamp};
+use crate::{BackendKind, Error, NetlinkOptions, Pid, Timestamp};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
@@ -46,13 +46,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use wire::ProcMsg;
-
-/// Options for the netlink backend.
-#[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) rcvbuf: usize,
-    pub(crate) ack_timeout: Duration,
-}
 
 /// How often the backstop thread drains what the runtime task left (if anything), at first
 /// and whenever it found something; see [`backstop_longest_period`] for how it backs off.
@@ -89,7 +82,7 @@ impl Shared2 {
 impl Netlink {
     /// Opens and subscribes the socket, then starts the backstop thread and, inside a tokio
     /// runtime with I/O enabled, the runtime task.
-    pub(crate) fn start(shared: Arc<Shared>, opts: &Options) -> Result<Netlink, Error> {
+    pub(crate) fn start(shared: Arc<Shared>, opts: &NetlinkOptions) -> Result<Netlink, Error> {
         let sock = std::sync::Arc::new(socket::open(opts.rcvbuf)?);
         socket::listen(&sock, opts.ack_timeout)?;
         let wrap = |op, e: Errno| Error::io(op, e.into()).with_backend(BackendKind::Netlink);
