@@ -3,7 +3,7 @@
 //! a counting allocator.
 //!
 //! ```text
-//! cargo bench --bench memory
+//! cargo bench --features bench-support --bench memory
 //! ```
 
 use procwatch::bench_support::ScriptedRegistry;

@@ -2,7 +2,7 @@
 //! events per second one core can dispatch.
 //!
 //! ```text
-//! cargo bench --bench registry
+//! cargo bench --features bench-support --bench registry
 //! ```
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

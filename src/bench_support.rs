@@ -1,5 +1,6 @@
-//! Entry points for the crate's own benchmarks (`benches/`) and fuzz targets (`fuzz/`). Not
-//! part of the API: hidden from the docs, exempt from semver, and may change with any release.
+//! Entry points for the crate's own benchmarks (`benches/`), fuzz targets (`fuzz/`) and wire
+//! tests, compiled only with the `bench-support` feature. Not part of the API: hidden from the
+//! docs, exempt from semver, and may change with any release.
 
 use crate::backend::netlink::{self, wire};
 use crate::registry::{Input, PopStatus, ProcSnapshot, Registry, Stamp, StreamId, Wakeups};

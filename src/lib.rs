@@ -146,6 +146,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod backend;
+#[cfg(any(test, feature = "bench-support"))]
 #[doc(hidden)]
 pub mod bench_support;
 mod clock;

@@ -185,7 +185,9 @@ pub(crate) fn mcast_request(op: u32, events: Option<u32>, seq: u32, ack: u32) ->
     b
 }
 
-/// Encodes a proc_event datagram the way the kernel lays it out.
+/// Encodes a proc_event datagram the way the kernel lays it out (for tests, benches and fuzz
+/// targets).
+#[cfg(any(test, feature = "bench-support"))]
 pub(crate) fn encode_event_with_ack(what: u32, ts: u64, ack: u32, fields: &[u32]) -> Vec<u8> {
     let dlen = PROC_EVENT_HDR + fields.len() * 4;
     let total = NLMSG_HDRLEN + CN_MSG_LEN + dlen;
@@ -207,7 +209,8 @@ pub(crate) fn encode_event_with_ack(what: u32, ts: u64, ack: u32, fields: &[u32]
     b
 }
 
-/// Encodes a proc_event datagram (for tests and benchmarks).
+/// Encodes a proc_event datagram (for tests, benches and fuzz targets).
+#[cfg(any(test, feature = "bench-support"))]
 pub(crate) fn encode_event(what: u32, ts: u64, fields: &[u32]) -> Vec<u8> {
     encode_event_with_ack(what, ts, 0, fields)
 }
