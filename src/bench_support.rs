@@ -182,7 +182,7 @@ pub fn check_decode(datagram: &[u8]) -> usize {
 fn encode_msg(msg: wire::ProcMsg) -> Vec<u8> {
     use wire::{encode_event_with_ack as enc, what, ProcMsg};
     match msg {
-        ProcMsg::Ack { ack, err } => enc(what::NONE, 0, ack, &[err]),
+        ProcMsg::Ack { ack, err, ts_ns } => enc(what::NONE, ts_ns, ack, &[err]),
         ProcMsg::Fork {
             parent_pid,
             parent_tgid,

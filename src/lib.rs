@@ -138,7 +138,10 @@
 //!   [`ErrorKind::Unsupported`] either way (in the second case after a short wait for the
 //!   acknowledgement that never comes). Without `CAP_NET_ADMIN` the receive buffer is capped by
 //!   `net.core.rmem_max`, so a storm overflows it sooner (then `Lost` and a resync). In a time
-//!   namespace the kernel's timestamps are shifted onto the namespace's own clock.
+//!   namespace the kernel's timestamps are shifted onto the namespace's own clock; the offset
+//!   `/proc/self/timens_offsets` gives is checked against the kernel's timestamp on its answer
+//!   to the subscription, and measured from that answer where it does not fit (a program that
+//!   unshared a time namespace for its children without entering it).
 //! * Event times ([`Timestamp`]) are the kernel's; a process started by the kernel before
 //!   the watch and read from `/proc` has a start time with clock-tick (10 ms) precision.
 

@@ -114,9 +114,11 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    /// How far the boot clock is ahead of the monotonic one (time spent suspended).
-    pub(crate) fn boot_ahead(self) -> u64 {
-        self.boot.saturating_sub(self.mono)
+    /// How far the boot clock is ahead of the monotonic one: the time spent suspended, plus,
+    /// in a time namespace, the difference of its two offsets (which can make it negative:
+    /// a namespace may move its monotonic clock further ahead than its boot clock).
+    pub(crate) fn boot_ahead(self) -> i64 {
+        (self.boot as i64).wrapping_sub(self.mono as i64)
     }
 }
 
@@ -961,7 +963,8 @@ impl Registry {
                 {
                     continue;
                 }
-                let born = Timestamp::from_nanos(sp.start_ns.saturating_sub(now.boot_ahead()));
+                let born =
+                    Timestamp::from_nanos(sp.start_ns.saturating_add_signed(-now.boot_ahead()));
                 // `/proc` rounds start times down to the clock tick: the child started no
                 // later than one tick after it. A stream whose watch began after that does
                 // not get it; one whose watch began within that tick does.

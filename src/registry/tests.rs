@@ -1208,3 +1208,19 @@ fn a_resync_leaves_tracked_processes_it_could_not_read_alone() {
     s.exit(11, 0);
     assert_eq!(s.read(id), (vec![exit(11, 0)], false));
 }
+
+#[test]
+fn the_boot_clock_may_be_behind_the_monotonic_one_in_a_time_namespace() {
+    // `unshare --time --monotonic 1000`: the monotonic clock 1,000 s ahead, the boot clock not.
+    let s = 1_000_000_000u64;
+    let inside = Stamp {
+        mono: 1_100 * s,
+        boot: 150 * s,
+    };
+    assert_eq!(inside.boot_ahead(), -(950 * s as i64));
+    let outside = Stamp {
+        mono: 100 * s,
+        boot: 150 * s,
+    };
+    assert_eq!(outside.boot_ahead(), 50 * s as i64);
+}

@@ -84,7 +84,7 @@ impl Netlink {
     /// runtime with I/O enabled, the runtime task.
     pub(crate) fn start(shared: Arc<Shared>, opts: &NetlinkOptions) -> Result<Netlink, Error> {
         let sock = std::sync::Arc::new(socket::open(opts.rcvbuf)?);
-        socket::listen(&sock, opts.ack_timeout)?;
+        let acked = socket::listen(&sock, opts.ack_timeout)?;
         let wrap = |op, e: Errno| Error::io(op, e.into()).with_backend(BackendKind::Netlink);
         let new_eventfd = || {
             eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
@@ -96,7 +96,7 @@ impl Netlink {
         let granted = socket::rcvbuf(&sock);
         tracing::debug!(rcvbuf = granted, "proc connector subscribed");
         let both = std::sync::Arc::new(Shared2 {
-            drainer: Mutex::new(Drainer::new(sock.clone(), shared)),
+            drainer: Mutex::new(Drainer::new(sock.clone(), shared, acked)),
             task_alive: AtomicBool::new(false),
             released: tokio::sync::Notify::new(),
             kick: new_eventfd()?,
@@ -412,7 +412,7 @@ struct Drainer {
     /// stamps events on the initial namespace's clock).
     mono_offset: i64,
     /// `CLOCK_BOOTTIME` minus `CLOCK_MONOTONIC`, refreshed at every drain.
-    boot_ahead: u64,
+    boot_ahead: i64,
     /// The boot-clock stamp of the latest event applied.
     last_boot: u64,
     /// After a loss whose resync has not succeeded yet: the boot-clock time before which
@@ -490,14 +490,14 @@ impl Stash {
 }
 
 impl Drainer {
-    fn new(sock: std::sync::Arc<OwnedFd>, shared: Arc<Shared>) -> Drainer {
+    fn new(sock: std::sync::Arc<OwnedFd>, shared: Arc<Shared>, acked: socket::Acked) -> Drainer {
         let now = clock::now();
         Drainer {
             sock,
             shared,
             buf: vec![0; MAX_DATAGRAM],
             batch: Vec::with_capacity(BATCH),
-            mono_offset: clock::timens_monotonic_offset(),
+            mono_offset: acked.monotonic_offset(clock::timens_monotonic_offset()),
             boot_ahead: now.boot_ahead(),
             last_boot: now.boot,
             resync_cutoff: None,
@@ -727,14 +727,14 @@ fn recv_from_kernel(sock: &OwnedFd, buf: &mut [u8]) -> Result<Option<usize>, Err
 
 /// Decodes one datagram into registry inputs, stamped on this process's clocks: `offset` is
 /// the time namespace's monotonic offset, `ahead` how far the boot clock is ahead.
-fn decode_into(batch: &mut Vec<(Input, Stamp)>, datagram: &[u8], offset: i64, ahead: u64) {
+fn decode_into(batch: &mut Vec<(Input, Stamp)>, datagram: &[u8], offset: i64, ahead: i64) {
     wire::decode_datagram(datagram, |m| match m {
         Ok(msg) => {
             if let Some((input, ts)) = to_input(msg) {
                 let mono = ts.saturating_add_signed(offset);
                 let stamp = Stamp {
                     mono,
-                    boot: mono.saturating_add(ahead),
+                    boot: mono.saturating_add_signed(ahead),
                 };
                 batch.push((fix_start(input, stamp), stamp));
             }

@@ -95,12 +95,12 @@ fn send_op(fd: &OwnedFd, op: u32, events: Option<u32>, ack: u32) -> Result<(), E
 /// Waits until the kernel acknowledges the request sent with `ack`, or the deadline passes.
 /// Other messages read meanwhile (events, other listeners' acks) are dropped: nothing is
 /// watched yet.
-fn wait_ack(fd: &OwnedFd, ack: u32, deadline: Instant) -> Result<bool, Error> {
+fn wait_ack(fd: &OwnedFd, ack: u32, deadline: Instant) -> Result<Option<u64>, Error> {
     let mut buf = [0u8; 4096];
     loop {
         let now = Instant::now();
         if now >= deadline {
-            return Ok(false);
+            return Ok(None);
         }
         let left = deadline - now;
         let ts = rustix::time::Timespec {
@@ -109,7 +109,7 @@ fn wait_ack(fd: &OwnedFd, ack: u32, deadline: Instant) -> Result<bool, Error> {
         };
         let mut fds = [PollFd::new(fd, PollFlags::IN)];
         match poll(&mut fds, Some(&ts)) {
-            Ok(0) => return Ok(false),
+            Ok(0) => return Ok(None),
             Ok(_) => {}
             Err(Errno::INTR) => continue,
             Err(e) => return Err(err("netlink listen", e)),
@@ -119,15 +119,15 @@ fn wait_ack(fd: &OwnedFd, ack: u32, deadline: Instant) -> Result<bool, Error> {
                 Ok((n, _)) => {
                     let mut found = None;
                     wire::decode_datagram(&buf[..n], |m| {
-                        if let Ok(ProcMsg::Ack { ack: a, err }) = m {
+                        if let Ok(ProcMsg::Ack { ack: a, err, ts_ns }) = m {
                             if a == ack.wrapping_add(1) {
-                                found = Some(err);
+                                found = Some((err, ts_ns));
                             }
                         }
                     });
                     match found {
-                        Some(0) => return Ok(true),
-                        Some(code) => {
+                        Some((0, ts_ns)) => return Ok(Some(ts_ns)),
+                        Some((code, _)) => {
                             let e = Errno::from_raw_os_error(code as i32);
                             return Err(with_privilege_hint(err("netlink listen", e), e));
                         }
@@ -148,22 +148,31 @@ fn wait_ack(fd: &OwnedFd, ack: u32, deadline: Instant) -> Result<bool, Error> {
 /// pid namespaces (a container), so a missing acknowledgement within `timeout` is reported
 /// as [`ErrorKind::Unsupported`] rather than waiting forever for events that never come.
 /// With a kernel-side filter (6.6+) the socket then receives only fork, exec and exit.
-pub(crate) fn listen(fd: &OwnedFd, timeout: Duration) -> Result<(), Error> {
+///
+/// Returns when the kernel answered, on its clock and on ours, so that the two can be
+/// compared (see [`Acked`]).
+pub(crate) fn listen(fd: &OwnedFd, timeout: Duration) -> Result<Acked, Error> {
     let base = std::process::id().wrapping_mul(2654435761);
+    let sent = crate::Timestamp::now().as_nanos();
     // The classic request is acknowledged by every kernel that supports the connector.
     send_op(fd, wire::PROC_CN_MCAST_LISTEN, None, base)?;
     // A timeout too large to add means "no deadline" in practice: cap it at a day.
     let deadline = Instant::now()
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-    if !wait_ack(fd, base, deadline)? {
+    let Some(kernel) = wait_ack(fd, base, deadline)? else {
         return Err(Error::new(ErrorKind::Unsupported, "netlink listen")
             .with_backend(BackendKind::Netlink)
             .with_detail(format!(
                 "the kernel did not acknowledge the proc-connector subscription within {timeout:?}; \
                  it ignores listeners outside the initial user and pid namespaces"
             )));
-    }
+    };
+    let acked = Acked {
+        sent,
+        kernel,
+        received: crate::Timestamp::now().as_nanos(),
+    };
     // Narrow the subscription where the kernel can filter. Older kernels ignore the longer
     // request without an answer and keep the classic subscription, which is also correct.
     // Newer ones apply the filter; its acknowledgement is itself filtered out, so nobody
@@ -174,7 +183,42 @@ pub(crate) fn listen(fd: &OwnedFd, timeout: Duration) -> Result<(), Error> {
         Some(WANTED),
         base.wrapping_add(2),
     )?;
-    Ok(())
+    Ok(acked)
+}
+
+/// When the kernel acknowledged the subscription: its stamp (`CLOCK_MONOTONIC` of the
+/// initial time namespace, like every event's), between our own `CLOCK_MONOTONIC` readings
+/// just before the request and just after the answer.
+#[derive(Debug, Copy, Clone)]
+pub(crate) struct Acked {
+    pub(crate) sent: u64,
+    pub(crate) kernel: u64,
+    pub(crate) received: u64,
+}
+
+impl Acked {
+    /// The offset to add to the kernel's stamps to read them on this process's clock.
+    /// `from_file` is the time namespace's offset as `/proc/self/timens_offsets` gives it.
+    /// That file shows the namespace this process's *children* get, which is its own unless
+    /// it unshared a time namespace without entering it: so it is used only if it puts the
+    /// kernel's answer between our two readings (with a millisecond to spare), and otherwise
+    /// the answer itself gives the offset, to within half the round trip (microseconds).
+    pub(crate) fn monotonic_offset(self, from_file: i64) -> i64 {
+        const SLACK: i64 = 1_000_000;
+        let (sent, kernel, received) = (self.sent as i64, self.kernel as i64, self.received as i64);
+        let at = kernel.saturating_add(from_file);
+        if kernel == 0 || (sent - SLACK <= at && at <= received + SLACK) {
+            return from_file;
+        }
+        let mid = sent + (received - sent) / 2;
+        tracing::debug!(
+            from_file,
+            measured = mid - kernel,
+            "the time namespace offsets of /proc/self/timens_offsets are not this process's; \
+             using the offset measured at the subscription"
+        );
+        mid - kernel
+    }
 }
 
 /// Unsubscribes (best effort; closing the socket does the same).
@@ -184,7 +228,41 @@ pub(crate) fn ignore(fd: &OwnedFd) {
 
 #[cfg(test)]
 mod tests {
-    use super::{in_child_user_namespace, is_initial_user_namespace};
+    use super::{in_child_user_namespace, is_initial_user_namespace, Acked};
+
+    #[test]
+    fn the_time_namespace_offset_is_checked_against_the_subscriptions_answer() {
+        const S: i64 = 1_000_000_000;
+        // The initial namespace: the kernel answered between our two readings.
+        let here = Acked {
+            sent: 990,
+            kernel: 1_000,
+            received: 1_010,
+        };
+        assert_eq!(here.monotonic_offset(0), 0);
+        // A time namespace whose offset the file gives: trusted exactly.
+        let shifted = Acked {
+            sent: 5_000_000_990,
+            kernel: 1_000,
+            received: 5_000_001_010,
+        };
+        assert_eq!(shifted.monotonic_offset(5 * S), 5 * S);
+        // The file shows the namespace of our children (unshared, not entered): measured.
+        assert_eq!(here.monotonic_offset(5 * S), 0);
+        let measured = Acked {
+            sent: 7 * S as u64,
+            kernel: 2 * S as u64 + 10,
+            received: 7 * S as u64 + 20,
+        };
+        assert_eq!(measured.monotonic_offset(0), 5 * S);
+        // No stamp on the answer: only the file can say.
+        let unstamped = Acked {
+            sent: 7 * S as u64,
+            kernel: 0,
+            received: 7 * S as u64 + 20,
+        };
+        assert_eq!(unstamped.monotonic_offset(3), 3);
+    }
 
     #[test]
     fn the_initial_user_namespace_is_told_by_its_fixed_inode() {

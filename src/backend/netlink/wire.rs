@@ -34,8 +34,9 @@ pub(crate) const PROC_CN_MCAST_IGNORE: u32 = 2;
 /// One decoded process event.
 #[derive(Debug, Copy, Clone, PartialEq, Eq)]
 pub(crate) enum ProcMsg {
-    /// The kernel's answer to a multicast-op request; `ack` is the request's `ack` plus one.
-    Ack { ack: u32, err: u32 },
+    /// The kernel's answer to a multicast-op request; `ack` is the request's `ack` plus one,
+    /// `ts_ns` when the kernel answered (`CLOCK_MONOTONIC` of the initial time namespace).
+    Ack { ack: u32, err: u32, ts_ns: u64 },
     /// A task was created: a process when `child_pid == child_tgid`, else a thread.
     Fork {
         parent_pid: i32,
@@ -134,6 +135,7 @@ pub(crate) fn decode_connector(cn: &[u8]) -> Result<ProcMsg, DecodeError> {
         what::NONE => ProcMsg::Ack {
             ack,
             err: u32_at(data, d).ok_or(t)?,
+            ts_ns,
         },
         what::FORK => ProcMsg::Fork {
             parent_pid: i32_at(data, d).ok_or(t)?,
@@ -258,7 +260,14 @@ pub(crate) mod tests {
             })]
         );
         buf = encode_event_with_ack(what::NONE, 0, 43, &[0]);
-        assert_eq!(all(&buf), vec![Ok(ProcMsg::Ack { ack: 43, err: 0 })]);
+        assert_eq!(
+            all(&buf),
+            vec![Ok(ProcMsg::Ack {
+                ack: 43,
+                err: 0,
+                ts_ns: 0
+            })]
+        );
         buf = encode_event_with_ack(0x200, 0, 0, &[1, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(all(&buf), vec![Ok(ProcMsg::Other { what: 0x200 })]);
     }
