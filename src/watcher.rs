@@ -2,11 +2,11 @@
 
 use crate::backend::netlink::{self, Netlink};
 use crate::backend::Backend;
+use crate::clock;
 use crate::loom::Arc;
-use crate::registry::Wakeups;
+use crate::registry::{Finish, Wakeups};
 use crate::shared::Shared;
 use crate::stream::ProcEvents;
-use crate::{clock, procfs};
 use crate::{Error, ErrorKind, Interest, Pid};
 use std::fmt;
 use std::time::Duration;
@@ -47,6 +47,9 @@ impl fmt::Display for BackendKind {
         f.write_str(self.name())
     }
 }
+
+/// How often `watch` reads a process whose threads keep changing during the read.
+const MAX_READS: usize = 5;
 
 /// The default limit on processes tracked by one stream.
 pub const DEFAULT_MAX_TRACKED: usize = 1 << 16;
@@ -303,49 +306,72 @@ impl ProcWatcher {
                     "the interest is empty; ask for at least one of FORK, EXEC, EXIT, TRACK",
                 ));
         }
-        let mut wake = Wakeups::default();
-        let result = {
+        let fail = |k: ErrorKind| Error::new(k, "watch").with_pid(pid).with_backend(backend);
+        let id = {
             let mut reg = self.shared.lock();
             let id = reg
                 .add_stream(pid, interest, self.max_tracked)
-                .map_err(|k| Error::new(k, "watch").with_pid(pid).with_backend(backend))?;
-            // The watch begins now. Everything the kernel stamps from here on is read and
-            // applied after this lock is released (so it reaches the stream); anything stamped
-            // earlier is not for the stream, even if it is still queued in the kernel.
+                .map_err(fail)?;
+            // The watch begins now. Everything the kernel stamps from here on is applied after
+            // this lock is released, so it reaches the stream's knote, linked here; anything
+            // stamped earlier is not for the stream, even if it is still queued in the kernel.
             let since = clock::now();
-            // Read /proc with the registry locked: no input about `pid` can be applied between
-            // this look and the attach, so the thread set and the liveness check agree with
-            // everything the backend applies afterwards.
-            let attached = match procfs::snapshot(pid) {
-                Ok(s) => reg
-                    .attach_root(id, pid, s.as_ref(), since, &mut wake)
-                    .map_err(|k| {
-                        let e = Error::new(k, "watch").with_pid(pid).with_backend(backend);
-                        match (k, s) {
-                            (ErrorKind::NoSuchProcess, Some(_)) => e.with_detail(
-                                "the process is a zombie; watch it with Interest::EXIT to get its exit status",
-                            ),
-                            _ => e,
-                        }
-                    }),
+            if let Err(k) = reg.begin_attach(id, pid, since) {
+                reg.remove_stream(id);
+                return Err(fail(k));
+            }
+            id
+        };
+        let mut result = Err(fail(ErrorKind::Other)
+            .with_detail("the process changed its threads too fast to be read; try again"));
+        for _ in 0..MAX_READS {
+            // Outside the lock: the backend may need it to apply what it sees meanwhile.
+            let read = self.backend.attach(pid);
+            let mut wake = Wakeups::default();
+            let mut reg = self.shared.lock();
+            let finished = match &read {
+                Ok(snap) => reg.finish_attach(id, pid, snap.as_ref(), &mut wake),
+                Err(_) => {
+                    reg.cancel_attach(id, pid, &mut wake);
+                    Err(ErrorKind::Other)
+                }
+            };
+            let outcome = match (finished, read) {
+                (Ok(Finish::Reread), _) => None,
+                (Ok(Finish::Done), _) => Some(Ok(())),
                 // Keep the OS error itself: its number is what tells "out of file
                 // descriptors" from "permission denied".
-                Err(io) => Err(Error::io("watch", io)
+                (_, Err(io)) => Some(Err(Error::io("watch", io)
                     .with_pid(pid)
                     .with_backend(backend)
-                    .with_detail(format!("cannot read /proc/{pid}"))),
+                    .with_detail(format!("cannot read /proc/{pid}")))),
+                (Err(ErrorKind::NoSuchProcess), Ok(Some(_))) => Some(Err(fail(
+                    ErrorKind::NoSuchProcess,
+                )
+                .with_detail(
+                    "the process is a zombie; watch it with Interest::EXIT to get its exit status",
+                ))),
+                (Err(k), Ok(_)) => Some(Err(fail(k))),
             };
-            match attached {
-                Ok(()) => Ok(id),
-                Err(e) => {
-                    reg.remove_stream(id);
-                    Err(e)
-                }
+            if outcome.as_ref().is_some_and(|o| o.is_err()) {
+                reg.remove_stream(id);
             }
-        };
-        wake.wake_all();
-        let id = result?;
-        Ok(ProcEvents::new(self.shared.clone(), id, pid))
+            drop(reg);
+            wake.wake_all();
+            if let Some(o) = outcome {
+                result = o;
+                break;
+            }
+        }
+        if result.is_err() {
+            let mut wake = Wakeups::default();
+            let mut reg = self.shared.lock();
+            reg.cancel_attach(id, pid, &mut wake);
+            reg.remove_stream(id);
+            drop(reg);
+            wake.wake_all();
+        }
+        result.map(|()| ProcEvents::new(self.shared.clone(), id, pid))
     }
 
     /// How many distinct processes the watcher's streams track now.

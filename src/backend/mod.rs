@@ -5,10 +5,14 @@
 //! A backend turns one kernel mechanism into [`Input`](crate::registry::Input) values and
 //! feeds them to the shared registry. Every backend must:
 //!
-//! 1. **Start covered.** Once [`ProcWatcher::build`](crate::Builder::build) returns, the source
-//!    is armed: any event that happens after a pid is attached (under the registry lock)
-//!    reaches the registry. `watch` relies on this to promise that nothing after it returns is
-//!    missed.
+//! 1. **Start covered, attach without the lock.** Once
+//!    [`ProcWatcher::build`](crate::Builder::build) returns, the source is armed.
+//!    [`Backend::attach`] makes it cover one more pid (netlink covers every pid already; a
+//!    ptrace backend would seize it) and reads the process's state, without the registry
+//!    lock: `watch` has linked the stream's knote before the call, and the registry logs what
+//!    is applied meanwhile and replays it on that state. Any event that happens after `watch`
+//!    began reaches the registry; `watch` relies on this to promise that nothing after it
+//!    returns is missed.
 //! 2. **Keep per-process order.** Inputs about one process arrive in the order they happened.
 //!    A backend that can see a new process before its parent's fork (ptrace) sends `Birth`
 //!    first; the registry holds the child in flux until the `Fork` claims it.
@@ -20,15 +24,31 @@
 //!    only needs the registry lock for short sections that never wait.
 //! 6. **Stop without blocking.** [`Backend::shutdown`] only signals; the backend's thread or
 //!    task releases its own resources (fds, traced processes) when it sees the signal.
+//! 7. **Stamp inputs on this process's clocks.** Every input carries a
+//!    [`Stamp`](crate::registry::Stamp): `CLOCK_MONOTONIC` of this process's time namespace
+//!    (what events' [`Timestamp`](crate::Timestamp)s are) and `CLOCK_BOOTTIME` (what `/proc`
+//!    start times count in), as close as the source allows to when the event happened; 0
+//!    when unknown. A stream's start and a thread set's read are compared with these.
+//! 8. **Reap nothing that is not its own.** A backend never calls `waitpid(-1)` or
+//!    `waitid(P_ALL)` without `WNOWAIT`: other code in the program (tokio, std) owns its
+//!    children's exit statuses.
 
 pub(crate) mod netlink;
 
-use crate::BackendKind;
+use crate::registry::ProcSnapshot;
+use crate::{BackendKind, Pid};
 
 /// The handle a watcher keeps on its running backend.
 pub(crate) trait Backend: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
+    /// Makes the source cover `pid`, then says what the process is now: `None` if there is
+    /// no such process (a thread id that is not its process's included). Called by `watch`
+    /// without the registry lock (a backend's own thread may need it meanwhile), after the
+    /// stream's knote is linked: every input applied from then on reaches the stream.
+    /// [`ProcSnapshot::read_at`] must be taken before the state is read (see
+    /// `registry/attach.rs` for how the two are put together).
+    fn attach(&self, pid: Pid) -> std::io::Result<Option<ProcSnapshot>>;
     /// Asks the backend to stop. Must not block; called from `Drop`.
     fn shutdown(&self);
 }

@@ -16,26 +16,28 @@
 //!   streams behind their `Child` event; an `Abandon` input discards it.
 //!
 //! The whole registry sits behind one mutex owned by the watcher (see `shared.rs`): every
-//! critical section is one input, one batch, one `watch`, one drop or one read of a few events,
-//! and none of them waits for anything, so there is no lock order to get wrong. Only `watch`
-//! makes syscalls under the lock: it reads the watched pid's own `/proc` entry (two small
-//! files, and its `task` directory when it has several threads), so that no input about that
-//! pid can slip in between the look and the attach. Because a stream's
+//! critical section is one input, one batch, one step of a `watch`, one drop or one read of a
+//! few events, and none of them waits for anything or makes a syscall, so there is no lock
+//! order to get wrong. A `watch` reads the process's state between two sections (see
+//! `attach.rs`), so a backend's own thread may apply inputs meanwhile. Because a stream's
 //! removal and a fork's hand-off both run under that lock, a hand-off either completes before
 //! a stream is closed (and the close then tears the new knote down) or finds the stream gone
 //! and attaches nothing; exactly one party frees each knote: the stream's close, or the read
 //! that delivers its `Exit`.
 
+mod attach;
 mod knote;
 mod links;
 mod slab;
 mod threads;
 
 use crate::{ErrorKind, Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
+pub(crate) use attach::Finish;
 use knote::{Knote, KnoteState, RunEvent};
 use links::Links;
 use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
+#[cfg(test)]
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::task::Waker;
@@ -243,16 +245,6 @@ struct ProcEntry {
 }
 
 impl ProcEntry {
-    /// An entry rebuilt from what `/proc` said of the process.
-    fn from_snapshot(pid: i32, snap: &ProcSnapshot, knotes: Links) -> ProcEntry {
-        ProcEntry {
-            start_ns: snap.start_ns,
-            knotes,
-            threads: Threads::from_tids(pid, &snap.tids, snap.leader_gone),
-            synced: snap.read_at,
-        }
-    }
-
     /// Replaces the thread set with what a newer `/proc` read says.
     fn resync_threads(&mut self, pid: i32, snap: &ProcSnapshot) {
         self.threads = Threads::from_tids(pid, &snap.tids, snap.leader_gone);
@@ -279,6 +271,8 @@ pub(crate) struct Registry {
     /// Pids attached by `watch` while a resync's `/proc` listing was being taken: the listing
     /// may predate them, so that resync leaves them alone.
     scan_attached: Option<HashSet<i32>>,
+    /// Pids whose entry waits for the `/proc` read of a `watch` in progress (see `attach.rs`).
+    attaching: HashMap<i32, attach::Attaching>,
     closed: bool,
 }
 
@@ -309,6 +303,7 @@ impl Registry {
             gone: HashMap::new(),
             gone_order: VecDeque::new(),
             scan_attached: None,
+            attaching: HashMap::new(),
             closed: false,
         }
     }
@@ -342,72 +337,6 @@ impl Registry {
             waker: None,
         });
         Ok(StreamId { idx, gen })
-    }
-
-    /// Starts tracking `pid` on stream `id`, given what `/proc` says of it right now (read
-    /// while this registry is locked, so no input about `pid` can slip between the two).
-    /// `since` is when the `watch` began (read under this lock, before `snap`): inputs that
-    /// happened earlier never reach the stream, even when they are applied after this call
-    /// (a message still unread in the kernel's queue).
-    pub(crate) fn attach_root(
-        &mut self,
-        id: StreamId,
-        pid: Pid,
-        snap: Option<&ProcSnapshot>,
-        since: Stamp,
-        wake: &mut Wakeups,
-    ) -> Result<(), ErrorKind> {
-        if self.closed {
-            return Err(ErrorKind::Closed);
-        }
-        let Some(stream) = self.stream_mut(id) else {
-            return Err(ErrorKind::Closed);
-        };
-        stream.since = since;
-        let Some(snap) = snap else {
-            return Err(ErrorKind::NoSuchProcess);
-        };
-        if let Some(status) = snap.zombie {
-            if !stream.interest.contains(Interest::EXIT) {
-                return Err(ErrorKind::NoSuchProcess);
-            }
-            let mut k = Knote::new(pid, None, Timestamp::UNKNOWN);
-            k.state = KnoteState::Exited;
-            // A zombie's exit time is not recorded anywhere the crate can read.
-            k.record_exit(status, Timestamp::UNKNOWN);
-            let kid = stream.knotes.insert(k);
-            stream.enqueue(kid, wake);
-            return Ok(());
-        }
-        let kid = stream
-            .knotes
-            .insert(Knote::new(pid, None, Timestamp::UNKNOWN));
-        let raw = pid.as_raw();
-        if let Some(set) = &mut self.scan_attached {
-            set.insert(raw);
-        }
-        // An entry under this number for a process that started at another time is a previous
-        // owner of the pid whose exit message is still queued: it is certainly gone.
-        if matches!(self.procs.get(&raw), Some(e) if !same_start(e.start_ns, snap.start_ns)) {
-            self.exit(pid, None, Timestamp::UNKNOWN, wake);
-        }
-        match self.procs.get_mut(&raw) {
-            // Tracked already (by another stream): this read is the newest look at its
-            // threads. Everything applied so far was stamped before it (inputs are applied
-            // under this lock), and what is stamped before it and still queued will be
-            // recognised as already seen, so the read replaces the set. A resync in progress
-            // leaves this pid to it (see `scan_attached`), so it must not stay stale.
-            Some(entry) => {
-                entry.resync_threads(raw, snap);
-                entry.knotes.push(id.idx, kid);
-            }
-            None => {
-                let mut entry = ProcEntry::from_snapshot(raw, snap, Links::new());
-                entry.knotes.push(id.idx, kid);
-                self.procs.insert(raw, entry);
-            }
-        }
-        Ok(())
     }
 
     /// Closes stream `id`: unlinks and frees all its knotes. Later hand-offs find it gone.
@@ -579,38 +508,12 @@ impl Registry {
                 child,
                 start_ns,
             } => self.fork(parent, child, start_ns, true, at, stamp, wake),
-            Input::ThreadStart { tgid, tid } => {
-                if let Some(e) = self.procs.get_mut(&tgid.as_raw()) {
-                    // A thread created before the read is in it, or has exited since.
-                    if !thread_input_is_stale(e, stamp) {
-                        e.threads.add(tgid.as_raw(), tid);
-                    }
+            Input::ThreadStart { .. } | Input::ThreadExit { .. } | Input::Exit { .. } => {
+                if !self.log_if_attaching(&input, stamp) {
+                    self.apply_thread_input(input, stamp, wake);
                 }
             }
             Input::Exec { pid } => self.exec(pid, at, stamp, wake),
-            Input::ThreadExit { tgid, tid, code } => {
-                let raw = tgid.as_raw();
-                let done = match self.procs.get_mut(&raw) {
-                    // Already reflected in the read the thread set comes from: the kernel
-                    // sends a thread's exit message after the thread is unlisted (or, for a
-                    // leader, a zombie). A leader's exit from before the read on a set that
-                    // has a live leader is the old leader of a non-leader `execve`, whose pid
-                    // the exec'ing thread has taken over: it says nothing about the process.
-                    Some(e) if thread_input_is_stale(e, stamp) => None,
-                    Some(e) => e.threads.exit(raw, tid, code),
-                    None => {
-                        if tid == raw && self.held.contains_key(&raw) {
-                            Some(code)
-                        } else {
-                            None
-                        }
-                    }
-                };
-                if let Some(code) = done {
-                    self.exit(tgid, Some(ExitStatus::from_raw(code)), at, wake);
-                }
-            }
-            Input::Exit { pid, status } => self.exit(pid, status, at, wake),
             Input::Birth { pid } => {
                 let raw = pid.as_raw();
                 if !self.procs.contains_key(&raw) && self.held.len() < MAX_HELD {
@@ -635,8 +538,11 @@ impl Registry {
             }
             return;
         };
-        // The read the thread set comes from already shows the process after this exec.
-        if !thread_input_is_stale(entry, stamp) {
+        // The read the thread set comes from already shows the process after this exec. A
+        // watch still reading it replays the exec on what it reads.
+        if let Some(a) = self.attaching.get_mut(&raw) {
+            a.log(Input::Exec { pid }, stamp);
+        } else if !thread_input_is_stale(entry, stamp) {
             entry.threads.exec();
         }
         for (sidx, kid) in entry.knotes.iter() {

@@ -1056,10 +1056,10 @@ fn a_zombie_watched_with_its_exit_still_queued_exits_once() {
 }
 
 #[test]
-fn a_watch_during_a_resync_refreshes_the_thread_set_it_shares() {
+fn a_watch_during_a_resync_of_a_tracked_pid_leaves_it_to_the_resync() {
     // Stream a tracks 10 with threads 10 and 11; the exit of 11 is lost. During the resync's
-    // scan, a second watch of 10 reads one thread: the resync leaves 10 to that newer read,
-    // which must replace the stale set, or 10 would never be seen to exit.
+    // scan, a second watch of 10 joins the entry: the resync must still rebuild its thread
+    // set (only pids it could not have listed are left alone), or 10 would never exit.
     let mut s = Script::new();
     let a = s.watch_since(10, 1_000, &read_at(1_001, &[10, 11]));
     s.reg.mark_lost(T0, &mut s.wake);
@@ -1223,4 +1223,199 @@ fn the_boot_clock_may_be_behind_the_monotonic_one_in_a_time_namespace() {
         boot: 150 * s,
     };
     assert_eq!(outside.boot_ahead(), 50 * s as i64);
+}
+
+// Attaching with the state read outside the lock (`attach.rs`).
+
+impl Script {
+    /// Steps 1 and 3 of a `watch` apart: begins at `since`, so that inputs can come between.
+    fn begin(&mut self, p: i32, interest: Interest, since: u64) -> StreamId {
+        let id = self.reg.add_stream(pid(p), interest, 1 << 16).unwrap();
+        self.reg.begin_attach(id, pid(p), st(since)).unwrap();
+        id
+    }
+
+    fn finish(
+        &mut self,
+        id: StreamId,
+        p: i32,
+        snap: Option<&ProcSnapshot>,
+    ) -> Result<Finish, ErrorKind> {
+        self.reg.finish_attach(id, pid(p), snap, &mut self.wake)
+    }
+}
+
+#[test]
+fn thread_messages_during_the_read_are_replayed_on_it() {
+    let mut s = Script::new();
+    let id = s.begin(10, Interest::ALL, 1_000);
+    // While /proc is read (at 1_200, showing thread 10 alone): thread 11 came and went before
+    // the read, thread 12 came after it.
+    s.input_at(
+        Input::ThreadStart {
+            tgid: pid(10),
+            tid: 11,
+        },
+        1_100,
+    );
+    s.thread_exit_at(10, 11, 0, 1_150);
+    s.input_at(
+        Input::ThreadStart {
+            tgid: pid(10),
+            tid: 12,
+        },
+        1_300,
+    );
+    assert_eq!(
+        s.finish(id, 10, Some(&read_at(1_200, &[]))),
+        Ok(Finish::Done)
+    );
+    s.thread_exit_at(10, 10, 0, 2_000);
+    assert_eq!(s.read(id), (vec![], false), "thread 12 still runs");
+    s.thread_exit_at(10, 12, 5 << 8, 2_100);
+    assert_eq!(s.read(id), (vec![exit(10, 5)], true));
+}
+
+#[test]
+fn an_exit_during_the_read_comes_after_it() {
+    let mut s = Script::new();
+    let id = s.begin(10, Interest::ALL, 1_000);
+    s.thread_exit_at(10, 10, 3 << 8, 1_300);
+    assert_eq!(
+        s.finish(id, 10, Some(&read_at(1_200, &[]))),
+        Ok(Finish::Done)
+    );
+    assert_eq!(s.read(id), (vec![exit(10, 3)], true));
+    assert_eq!(s.reg.tracked_pids(), 0);
+}
+
+#[test]
+fn forks_during_the_read_are_delivered_and_followed_those_before_the_watch_are_not() {
+    let mut s = Script::new();
+    let id = s.begin(10, Interest::ALL, 1_000);
+    let fork_at = |child: i32, at: u64| Input::Fork {
+        parent: pid(10),
+        child: pid(child),
+        start_ns: at,
+    };
+    s.input_at(fork_at(19, 900), 900);
+    s.input_at(fork_at(20, 1_100), 1_100);
+    assert_eq!(
+        s.finish(id, 10, Some(&read_at(1_200, &[]))),
+        Ok(Finish::Done)
+    );
+    assert_eq!(s.read(id), (vec![fork(10, 20, 1), child(20, 10)], false));
+    assert_eq!(s.reg.tracked_count(id), 2);
+}
+
+#[test]
+fn a_failed_read_takes_the_knote_back_and_leaves_nothing() {
+    let mut s = Script::new();
+    let id = s.begin(10, Interest::ALL, 1_000);
+    assert_eq!(s.finish(id, 10, None), Err(ErrorKind::NoSuchProcess));
+    s.reg.remove_stream(id);
+    assert_eq!(s.reg.tracked_pids(), 0);
+    assert!(s.reg.attaching.is_empty());
+    // A zombie without EXIT: the same.
+    let id = s.begin(11, Interest::FORK, 1_000);
+    let mut zombie = read_at(1_200, &[]);
+    zombie.zombie = Some(status(0));
+    assert_eq!(
+        s.finish(id, 11, Some(&zombie)),
+        Err(ErrorKind::NoSuchProcess)
+    );
+    s.reg.remove_stream(id);
+    assert_eq!(s.reg.tracked_pids(), 0);
+    assert!(s.reg.attaching.is_empty());
+}
+
+#[test]
+fn two_watches_reading_at_once_both_attach_and_both_get_the_exit() {
+    let mut s = Script::new();
+    let a = s.begin(10, Interest::ALL, 1_000);
+    let b = s.begin(10, Interest::ALL, 1_050);
+    s.input_at(
+        Input::ThreadStart {
+            tgid: pid(10),
+            tid: 11,
+        },
+        1_300,
+    );
+    assert_eq!(
+        s.finish(a, 10, Some(&read_at(1_200, &[]))),
+        Ok(Finish::Done)
+    );
+    assert_eq!(
+        s.finish(b, 10, Some(&read_at(1_250, &[]))),
+        Ok(Finish::Done)
+    );
+    assert!(s.reg.attaching.is_empty());
+    s.thread_exit_at(10, 10, 0, 2_000);
+    s.thread_exit_at(10, 11, 0, 2_100);
+    assert_eq!(s.read(a), (vec![exit(10, 0)], true));
+    assert_eq!(s.read(b), (vec![exit(10, 0)], true));
+}
+
+#[test]
+fn a_read_showing_a_new_owner_of_a_tracked_pid_retires_the_old_and_reads_again() {
+    let mut s = Script::new();
+    let old = s.watch_since(10, 1_000, &read_at(1_001, &[]));
+    let new = s.begin(10, Interest::ALL, 50_000_000);
+    let mut fresh = read_at(50_000_100, &[]);
+    fresh.start_ns = 40_000_000;
+    assert_eq!(s.finish(new, 10, Some(&fresh)), Ok(Finish::Reread));
+    assert_eq!(s.read(old), (vec![exit_unknown(10)], true));
+    assert_eq!(s.finish(new, 10, Some(&fresh)), Ok(Finish::Done));
+    s.thread_exit_at(10, 10, 0, 60_000_000);
+    assert_eq!(s.read(new), (vec![exit(10, 0)], true));
+}
+
+#[test]
+fn a_thread_storm_during_the_read_asks_for_another_read() {
+    let mut s = Script::new();
+    let id = s.begin(10, Interest::ALL, 1_000);
+    for t in 0..2_000 {
+        s.input_at(
+            Input::ThreadStart {
+                tgid: pid(10),
+                tid: 100 + t,
+            },
+            1_100,
+        );
+    }
+    assert_eq!(
+        s.finish(id, 10, Some(&read_at(1_050, &[]))),
+        Ok(Finish::Reread)
+    );
+    // The second read lists every thread; nothing came during it.
+    let tids: Vec<i32> = std::iter::once(10).chain(100..2_100).collect();
+    assert_eq!(
+        s.finish(id, 10, Some(&read_at(1_200, &tids))),
+        Ok(Finish::Done)
+    );
+    assert_eq!(s.reg.tracked_pids(), 1);
+}
+
+#[test]
+fn a_pid_claimed_by_a_parents_fork_during_a_failed_read_stays_with_the_parent() {
+    let mut s = Script::new();
+    let parent = s.watch_since(10, 1_000, &read_at(1_001, &[]));
+    let id = s.begin(20, Interest::ALL, 2_000);
+    s.input_at(
+        Input::Fork {
+            parent: pid(10),
+            child: pid(20),
+            start_ns: 2_100,
+        },
+        2_100,
+    );
+    // The read fails (as if it had raced with something); the parent's stream keeps 20.
+    assert_eq!(s.finish(id, 20, None), Err(ErrorKind::NoSuchProcess));
+    s.reg.remove_stream(id);
+    assert!(s.reg.attaching.is_empty());
+    s.thread_exit_at(20, 20, 0, 3_000);
+    assert_eq!(
+        s.read(parent),
+        (vec![fork(10, 20, 1), child(20, 10), exit(20, 0)], false)
+    );
 }

@@ -31,7 +31,7 @@ pub(crate) mod wire;
 
 use super::Backend;
 use crate::loom::Arc;
-use crate::registry::{Input, Stamp, Wakeups};
+use crate::registry::{Input, ProcSnapshot, Stamp, Wakeups};
 use crate::shared::Shared;
 use crate::{clock, procfs};
 use crate::{BackendKind, Error, NetlinkOptions, Pid, Timestamp};
@@ -120,6 +120,12 @@ impl Netlink {
 impl Backend for Netlink {
     fn kind(&self) -> BackendKind {
         BackendKind::Netlink
+    }
+
+    /// The socket covers every process from the moment it is subscribed: attaching is only
+    /// reading `/proc/<pid>`.
+    fn attach(&self, pid: Pid) -> std::io::Result<Option<ProcSnapshot>> {
+        procfs::snapshot(pid)
     }
 
     fn shutdown(&self) {

@@ -1,0 +1,332 @@
+//! Attaching a stream to a process whose state is read outside the registry lock.
+//!
+//! A `watch` happens in three steps:
+//!
+//! 1. [`Registry::begin_attach`], under the lock: the stream's knote is linked to the pid's
+//!    entry at once, so every event about the pid from then on reaches it (forks, execs,
+//!    children with `TRACK`). A pid nobody tracked yet gets an entry whose thread set is not
+//!    known: it waits in [`Registry::attaching`].
+//! 2. The backend reads the process's state (a `/proc` read, a ptrace seize), outside the
+//!    lock: the backend's own thread may need the lock meanwhile to apply what it sees.
+//! 3. [`Registry::finish_attach`], under the lock, with what was read. The first read of a
+//!    waiting entry builds its thread set, then replays the thread messages applied while it
+//!    was being made (a message stamped before the read is already in it; see
+//!    `thread_input_is_stale`). A read of an entry that is built already only confirms that
+//!    the process exists.
+//!
+//! While an entry waits, the thread messages about it (thread creation and exit, the thread
+//! side of an `execve`, a whole-process exit) are logged instead of applied: the set they
+//! would change does not exist yet. The log is bounded; a process that creates threads so
+//! fast that it overflows during one read is read again ([`Finish::Reread`]).
+
+use super::{
+    thread_input_is_stale, Input, KnoteState, Links, ProcEntry, ProcSnapshot, Registry, Stamp,
+    StreamId, Threads, Wakeups,
+};
+use crate::{ErrorKind, Interest, Pid, Timestamp};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use super::knote::Knote;
+
+/// How many thread messages about one waiting entry are kept at most.
+const MAX_LOG: usize = 1024;
+
+/// An entry waiting for the read of a `watch` in progress.
+#[derive(Debug, Default)]
+pub(crate) struct Attaching {
+    /// Watches of this pid that have begun and not finished.
+    attachers: u32,
+    /// Thread messages applied while the read was made, in order, with their stamps.
+    log: Vec<(Input, Stamp)>,
+    /// Whether the log filled up: the read must be made again.
+    overflowed: bool,
+}
+
+impl Attaching {
+    pub(super) fn log(&mut self, input: Input, at: Stamp) {
+        if self.log.len() < MAX_LOG {
+            self.log.push((input, at));
+        } else {
+            self.overflowed = true;
+        }
+    }
+}
+
+/// What [`Registry::finish_attach`] decided.
+#[derive(Debug, Copy, Clone, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// The stream is attached.
+    Done,
+    /// Read the process again and finish with that read: too many thread messages came
+    /// during this one, or the pid turned out to name a process other than the one tracked
+    /// under it.
+    Reread,
+}
+
+impl Registry {
+    /// Starts attaching stream `id` to `pid`: step 1 of a `watch` (see the module docs).
+    /// `since` is when the watch began: inputs that happened earlier never reach the stream,
+    /// even if they are applied after this call (a message still unread in the kernel's
+    /// queue).
+    pub(crate) fn begin_attach(
+        &mut self,
+        id: StreamId,
+        pid: Pid,
+        since: Stamp,
+    ) -> Result<(), ErrorKind> {
+        if self.closed {
+            return Err(ErrorKind::Closed);
+        }
+        let Some(stream) = self.stream_mut(id) else {
+            return Err(ErrorKind::Closed);
+        };
+        stream.since = since;
+        let kid = stream
+            .knotes
+            .insert(Knote::new(pid, None, Timestamp::UNKNOWN));
+        let raw = pid.as_raw();
+        match self.procs.get_mut(&raw) {
+            Some(entry) => entry.knotes.push(id.idx, kid),
+            None => {
+                let mut knotes = Links::new();
+                knotes.push(id.idx, kid);
+                self.procs.insert(
+                    raw,
+                    ProcEntry {
+                        start_ns: 0,
+                        knotes,
+                        threads: Threads::single(),
+                        synced: 0,
+                    },
+                );
+                // A resync whose listing is being taken may not show this process yet.
+                if let Some(set) = &mut self.scan_attached {
+                    set.insert(raw);
+                }
+                self.attaching.entry(raw).or_default();
+            }
+        }
+        if let Some(a) = self.attaching.get_mut(&raw) {
+            a.attachers += 1;
+        }
+        Ok(())
+    }
+
+    /// Finishes attaching stream `id` to `pid` with what the backend read of it (`None`: no
+    /// such process): step 3 of a `watch` (see the module docs). On an error the stream's
+    /// knote is gone again; the caller removes the stream.
+    pub(crate) fn finish_attach(
+        &mut self,
+        id: StreamId,
+        pid: Pid,
+        snap: Option<&ProcSnapshot>,
+        wake: &mut Wakeups,
+    ) -> Result<Finish, ErrorKind> {
+        let raw = pid.as_raw();
+        let closed = self.closed;
+        let Some(stream) = self.stream_mut(id) else {
+            return Err(ErrorKind::Closed);
+        };
+        let wants_exit = stream.interest.contains(Interest::EXIT);
+        let Some(snap) = snap.filter(|_| !closed) else {
+            self.abandon_attach(id, raw, wake);
+            return Err(if closed {
+                ErrorKind::Closed
+            } else {
+                ErrorKind::NoSuchProcess
+            });
+        };
+        if snap.zombie.is_some() && !wants_exit {
+            self.abandon_attach(id, raw, wake);
+            return Err(ErrorKind::NoSuchProcess);
+        }
+        let Some(entry) = self.procs.get(&raw) else {
+            // The process exited while it was being read (its `Exit` is in the stream's knote,
+            // with the `EXIT` interest), or the pid was dropped: nothing is left to attach.
+            self.forget_attacher(raw);
+            return Ok(Finish::Done);
+        };
+        if let Some(a) = self.attaching.get_mut(&raw) {
+            if a.overflowed {
+                a.overflowed = false;
+                a.log.clear();
+                return Ok(Finish::Reread);
+            }
+            let log = std::mem::take(&mut a.log);
+            self.attaching.remove(&raw);
+            self.build(pid, snap, log, wake);
+            return Ok(Finish::Done);
+        }
+        if !super::same_start(entry.start_ns, snap.start_ns) {
+            // Tracked under this number is a previous owner whose exit message is still
+            // queued: it is certainly gone. The stream is attached to the new process afresh,
+            // with a read made after this.
+            let since = self.stream_mut(id).map(|s| s.since).unwrap_or_default();
+            self.abandon_attach(id, raw, wake);
+            self.exit(pid, None, Timestamp::UNKNOWN, wake);
+            self.begin_attach(id, pid, since)?;
+            return Ok(Finish::Reread);
+        }
+        // Built already (tracked by another stream, or being so): the read only confirms the
+        // process. A zombie's exit message is on its way to every stream on the entry.
+        Ok(Finish::Done)
+    }
+
+    /// Gives up attaching stream `id` to `pid` (the read failed, or the watch gave up): takes
+    /// its knote back out. The caller then removes the stream.
+    pub(crate) fn cancel_attach(&mut self, id: StreamId, pid: Pid, wake: &mut Wakeups) {
+        self.abandon_attach(id, pid.as_raw(), wake);
+    }
+
+    /// Builds the thread set of a waiting entry from the first read, then replays what was
+    /// logged while the read was made.
+    fn build(
+        &mut self,
+        pid: Pid,
+        snap: &ProcSnapshot,
+        log: Vec<(Input, Stamp)>,
+        wake: &mut Wakeups,
+    ) {
+        let raw = pid.as_raw();
+        if let Some(e) = self.procs.get_mut(&raw) {
+            e.start_ns = snap.start_ns;
+            e.resync_threads(raw, snap);
+        }
+        if let Some(status) = snap.zombie {
+            // A zombie's exit time is not recorded anywhere the crate can read.
+            self.exit(pid, status, Timestamp::UNKNOWN, wake);
+            return;
+        }
+        for (input, at) in log {
+            self.apply_thread_input(input, at, wake);
+        }
+    }
+
+    /// Applies a thread message (or a whole-process exit) to the entry's thread set, unless
+    /// the read the set comes from already reflects it.
+    pub(super) fn apply_thread_input(&mut self, input: Input, stamp: Stamp, wake: &mut Wakeups) {
+        let at = Timestamp::from_nanos(stamp.mono);
+        match input {
+            Input::ThreadStart { tgid, tid } => {
+                if let Some(e) = self.procs.get_mut(&tgid.as_raw()) {
+                    // A thread created before the read is in it, or has exited since.
+                    if !thread_input_is_stale(e, stamp) {
+                        e.threads.add(tgid.as_raw(), tid);
+                    }
+                }
+            }
+            Input::Exec { pid } => {
+                if let Some(e) = self.procs.get_mut(&pid.as_raw()) {
+                    if !thread_input_is_stale(e, stamp) {
+                        e.threads.exec();
+                    }
+                }
+            }
+            Input::ThreadExit { tgid, tid, code } => {
+                let raw = tgid.as_raw();
+                let done = match self.procs.get_mut(&raw) {
+                    // Already reflected in the read the thread set comes from: the kernel
+                    // sends a thread's exit message after the thread is unlisted (or, for a
+                    // leader, a zombie). A leader's exit from before the read on a set that
+                    // has a live leader is the old leader of a non-leader `execve`, whose pid
+                    // the exec'ing thread has taken over: it says nothing about the process.
+                    Some(e) if thread_input_is_stale(e, stamp) => None,
+                    Some(e) => e.threads.exit(raw, tid, code),
+                    None => {
+                        if tid == raw && self.held.contains_key(&raw) {
+                            Some(code)
+                        } else {
+                            None
+                        }
+                    }
+                };
+                if let Some(code) = done {
+                    self.exit(tgid, Some(ExitStatus::from_raw(code)), at, wake);
+                }
+            }
+            Input::Exit { pid, status } => self.exit(pid, status, at, wake),
+            Input::Fork { .. } | Input::Birth { .. } | Input::Abandon { .. } => {}
+        }
+    }
+
+    /// Logs a thread message about an entry that waits for its read; false if it does not.
+    pub(super) fn log_if_attaching(&mut self, input: &Input, at: Stamp) -> bool {
+        if self.attaching.is_empty() {
+            return false;
+        }
+        let subject = match input {
+            Input::ThreadStart { tgid, .. } | Input::ThreadExit { tgid, .. } => *tgid,
+            Input::Exit { pid, .. } | Input::Exec { pid } => *pid,
+            _ => return false,
+        };
+        match self.attaching.get_mut(&subject.as_raw()) {
+            Some(a) => {
+                a.log(input.clone(), at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes stream `id`'s knote for `raw` back out of a failed attach.
+    fn abandon_attach(&mut self, id: StreamId, raw: i32, wake: &mut Wakeups) {
+        if let Some(s) = self.stream_mut(id) {
+            let mine: Vec<u32> = s
+                .knotes
+                .iter()
+                .filter(|(_, k)| k.pid.as_raw() == raw && k.state == KnoteState::Attached)
+                .map(|(kid, _)| kid)
+                .collect();
+            for kid in mine {
+                s.knotes.remove(kid);
+            }
+        }
+        if let Some(entry) = self.procs.get_mut(&raw) {
+            if entry.knotes.remove_stream(id.idx) {
+                self.procs.remove(&raw);
+            }
+        }
+        self.forget_attacher(raw);
+        if !self.attaching.contains_key(&raw) {
+            return;
+        }
+        // Nobody will read it now, but other streams hold the entry (a tracked parent's fork
+        // claimed it meanwhile): it becomes an entry built from messages alone, as a child's.
+        if self.attaching[&raw].attachers == 0 {
+            let a = self.attaching.remove(&raw).unwrap_or_default();
+            for (input, at) in a.log {
+                self.apply_thread_input(input, at, wake);
+            }
+        }
+    }
+
+    /// One attacher of `raw` is done; the waiting record goes with the last one, or with the
+    /// entry.
+    fn forget_attacher(&mut self, raw: i32) {
+        if let Some(a) = self.attaching.get_mut(&raw) {
+            a.attachers = a.attachers.saturating_sub(1);
+            if a.attachers == 0 && !self.procs.contains_key(&raw) {
+                self.attaching.remove(&raw);
+            }
+        }
+    }
+
+    /// Begins and finishes an attach at once, with `snap` read under the lock: what scripted
+    /// tests and benches do.
+    #[cfg(any(test, feature = "bench-support"))]
+    pub(crate) fn attach_root(
+        &mut self,
+        id: StreamId,
+        pid: Pid,
+        snap: Option<&ProcSnapshot>,
+        since: Stamp,
+        wake: &mut Wakeups,
+    ) -> Result<(), ErrorKind> {
+        self.begin_attach(id, pid, since)?;
+        match self.finish_attach(id, pid, snap, wake)? {
+            Finish::Done => Ok(()),
+            Finish::Reread => self.finish_attach(id, pid, snap, wake).map(|_| ()),
+        }
+    }
+}
