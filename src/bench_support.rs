@@ -3,14 +3,14 @@
 //! docs, exempt from semver, and may change with any release.
 
 use crate::backend::netlink::{self, wire};
-use crate::registry::{Input, PopStatus, ProcSnapshot, Registry, Stamp, StreamId, Wakeups};
+use crate::registry::{Actions, Input, PopStatus, ProcSnapshot, Registry, Stamp, StreamId};
 use crate::{Interest, Pid, ProcEvent};
 use std::collections::{HashSet, VecDeque};
 
 /// The registry, driven with scripted inputs and no kernel.
 pub struct ScriptedRegistry {
     reg: Registry,
-    wake: Wakeups,
+    wake: Actions,
 }
 
 /// A stream of a [`ScriptedRegistry`].
@@ -21,7 +21,7 @@ impl Default for ScriptedRegistry {
     fn default() -> Self {
         ScriptedRegistry {
             reg: Registry::new(),
-            wake: Wakeups::default(),
+            wake: Actions::default(),
         }
     }
 }

@@ -36,7 +36,7 @@ impl Shared {
 mod loom_model {
     use super::Shared;
     use crate::loom::Arc;
-    use crate::registry::{Input, PopStatus, ProcSnapshot, Stamp, StreamId, Wakeups};
+    use crate::registry::{Actions, Input, PopStatus, ProcSnapshot, Stamp, StreamId};
     use crate::{Interest, Pid, ProcEvent, Timestamp};
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use std::collections::VecDeque;
@@ -72,7 +72,7 @@ mod loom_model {
                 pid(p),
                 Some(&snap()),
                 Stamp::default(),
-                &mut Wakeups::default(),
+                &mut Actions::default(),
             )
             .unwrap();
             id
@@ -82,7 +82,7 @@ mod loom_model {
 
     /// The dispatcher's step: apply under the lock, wake after releasing it.
     fn dispatch(shared: &Shared, inputs: Vec<Input>) {
-        let mut wake = Wakeups::default();
+        let mut wake = Actions::default();
         {
             let mut reg = shared.lock();
             for i in inputs {
@@ -100,7 +100,7 @@ mod loom_model {
             let shared = Arc::new(Shared::new());
             let (a, b) = {
                 let mut reg = shared.lock();
-                let mut wake = Wakeups::default();
+                let mut wake = Actions::default();
                 let a = reg.add_stream(pid(10), Interest::ALL, 100).unwrap();
                 reg.attach_root(a, pid(10), Some(&snap()), Stamp::default(), &mut wake)
                     .unwrap();
@@ -131,9 +131,14 @@ mod loom_model {
                 );
             });
             let s3 = shared.clone();
-            let closer = loom::thread::spawn(move || s3.lock().remove_stream(a));
+            let closer = loom::thread::spawn(move || {
+                let mut actions = Actions::default();
+                s3.lock().remove_stream(a, &mut actions);
+                actions.take_detached()
+            });
             dispatcher.join().unwrap();
-            closer.join().unwrap();
+            let detached = closer.join().unwrap();
+            assert!(detached.is_empty(), "b still follows 10: {detached:?}");
             let mut reg = shared.lock();
             assert_eq!(reg.tracked_count(a), 0);
             assert_eq!(reg.tracked_pids(), 1, "only 10 stays tracked, by b");
@@ -195,7 +200,7 @@ mod loom_model {
             let (shared, id) = watching(10);
             let s2 = shared.clone();
             let closer = loom::thread::spawn(move || {
-                let mut wake = Wakeups::default();
+                let mut wake = Actions::default();
                 s2.lock().shutdown(&mut wake);
                 wake.wake_all();
             });
@@ -209,7 +214,7 @@ mod loom_model {
                             pid(20),
                             Some(&snap()),
                             Stamp::default(),
-                            &mut Wakeups::default(),
+                            &mut Actions::default(),
                         )
                         .is_ok(),
                     Err(_) => false,

@@ -1,7 +1,8 @@
 //! `ProcEvents`: the stream a `watch` returns.
 
+use crate::backend::Backend;
 use crate::loom::Arc;
-use crate::registry::{PopStatus, StreamId};
+use crate::registry::{Actions, PopStatus, StreamId};
 use crate::shared::Shared;
 use crate::{Interest, Pid, ProcEvent};
 use futures_core::stream::{FusedStream, Stream};
@@ -52,6 +53,8 @@ const READ_BATCH: usize = 64;
 /// ```
 pub struct ProcEvents {
     shared: Arc<Shared>,
+    /// Told which processes the stream no longer follows when it is dropped.
+    backend: std::sync::Arc<dyn Backend>,
     id: StreamId,
     pid: Pid,
     buf: VecDeque<ProcEvent>,
@@ -59,9 +62,15 @@ pub struct ProcEvents {
 }
 
 impl ProcEvents {
-    pub(crate) fn new(shared: Arc<Shared>, id: StreamId, pid: Pid) -> ProcEvents {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        backend: std::sync::Arc<dyn Backend>,
+        id: StreamId,
+        pid: Pid,
+    ) -> ProcEvents {
         ProcEvents {
             shared,
+            backend,
             id,
             pid,
             buf: VecDeque::new(),
@@ -178,7 +187,9 @@ impl FusedStream for ProcEvents {
 
 impl Drop for ProcEvents {
     fn drop(&mut self) {
-        self.shared.lock().remove_stream(self.id);
+        let mut actions = Actions::default();
+        self.shared.lock().remove_stream(self.id, &mut actions);
+        actions.run(&*self.backend);
     }
 }
 

@@ -4,7 +4,7 @@ use crate::backend::netlink::{self, Netlink};
 use crate::backend::Backend;
 use crate::clock;
 use crate::loom::Arc;
-use crate::registry::{Finish, Wakeups};
+use crate::registry::{Actions, Finish};
 use crate::shared::Shared;
 use crate::stream::ProcEvents;
 use crate::{Error, ErrorKind, Interest, Pid};
@@ -196,7 +196,7 @@ impl Builder {
                 })?;
                 Ok(ProcWatcher {
                     shared,
-                    backend: Box::new(backend),
+                    backend: std::sync::Arc::new(backend),
                     max_tracked: self.max_tracked,
                 })
             }
@@ -241,7 +241,7 @@ impl Builder {
 /// ```
 pub struct ProcWatcher {
     pub(crate) shared: Arc<Shared>,
-    backend: Box<dyn Backend>,
+    backend: std::sync::Arc<dyn Backend>,
     max_tracked: usize,
 }
 
@@ -317,17 +317,19 @@ impl ProcWatcher {
             // stamped earlier is not for the stream, even if it is still queued in the kernel.
             let since = clock::now();
             if let Err(k) = reg.begin_attach(id, pid, since) {
-                reg.remove_stream(id);
+                let mut actions = Actions::default();
+                reg.remove_stream(id, &mut actions);
+                drop(reg);
+                actions.run(&*self.backend);
                 return Err(fail(k));
             }
             id
         };
-        let mut result = Err(fail(ErrorKind::Other)
-            .with_detail("the process changed its threads too fast to be read; try again"));
+        let mut result = None;
         for _ in 0..MAX_READS {
             // Outside the lock: the backend may need it to apply what it sees meanwhile.
             let read = self.backend.attach(pid);
-            let mut wake = Wakeups::default();
+            let mut wake = Actions::default();
             let mut reg = self.shared.lock();
             let finished = match &read {
                 Ok(snap) => reg.finish_attach(id, pid, snap.as_ref(), &mut wake),
@@ -354,24 +356,27 @@ impl ProcWatcher {
                 (Err(k), Ok(_)) => Some(Err(fail(k))),
             };
             if outcome.as_ref().is_some_and(|o| o.is_err()) {
-                reg.remove_stream(id);
+                reg.remove_stream(id, &mut wake);
             }
             drop(reg);
-            wake.wake_all();
-            if let Some(o) = outcome {
-                result = o;
+            wake.run(&*self.backend);
+            if outcome.is_some() {
+                result = outcome;
                 break;
             }
         }
-        if result.is_err() {
-            let mut wake = Wakeups::default();
+        let result = result.unwrap_or_else(|| {
+            // Read again and again, and never without threads changing during the read.
+            let mut actions = Actions::default();
             let mut reg = self.shared.lock();
-            reg.cancel_attach(id, pid, &mut wake);
-            reg.remove_stream(id);
+            reg.cancel_attach(id, pid, &mut actions);
+            reg.remove_stream(id, &mut actions);
             drop(reg);
-            wake.wake_all();
-        }
-        result.map(|()| ProcEvents::new(self.shared.clone(), id, pid))
+            actions.run(&*self.backend);
+            Err(fail(ErrorKind::Other)
+                .with_detail("the process changed its threads too fast to be read; try again"))
+        });
+        result.map(|()| ProcEvents::new(self.shared.clone(), self.backend.clone(), id, pid))
     }
 
     /// How many distinct processes the watcher's streams track now.
@@ -382,7 +387,7 @@ impl ProcWatcher {
 
 impl Drop for ProcWatcher {
     fn drop(&mut self) {
-        let mut wake = Wakeups::default();
+        let mut wake = Actions::default();
         self.shared.lock().shutdown(&mut wake);
         wake.wake_all();
         self.backend.shutdown();

@@ -49,6 +49,10 @@ pub(crate) trait Backend: Send + Sync {
     /// [`ProcSnapshot::read_at`] must be taken before the state is read (see
     /// `registry/attach.rs` for how the two are put together).
     fn attach(&self, pid: Pid) -> std::io::Result<Option<ProcSnapshot>>;
+    /// No stream follows `pids` any more (their processes may live on): stop following
+    /// them. Called after the registry lock is released, from whatever thread dropped the
+    /// last stream; must not block.
+    fn detach(&self, pids: &[Pid]);
     /// Asks the backend to stop. Must not block; called from `Drop`.
     fn shutdown(&self);
 }

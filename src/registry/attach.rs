@@ -20,8 +20,8 @@
 //! fast that it overflows during one read is read again ([`Finish::Reread`]).
 
 use super::{
-    thread_input_is_stale, Input, KnoteState, Links, ProcEntry, ProcSnapshot, Registry, Stamp,
-    StreamId, Threads, Wakeups,
+    thread_input_is_stale, Actions, Input, KnoteState, Links, ProcEntry, ProcSnapshot, Registry,
+    Stamp, StreamId, Threads,
 };
 use crate::{ErrorKind, Interest, Pid, Timestamp};
 use std::os::unix::process::ExitStatusExt;
@@ -121,7 +121,7 @@ impl Registry {
         id: StreamId,
         pid: Pid,
         snap: Option<&ProcSnapshot>,
-        wake: &mut Wakeups,
+        wake: &mut Actions,
     ) -> Result<Finish, ErrorKind> {
         let raw = pid.as_raw();
         let closed = self.closed;
@@ -175,7 +175,7 @@ impl Registry {
 
     /// Gives up attaching stream `id` to `pid` (the read failed, or the watch gave up): takes
     /// its knote back out. The caller then removes the stream.
-    pub(crate) fn cancel_attach(&mut self, id: StreamId, pid: Pid, wake: &mut Wakeups) {
+    pub(crate) fn cancel_attach(&mut self, id: StreamId, pid: Pid, wake: &mut Actions) {
         self.abandon_attach(id, pid.as_raw(), wake);
     }
 
@@ -186,7 +186,7 @@ impl Registry {
         pid: Pid,
         snap: &ProcSnapshot,
         log: Vec<(Input, Stamp)>,
-        wake: &mut Wakeups,
+        wake: &mut Actions,
     ) {
         let raw = pid.as_raw();
         if let Some(e) = self.procs.get_mut(&raw) {
@@ -205,7 +205,7 @@ impl Registry {
 
     /// Applies a thread message (or a whole-process exit) to the entry's thread set, unless
     /// the read the set comes from already reflects it.
-    pub(super) fn apply_thread_input(&mut self, input: Input, stamp: Stamp, wake: &mut Wakeups) {
+    pub(super) fn apply_thread_input(&mut self, input: Input, stamp: Stamp, wake: &mut Actions) {
         let at = Timestamp::from_nanos(stamp.mono);
         match input {
             Input::ThreadStart { tgid, tid } => {
@@ -270,7 +270,11 @@ impl Registry {
     }
 
     /// Takes stream `id`'s knote for `raw` back out of a failed attach.
-    fn abandon_attach(&mut self, id: StreamId, raw: i32, wake: &mut Wakeups) {
+    fn abandon_attach(&mut self, id: StreamId, raw: i32, wake: &mut Actions) {
+        if self.stream_mut(id).is_none() {
+            // Removed already, its knotes with it (and its slot may serve another stream).
+            return;
+        }
         if let Some(s) = self.stream_mut(id) {
             let mine: Vec<u32> = s
                 .knotes
@@ -285,6 +289,7 @@ impl Registry {
         if let Some(entry) = self.procs.get_mut(&raw) {
             if entry.knotes.remove_stream(id.idx) {
                 self.procs.remove(&raw);
+                wake.detached.extend(Pid::from_raw(raw));
             }
         }
         self.forget_attacher(raw);
@@ -321,7 +326,7 @@ impl Registry {
         pid: Pid,
         snap: Option<&ProcSnapshot>,
         since: Stamp,
-        wake: &mut Wakeups,
+        wake: &mut Actions,
     ) -> Result<(), ErrorKind> {
         self.begin_attach(id, pid, since)?;
         match self.finish_attach(id, pid, snap, wake)? {

@@ -131,20 +131,42 @@ pub(crate) struct StreamId {
     gen: u32,
 }
 
-/// Wakers collected under the lock, to be woken after it is released.
+/// What a critical section hands back, to be done once the lock is released: wakers to wake,
+/// and pids that no stream follows any more while their process may live on (the backend
+/// stops following them: a ptrace backend detaches, a pidfd one closes its descriptor).
 #[derive(Default)]
-pub(crate) struct Wakeups(Vec<Waker>);
+pub(crate) struct Actions {
+    wakers: Vec<Waker>,
+    detached: Vec<Pid>,
+}
 
-impl Wakeups {
+impl Actions {
+    /// Wakes the collected wakers. Only for sections that detach nothing (inputs, reads);
+    /// the others use [`Actions::run`].
     pub(crate) fn wake_all(&mut self) {
-        for w in self.0.drain(..) {
+        debug_assert!(self.detached.is_empty(), "detached pids would be forgotten");
+        for w in self.wakers.drain(..) {
             w.wake();
+        }
+    }
+
+    /// Wakes the collected wakers and tells `backend` which pids it no longer follows.
+    pub(crate) fn run(&mut self, backend: &dyn crate::backend::Backend) {
+        let detached = std::mem::take(&mut self.detached);
+        self.wake_all();
+        if !detached.is_empty() {
+            backend.detach(&detached);
         }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.wakers.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn take_detached(&mut self) -> Vec<Pid> {
+        std::mem::take(&mut self.detached)
     }
 }
 
@@ -185,14 +207,14 @@ impl Stream {
         when.boot != 0 && self.since.boot != 0 && when.boot <= self.since.boot
     }
 
-    fn wake(&mut self, wake: &mut Wakeups) {
+    fn wake(&mut self, wake: &mut Actions) {
         if let Some(w) = self.waker.take() {
-            wake.0.push(w);
+            wake.wakers.push(w);
         }
     }
 
     /// Puts knote `kid` on the ready list if it has something and is not there yet.
-    fn enqueue(&mut self, kid: u32, wake: &mut Wakeups) {
+    fn enqueue(&mut self, kid: u32, wake: &mut Actions) {
         let Some(k) = self.knotes.get_mut(kid) else {
             return;
         };
@@ -207,7 +229,7 @@ impl Stream {
     /// with earlier events, its exit gets an entry of its own at the back: events queued in
     /// between (such as the `Child` of a process it forked just before exiting) then come
     /// before the parent's `Exit`, as they happened.
-    fn enqueue_exit(&mut self, kid: u32, wake: &mut Wakeups) {
+    fn enqueue_exit(&mut self, kid: u32, wake: &mut Actions) {
         let Some(k) = self.knotes.get_mut(kid) else {
             return;
         };
@@ -221,7 +243,7 @@ impl Stream {
     }
 
     /// Frees an exited knote that has nothing left to deliver.
-    fn reap(&mut self, kid: u32, wake: &mut Wakeups) {
+    fn reap(&mut self, kid: u32, wake: &mut Actions) {
         let free = matches!(self.knotes.get(kid),
             Some(k) if k.state == KnoteState::Exited && !k.queued && !k.exit_split && !k.has_pending());
         if free {
@@ -340,7 +362,8 @@ impl Registry {
     }
 
     /// Closes stream `id`: unlinks and frees all its knotes. Later hand-offs find it gone.
-    pub(crate) fn remove_stream(&mut self, id: StreamId) {
+    /// Pids no stream follows any more go to `actions` (detached).
+    pub(crate) fn remove_stream(&mut self, id: StreamId, actions: &mut Actions) {
         if self.stream_mut(id).is_none() {
             return;
         }
@@ -353,6 +376,8 @@ impl Registry {
             if let Some(entry) = self.procs.get_mut(&raw) {
                 if entry.knotes.remove_stream(id.idx) {
                     self.procs.remove(&raw);
+                    self.attaching.remove(&raw);
+                    actions.detached.push(k.pid);
                 }
             }
         }
@@ -443,7 +468,7 @@ impl Registry {
     }
 
     /// Marks the watcher shut down: streams deliver what they hold, then end.
-    pub(crate) fn shutdown(&mut self, wake: &mut Wakeups) {
+    pub(crate) fn shutdown(&mut self, wake: &mut Actions) {
         self.closed = true;
         for (_, s) in self.streams.iter_mut() {
             s.wake(wake);
@@ -456,7 +481,7 @@ impl Registry {
 
     /// The backend lost messages: every stream that tracks something gets `Lost`. A resync
     /// ([`Registry::resync`]) should follow.
-    pub(crate) fn mark_lost(&mut self, now: Timestamp, wake: &mut Wakeups) {
+    pub(crate) fn mark_lost(&mut self, now: Timestamp, wake: &mut Actions) {
         for (_, s) in self.streams.iter_mut() {
             if s.knotes.len() > 0 {
                 s.lost = s.lost.saturating_add(1);
@@ -475,7 +500,7 @@ impl Registry {
     /// process's `Exit` is decided by its thread set instead, whose own staleness rule (see
     /// [`thread_input_is_stale`]) keeps a queued message from ending a process the stream
     /// watches.
-    pub(crate) fn apply_at(&mut self, input: Input, at: Stamp, wake: &mut Wakeups) {
+    pub(crate) fn apply_at(&mut self, input: Input, at: Stamp, wake: &mut Actions) {
         if at.boot != 0 {
             let subject = match &input {
                 Input::Fork { parent, .. } => *parent,
@@ -496,11 +521,11 @@ impl Registry {
 
     /// Applies one backend input whose time is not known.
     #[cfg(test)]
-    pub(crate) fn apply(&mut self, input: Input, wake: &mut Wakeups) {
+    pub(crate) fn apply(&mut self, input: Input, wake: &mut Actions) {
         self.dispatch(input, Stamp::default(), wake)
     }
 
-    fn dispatch(&mut self, input: Input, stamp: Stamp, wake: &mut Wakeups) {
+    fn dispatch(&mut self, input: Input, stamp: Stamp, wake: &mut Actions) {
         let at = Timestamp::from_nanos(stamp.mono);
         match input {
             Input::Fork {
@@ -530,7 +555,7 @@ impl Registry {
         }
     }
 
-    fn exec(&mut self, pid: Pid, at: Timestamp, stamp: Stamp, wake: &mut Wakeups) {
+    fn exec(&mut self, pid: Pid, at: Timestamp, stamp: Stamp, wake: &mut Actions) {
         let raw = pid.as_raw();
         let Some(entry) = self.procs.get_mut(&raw) else {
             if let Some(h) = self.held.get_mut(&raw) {
@@ -571,7 +596,7 @@ impl Registry {
         fork_event: bool,
         at: Timestamp,
         when: Stamp,
-        wake: &mut Wakeups,
+        wake: &mut Actions,
     ) {
         let craw = child.as_raw();
         let born_at = at;
@@ -711,7 +736,7 @@ impl Registry {
         child: i32,
         at: Timestamp,
         when: Stamp,
-        wake: &mut Wakeups,
+        wake: &mut Actions,
     ) {
         let Some(pentry) = self.procs.get(&parent.as_raw()) else {
             return;
@@ -770,7 +795,7 @@ impl Registry {
     }
 
     /// The whole process `pid` is gone: unlink it everywhere and record its exit.
-    fn exit(&mut self, pid: Pid, status: Option<ExitStatus>, at: Timestamp, wake: &mut Wakeups) {
+    fn exit(&mut self, pid: Pid, status: Option<ExitStatus>, at: Timestamp, wake: &mut Actions) {
         let raw = pid.as_raw();
         let Some(entry) = self.procs.remove(&raw) else {
             if let Some(h) = self.held.get_mut(&raw) {
@@ -816,7 +841,7 @@ impl Registry {
         unverified: &HashSet<i32>,
         now: Stamp,
         cutoff_boot: u64,
-        wake: &mut Wakeups,
+        wake: &mut Actions,
     ) {
         let skip = self.scan_attached.take().unwrap_or_default();
         let at = Timestamp::from_nanos(now.mono);

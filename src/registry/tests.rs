@@ -38,14 +38,14 @@ impl Wake for Counter {
 /// A registry with helpers to script inputs and read streams.
 struct Script {
     reg: Registry,
-    wake: Wakeups,
+    wake: Actions,
 }
 
 impl Script {
     fn new() -> Script {
         Script {
             reg: Registry::new(),
-            wake: Wakeups::default(),
+            wake: Actions::default(),
         }
     }
 
@@ -528,9 +528,9 @@ fn dropping_a_stream_unlinks_everything_and_spares_the_other() {
     let b = s.watch(10, Interest::ALL);
     s.fork(10, 11);
     s.fork(11, 12);
-    s.reg.remove_stream(a);
+    s.reg.remove_stream(a, &mut s.wake);
     assert_eq!(s.reg.tracked_pids(), 3, "stream b still tracks 10, 11, 12");
-    s.reg.remove_stream(b);
+    s.reg.remove_stream(b, &mut s.wake);
     assert_eq!(s.reg.tracked_pids(), 0);
     // A hand-off after the close finds no stream and attaches nothing.
     s.fork(10, 13);
@@ -547,9 +547,9 @@ fn dropping_a_stream_unlinks_everything_and_spares_the_other() {
 fn stale_stream_id_is_harmless_after_slot_reuse() {
     let mut s = Script::new();
     let a = s.watch(10, Interest::ALL);
-    s.reg.remove_stream(a);
+    s.reg.remove_stream(a, &mut s.wake);
     let b = s.watch(20, Interest::ALL);
-    s.reg.remove_stream(a);
+    s.reg.remove_stream(a, &mut s.wake);
     assert_eq!(s.reg.tracked_count(b), 1);
 }
 
@@ -735,7 +735,7 @@ fn wakers_fire_on_events_end_and_shutdown() {
         s.reg.pop(id, &mut out, 10, Some(&waker)),
         PopStatus::Pending
     );
-    let mut wake = Wakeups::default();
+    let mut wake = Actions::default();
     s.reg.apply(Input::Exec { pid: pid(10) }, &mut wake);
     assert_eq!(wake.len(), 1);
     wake.wake_all();
@@ -1313,7 +1313,7 @@ fn a_failed_read_takes_the_knote_back_and_leaves_nothing() {
     let mut s = Script::new();
     let id = s.begin(10, Interest::ALL, 1_000);
     assert_eq!(s.finish(id, 10, None), Err(ErrorKind::NoSuchProcess));
-    s.reg.remove_stream(id);
+    s.reg.remove_stream(id, &mut s.wake);
     assert_eq!(s.reg.tracked_pids(), 0);
     assert!(s.reg.attaching.is_empty());
     // A zombie without EXIT: the same.
@@ -1324,7 +1324,7 @@ fn a_failed_read_takes_the_knote_back_and_leaves_nothing() {
         s.finish(id, 11, Some(&zombie)),
         Err(ErrorKind::NoSuchProcess)
     );
-    s.reg.remove_stream(id);
+    s.reg.remove_stream(id, &mut s.wake);
     assert_eq!(s.reg.tracked_pids(), 0);
     assert!(s.reg.attaching.is_empty());
 }
@@ -1411,11 +1411,33 @@ fn a_pid_claimed_by_a_parents_fork_during_a_failed_read_stays_with_the_parent() 
     );
     // The read fails (as if it had raced with something); the parent's stream keeps 20.
     assert_eq!(s.finish(id, 20, None), Err(ErrorKind::NoSuchProcess));
-    s.reg.remove_stream(id);
+    s.reg.remove_stream(id, &mut s.wake);
     assert!(s.reg.attaching.is_empty());
     s.thread_exit_at(20, 20, 0, 3_000);
     assert_eq!(
         s.read(parent),
         (vec![fork(10, 20, 1), child(20, 10), exit(20, 0)], false)
     );
+}
+
+#[test]
+fn the_backend_is_told_of_pids_no_stream_follows_any_more() {
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL);
+    let b = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    s.fork(10, 12);
+    s.exit(12, 0);
+    s.reg.remove_stream(a, &mut s.wake);
+    assert_eq!(s.wake.take_detached(), vec![], "b still follows 10 and 11");
+    s.reg.remove_stream(b, &mut s.wake);
+    let mut detached = s.wake.take_detached();
+    detached.sort();
+    // 12 has exited: there is nothing left to stop following.
+    assert_eq!(detached, vec![pid(10), pid(11)]);
+    assert_eq!(s.reg.tracked_pids(), 0);
+    // A watch whose read found no process hands back what it began to follow.
+    let c = s.begin(20, Interest::ALL, 1_000);
+    assert_eq!(s.finish(c, 20, None), Err(ErrorKind::NoSuchProcess));
+    assert_eq!(s.wake.take_detached(), vec![pid(20)]);
 }

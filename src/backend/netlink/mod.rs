@@ -31,7 +31,7 @@ pub(crate) mod wire;
 
 use super::Backend;
 use crate::loom::Arc;
-use crate::registry::{Input, ProcSnapshot, Stamp, Wakeups};
+use crate::registry::{Actions, Input, ProcSnapshot, Stamp};
 use crate::shared::Shared;
 use crate::{clock, procfs};
 use crate::{BackendKind, Error, NetlinkOptions, Pid, Timestamp};
@@ -127,6 +127,9 @@ impl Backend for Netlink {
     fn attach(&self, pid: Pid) -> std::io::Result<Option<ProcSnapshot>> {
         procfs::snapshot(pid)
     }
+
+    /// The socket hears of every process anyway; the registry drops what nobody follows.
+    fn detach(&self, _pids: &[Pid]) {}
 
     fn shutdown(&self) {
         // An eventfd write only fails if the counter would overflow: it is stopping anyway.
@@ -321,7 +324,7 @@ impl Drop for Closing<'_> {
         socket::ignore(self.sock);
         // After a panic while draining, the lock is poisoned: the streams must end anyway.
         let d = self.both.drainer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut wake = Wakeups::default();
+        let mut wake = Actions::default();
         d.shared.lock().shutdown(&mut wake);
         drop(d);
         wake.wake_all();
@@ -561,7 +564,7 @@ impl Drainer {
         if self.batch.is_empty() {
             return;
         }
-        let mut wake = Wakeups::default();
+        let mut wake = Actions::default();
         {
             let mut reg = self.shared.lock();
             for (input, at) in self.batch.drain(..) {
@@ -579,7 +582,7 @@ impl Drainer {
         let cutoff = self.last_boot;
         tracing::warn!("proc connector overflowed (ENOBUFS); a /proc resync follows");
         self.resync_cutoff = Some(self.resync_cutoff.map_or(cutoff, |c| c.min(cutoff)));
-        let mut wake = Wakeups::default();
+        let mut wake = Actions::default();
         self.shared
             .lock()
             .mark_lost(Timestamp::from_nanos(clock::now().mono), &mut wake);
@@ -672,7 +675,7 @@ impl Drainer {
                     }
                 }
                 self.stash_queued();
-                let mut wake = Wakeups::default();
+                let mut wake = Actions::default();
                 self.shared.lock().resync(
                     &listing.procs,
                     &unverified,
