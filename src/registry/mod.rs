@@ -106,6 +106,19 @@ pub(crate) struct ProcSnapshot {
 /// Every process `/proc` listed during a resync.
 pub(crate) type SystemSnapshot = HashMap<i32, ProcSnapshot>;
 
+/// What the backend learned beside the listing, for [`Registry::resync`].
+#[derive(Debug, Default)]
+pub(crate) struct ResyncHints {
+    /// Tracked processes that exist but that the listing could not show (`/proc` mounted
+    /// with `hidepid`, and another user's process): left as they are, neither taken for
+    /// dead nor rebuilt.
+    pub(crate) unverified: HashSet<i32>,
+    /// Tracked processes whose leader's exit message the backend holds, to be applied right
+    /// after the resync: one with a single thread that the listing misses is left to that
+    /// message, which has its exit status.
+    pub(crate) exits_coming: HashSet<i32>,
+}
+
 /// When an input happened, on both clocks the registry needs: `CLOCK_MONOTONIC` for the
 /// events' [`Timestamp`]s, `CLOCK_BOOTTIME` to compare with `/proc` start times (which count
 /// suspended time too). 0 means unknown.
@@ -831,14 +844,10 @@ impl Registry {
     /// status, and untracked children of tracked processes that started after `cutoff_boot`
     /// (the boot-clock time of the last event read before the loss; anything older was not
     /// lost) are attached with `Child`, whole new subtrees included.
-    ///
-    /// `unverified` lists tracked processes that exist but that the listing could not show
-    /// (`/proc` mounted with `hidepid`, and another user's process): they are left as they
-    /// are, neither taken for dead nor rebuilt.
     pub(crate) fn resync(
         &mut self,
         snapshot: &SystemSnapshot,
-        unverified: &HashSet<i32>,
+        hints: &ResyncHints,
         now: Stamp,
         cutoff_boot: u64,
         wake: &mut Actions,
@@ -854,7 +863,9 @@ impl Registry {
                 continue;
             }
             match snapshot.get(&raw) {
-                None if unverified.contains(&raw) => {}
+                None if hints.unverified.contains(&raw) => {}
+                None if hints.exits_coming.contains(&raw)
+                    && self.procs.get(&raw).is_some_and(|e| e.threads.is_single()) => {}
                 Some(sp) if same_start(start, sp.start_ns) => {
                     if let Some(status) = sp.zombie {
                         self.exit(pid, status, at, wake);

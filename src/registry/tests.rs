@@ -673,8 +673,13 @@ fn lost_then_resync_reports_the_gap() {
     snap.insert(13, listed(10, 3_000, None));
     snap.insert(14, listed(13, 4_000, None));
     snap.insert(15, listed(1, 4_000, None));
-    s.reg
-        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
+    s.reg.resync(
+        &snap,
+        &ResyncHints::default(),
+        Stamp::default(),
+        0,
+        &mut s.wake,
+    );
     let (evs, done) = s.read(id);
     assert!(!done, "10, 13 and 14 are alive: {evs:?}");
     // The resync walks hash maps, so the order between different pids is not fixed; what is:
@@ -718,8 +723,13 @@ fn resync_sees_a_reused_pid_as_an_exit() {
     snap.insert(10, listed(1, 1_000, None));
     // Pid 11 now names a process that started 10 s later under another parent.
     snap.insert(11, listed(1, 10_000_000_000, None));
-    s.reg
-        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
+    s.reg.resync(
+        &snap,
+        &ResyncHints::default(),
+        Stamp::default(),
+        0,
+        &mut s.wake,
+    );
     let (evs, _) = s.read(id);
     assert_eq!(evs, vec![lost(10, 1), exit_unknown(11)]);
 }
@@ -786,8 +796,13 @@ fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
     snap.insert(11, listed(10, 2_000, Some(0)));
     for _ in 0..3 {
         s.reg.mark_lost(T0, &mut s.wake);
-        s.reg
-            .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
+        s.reg.resync(
+            &snap,
+            &ResyncHints::default(),
+            Stamp::default(),
+            0,
+            &mut s.wake,
+        );
         assert_eq!(s.read(id).0, vec![lost(10, 1)]);
     }
     // A fork message for it read late (queued during a scan) does not bring it back either.
@@ -821,8 +836,13 @@ fn a_watch_during_a_resync_listing_is_not_judged_by_that_listing() {
     let mut snap = SystemSnapshot::new();
     snap.insert(10, listed(1, 1_000, None));
     let b = s.watch(20, Interest::ALL);
-    s.reg
-        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
+    s.reg.resync(
+        &snap,
+        &ResyncHints::default(),
+        Stamp::default(),
+        0,
+        &mut s.wake,
+    );
     assert_eq!(
         s.read(b),
         (vec![], false),
@@ -832,8 +852,13 @@ fn a_watch_during_a_resync_listing_is_not_judged_by_that_listing() {
     // The next resync, with a listing taken after the watch, does judge it.
     s.reg.mark_lost(T0, &mut s.wake);
     s.reg.begin_scan();
-    s.reg
-        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
+    s.reg.resync(
+        &snap,
+        &ResyncHints::default(),
+        Stamp::default(),
+        0,
+        &mut s.wake,
+    );
     assert_eq!(s.read(b), (vec![lost(20, 1), exit_unknown(20)], true));
 }
 
@@ -849,7 +874,7 @@ fn a_resync_attaches_only_children_born_after_the_last_event_read() {
     snap.insert(13, listed(10, 20_000_000_000, None)); // born in the gap
     s.reg.resync(
         &snap,
-        &HashSet::new(),
+        &ResyncHints::default(),
         Stamp::default(),
         15_000_000_000,
         &mut s.wake,
@@ -868,8 +893,13 @@ fn a_resync_walks_new_subtrees_by_parent_links_not_start_order() {
     snap.insert(300, listed(10, 2_000, None));
     snap.insert(200, listed(300, 2_000, None));
     snap.insert(100, listed(200, 1_999, None));
-    s.reg
-        .resync(&snap, &HashSet::new(), Stamp::default(), 0, &mut s.wake);
+    s.reg.resync(
+        &snap,
+        &ResyncHints::default(),
+        Stamp::default(),
+        0,
+        &mut s.wake,
+    );
     let (evs, _) = s.read(id);
     assert_eq!(
         evs,
@@ -1070,7 +1100,7 @@ fn a_watch_during_a_resync_of_a_tracked_pid_leaves_it_to_the_resync() {
     snap.insert(10, listed_then);
     let b = s.watch_since(10, 3_000, &read_at(3_001, &[]));
     s.reg
-        .resync(&snap, &HashSet::new(), st(3_500), 500, &mut s.wake);
+        .resync(&snap, &ResyncHints::default(), st(3_500), 500, &mut s.wake);
     s.thread_exit_at(10, 10, 0, 4_000);
     assert_eq!(s.read(a), (vec![lost(10, 1), exit(10, 0)], true));
     assert_eq!(s.read(b), (vec![exit(10, 0)], true));
@@ -1147,8 +1177,13 @@ fn a_resync_attaches_a_child_only_to_streams_watching_before_it_started() {
     snap.insert(11, listed(10, 98 * tick, None));
     snap.insert(12, listed(10, 100 * tick - tick / 2, None));
     snap.insert(13, listed(10, 101 * tick, None));
-    s.reg
-        .resync(&snap, &HashSet::new(), st(200 * tick), 2_000, &mut s.wake);
+    s.reg.resync(
+        &snap,
+        &ResyncHints::default(),
+        st(200 * tick),
+        2_000,
+        &mut s.wake,
+    );
     let children = |evs: Vec<ProcEvent>| -> Vec<ProcEvent> {
         let mut c: Vec<_> = evs
             .into_iter()
@@ -1176,8 +1211,13 @@ fn a_resync_rebuilds_the_thread_set_as_of_its_read() {
     let mut now = listed(1, 1_000, None);
     now.read_at = 5_000;
     snap.insert(10, now);
-    s.reg
-        .resync(&snap, &HashSet::new(), st(5_000), 2_000, &mut s.wake);
+    s.reg.resync(
+        &snap,
+        &ResyncHints::default(),
+        st(5_000),
+        2_000,
+        &mut s.wake,
+    );
     s.thread_exit_at(10, 10, 0, 4_000);
     s.input_at(Input::Exec { pid: pid(10) }, 4_100);
     let (evs, done) = s.read(id);
@@ -1200,9 +1240,12 @@ fn a_resync_leaves_tracked_processes_it_could_not_read_alone() {
     s.reg.mark_lost(T0, &mut s.wake);
     let mut snap = SystemSnapshot::new();
     snap.insert(10, alive());
-    let unverified: HashSet<i32> = [11].into();
+    let hints = ResyncHints {
+        unverified: [11].into(),
+        ..ResyncHints::default()
+    };
     s.reg
-        .resync(&snap, &unverified, Stamp::default(), 0, &mut s.wake);
+        .resync(&snap, &hints, Stamp::default(), 0, &mut s.wake);
     assert_eq!(s.read(id), (vec![lost(10, 1), exit_unknown(12)], false));
     assert_eq!(s.reg.tracked_count(id), 2);
     s.exit(11, 0);
@@ -1440,4 +1483,33 @@ fn the_backend_is_told_of_pids_no_stream_follows_any_more() {
     let c = s.begin(20, Interest::ALL, 1_000);
     assert_eq!(s.finish(c, 20, None), Err(ErrorKind::NoSuchProcess));
     assert_eq!(s.wake.take_detached(), vec![pid(20)]);
+}
+
+#[test]
+fn a_resync_leaves_a_missing_process_to_the_exit_message_it_holds() {
+    // 11 (one thread) and 12 (two threads) exited while the listing was taken; the backend
+    // holds the leaders' exit messages. 11's status comes from its message; 12's message may
+    // not be its last thread's, so the resync ends it itself.
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    s.fork(10, 12);
+    s.input(Input::ThreadStart {
+        tgid: pid(12),
+        tid: 13,
+    });
+    s.read(id);
+    s.reg.mark_lost(T0, &mut s.wake);
+    let mut snap = SystemSnapshot::new();
+    snap.insert(10, alive());
+    let hints = ResyncHints {
+        exits_coming: [11, 12].into(),
+        ..ResyncHints::default()
+    };
+    s.reg
+        .resync(&snap, &hints, Stamp::default(), 0, &mut s.wake);
+    assert_eq!(s.read(id), (vec![lost(10, 1), exit_unknown(12)], false));
+    s.exit(11, 7);
+    s.exit(12, 0);
+    assert_eq!(s.read(id), (vec![exit(11, 7)], false));
 }

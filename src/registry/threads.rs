@@ -57,6 +57,12 @@ impl Threads {
         }
     }
 
+    /// Whether the process is known to have one thread, its leader (so the leader's exit is
+    /// the process's).
+    pub(crate) fn is_single(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// After `execve` the process has exactly one thread, whose id is the pid.
     pub(crate) fn exec(&mut self) {
         self.0 = None;

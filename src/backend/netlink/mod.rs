@@ -31,7 +31,7 @@ pub(crate) mod wire;
 
 use super::Backend;
 use crate::loom::Arc;
-use crate::registry::{Actions, Input, ProcSnapshot, Stamp};
+use crate::registry::{Actions, Input, ProcSnapshot, ResyncHints, Stamp};
 use crate::shared::Shared;
 use crate::{clock, procfs};
 use crate::{BackendKind, Error, NetlinkOptions, Pid, Timestamp};
@@ -603,6 +603,24 @@ impl Drainer {
         }
     }
 
+    /// The processes whose leader's exit message is in the stash: a resync leaves a process
+    /// that exited during its scan to that message, which has the exit status.
+    fn leader_exits_stashed(&self) -> HashSet<i32> {
+        let mut leaders = HashSet::new();
+        let mut batch = Vec::new();
+        for datagram in self.stash.records().flatten() {
+            decode_into(&mut batch, datagram, self.mono_offset, self.boot_ahead);
+            for (input, _) in batch.drain(..) {
+                if let Input::ThreadExit { tgid, tid, .. } = input {
+                    if tid == tgid.as_raw() {
+                        leaders.insert(tid);
+                    }
+                }
+            }
+        }
+        leaders
+    }
+
     /// Applies what was stashed during a resync, in the order it was read.
     fn apply_stash(&mut self) {
         let stash = std::mem::take(&mut self.stash);
@@ -659,7 +677,7 @@ impl Drainer {
                     .into_iter()
                     .filter(|raw| !listing.procs.contains_key(raw))
                     .collect();
-                let mut unverified = HashSet::new();
+                let mut hints = ResyncHints::default();
                 for (n, raw) in missing.into_iter().enumerate() {
                     if n % procfs::SCAN_STRIDE == procfs::SCAN_STRIDE - 1 {
                         self.stash_queued();
@@ -669,20 +687,17 @@ impl Drainer {
                             listing.procs.insert(raw, snap);
                         }
                         procfs::Recheck::Unverified => {
-                            unverified.insert(raw);
+                            hints.unverified.insert(raw);
                         }
                         procfs::Recheck::Gone => {}
                     }
                 }
                 self.stash_queued();
+                hints.exits_coming = self.leader_exits_stashed();
                 let mut wake = Actions::default();
-                self.shared.lock().resync(
-                    &listing.procs,
-                    &unverified,
-                    clock::now(),
-                    cutoff,
-                    &mut wake,
-                );
+                self.shared
+                    .lock()
+                    .resync(&listing.procs, &hints, clock::now(), cutoff, &mut wake);
                 wake.wake_all();
                 self.resync_cutoff = None;
                 if self.resync_retry_at.take().is_some() {
@@ -691,7 +706,7 @@ impl Drainer {
                 if !listing.unreadable.is_empty() {
                     tracing::debug!(
                         unreadable = listing.unreadable.len(),
-                        unverified = unverified.len(),
+                        unverified = hints.unverified.len(),
                         "/proc resync could not read some processes"
                     );
                 }
