@@ -4,12 +4,12 @@ use crate::backend::netlink::{self, Netlink};
 use crate::backend::Backend;
 use crate::clock;
 use crate::loom::Arc;
-use crate::registry::{Actions, Finish};
+use crate::registry::{Actions, Begin, Finish};
 use crate::shared::Shared;
 use crate::stream::ProcEvents;
 use crate::{Error, ErrorKind, Interest, Pid};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Which kernel mechanism a watcher uses. See the crate docs for what each one can do.
 #[derive(Debug, Copy, Clone, PartialEq, Eq, Hash, Default)]
@@ -50,6 +50,9 @@ impl fmt::Display for BackendKind {
 
 /// How often `watch` reads a process whose threads keep changing during the read.
 const MAX_READS: usize = 5;
+
+/// How long `watch` waits for another `watch` of the same pid to finish.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
 
 /// The default limit on processes tracked by one stream.
 pub const DEFAULT_MAX_TRACKED: usize = 1 << 16;
@@ -93,7 +96,7 @@ impl Default for Builder {
 ///
 /// ```no_run
 /// use procwatch::{NetlinkOptions, ProcWatcher};
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 ///
 /// let watcher = ProcWatcher::builder()
 ///     .netlink(
@@ -307,24 +310,40 @@ impl ProcWatcher {
                 ));
         }
         let fail = |k: ErrorKind| Error::new(k, "watch").with_pid(pid).with_backend(backend);
-        let id = {
+        let id = self
+            .shared
+            .lock()
+            .add_stream(pid, interest, self.max_tracked)
+            .map_err(fail)?;
+        // Another `watch` of the same pid may be between its two steps: wait for it (it only
+        // reads a few files), up to a deadline.
+        let busy_until = Instant::now() + BUSY_WAIT;
+        loop {
             let mut reg = self.shared.lock();
-            let id = reg
-                .add_stream(pid, interest, self.max_tracked)
-                .map_err(fail)?;
             // The watch begins now. Everything the kernel stamps from here on is applied after
             // this lock is released, so it reaches the stream's knote, linked here; anything
             // stamped earlier is not for the stream, even if it is still queued in the kernel.
             let since = clock::now();
-            if let Err(k) = reg.begin_attach(id, pid, since) {
+            let begun = reg.begin_attach(id, pid, since);
+            let error = match begun {
+                Ok(Begin::Begun) => break,
+                Ok(Begin::Busy) if Instant::now() < busy_until => None,
+                Ok(Begin::Busy) => Some(
+                    fail(ErrorKind::Other)
+                        .with_detail("another watch of this pid did not finish in time; try again"),
+                ),
+                Err(k) => Some(fail(k)),
+            };
+            if let Some(e) = error {
                 let mut actions = Actions::default();
                 reg.remove_stream(id, &mut actions);
                 drop(reg);
                 actions.run(&*self.backend);
-                return Err(fail(k));
+                return Err(e);
             }
-            id
-        };
+            drop(reg);
+            std::thread::sleep(Duration::from_micros(50));
+        }
         let mut result = None;
         for _ in 0..MAX_READS {
             // Outside the lock: the backend may need it to apply what it sees meanwhile.

@@ -51,7 +51,9 @@ pub(crate) trait Backend: Send + Sync {
     fn attach(&self, pid: Pid) -> std::io::Result<Option<ProcSnapshot>>;
     /// No stream follows `pids` any more (their processes may live on): stop following
     /// them. Called after the registry lock is released, from whatever thread dropped the
-    /// last stream; must not block.
+    /// last stream; must not block. A `watch` of one of them may have begun meanwhile and
+    /// called [`Backend::attach`] again: a backend that holds something per process keeps
+    /// count of attaches and detaches, so that the late detach does not undo it.
     fn detach(&self, pids: &[Pid]);
     /// Asks the backend to stop. Must not block; called from `Drop`.
     fn shutdown(&self);

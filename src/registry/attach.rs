@@ -18,6 +18,12 @@
 //! side of an `execve`, a whole-process exit) are logged instead of applied: the set they
 //! would change does not exist yet. The log is bounded; a process that creates threads so
 //! fast that it overflows during one read is read again ([`Finish::Reread`]).
+//!
+//! Only one `watch` of a pid is between its steps at a time; a second one waits
+//! ([`Begin::Busy`]), so what a read finds always belongs to one watch. A tracked parent's
+//! fork message may name a waiting pid meanwhile: its streams follow the pid at once, and
+//! if the read then shows a process that started at another time, the message was about the
+//! pid's previous owner, and those streams get that process's `Exit` instead.
 
 use super::{
     thread_input_is_stale, Actions, Input, KnoteState, Links, ProcEntry, ProcSnapshot, Registry,
@@ -32,15 +38,24 @@ use super::knote::Knote;
 /// How many thread messages about one waiting entry are kept at most.
 const MAX_LOG: usize = 1024;
 
-/// An entry waiting for the read of a `watch` in progress.
-#[derive(Debug, Default)]
+/// A `watch` in progress on a pid. There is at most one per pid at a time: a second `watch` of
+/// the same pid waits for the first to finish ([`Begin::Busy`]), so that what a read finds
+/// always belongs to one watch.
+#[derive(Debug)]
 pub(crate) struct Attaching {
-    /// Watches of this pid that have begun and not finished.
-    attachers: u32,
-    /// Thread messages applied while the read was made, in order, with their stamps.
+    /// The stream being attached.
+    stream: StreamId,
+    /// Whether the entry waits for the read: nobody tracked the pid before, so its thread
+    /// set is not known.
+    pub(super) waiting: bool,
+    /// Thread messages applied while the entry waits, in order, with their stamps.
     log: Vec<(Input, Stamp)>,
     /// Whether the log filled up: the read must be made again.
     overflowed: bool,
+    /// The start time named by the latest fork message that made the waiting pid a tracked
+    /// parent's child meanwhile (0: none). If the read shows a process started at another
+    /// time, the message was about the pid's previous owner.
+    pub(super) claimed_start: u64,
 }
 
 impl Attaching {
@@ -51,6 +66,15 @@ impl Attaching {
             self.overflowed = true;
         }
     }
+}
+
+/// What [`Registry::begin_attach`] did.
+#[derive(Debug, Copy, Clone, PartialEq, Eq)]
+pub(crate) enum Begin {
+    /// The stream's knote is linked; read the process and finish.
+    Begun,
+    /// Another `watch` of this pid is between its two steps: try again in a moment.
+    Busy,
 }
 
 /// What [`Registry::finish_attach`] decided.
@@ -74,9 +98,13 @@ impl Registry {
         id: StreamId,
         pid: Pid,
         since: Stamp,
-    ) -> Result<(), ErrorKind> {
+    ) -> Result<Begin, ErrorKind> {
         if self.closed {
             return Err(ErrorKind::Closed);
+        }
+        let raw = pid.as_raw();
+        if self.attaching.contains_key(&raw) {
+            return Ok(Begin::Busy);
         }
         let Some(stream) = self.stream_mut(id) else {
             return Err(ErrorKind::Closed);
@@ -85,32 +113,31 @@ impl Registry {
         let kid = stream
             .knotes
             .insert(Knote::new(pid, None, Timestamp::UNKNOWN));
-        let raw = pid.as_raw();
-        match self.procs.get_mut(&raw) {
-            Some(entry) => entry.knotes.push(id.idx, kid),
+        let waiting = match self.procs.get_mut(&raw) {
+            Some(entry) => {
+                entry.knotes.push(id.idx, kid);
+                false
+            }
             None => {
-                let mut knotes = Links::new();
-                knotes.push(id.idx, kid);
-                self.procs.insert(
-                    raw,
-                    ProcEntry {
-                        start_ns: 0,
-                        knotes,
-                        threads: Threads::single(),
-                        synced: 0,
-                    },
-                );
+                self.insert_unread(raw, Some((id.idx, kid)));
                 // A resync whose listing is being taken may not show this process yet.
                 if let Some(set) = &mut self.scan_attached {
                     set.insert(raw);
                 }
-                self.attaching.entry(raw).or_default();
+                true
             }
-        }
-        if let Some(a) = self.attaching.get_mut(&raw) {
-            a.attachers += 1;
-        }
-        Ok(())
+        };
+        self.attaching.insert(
+            raw,
+            Attaching {
+                stream: id,
+                waiting,
+                log: Vec::new(),
+                overflowed: false,
+                claimed_start: 0,
+            },
+        );
+        Ok(Begin::Begun)
     }
 
     /// Finishes attaching stream `id` to `pid` with what the backend read of it (`None`: no
@@ -125,37 +152,47 @@ impl Registry {
     ) -> Result<Finish, ErrorKind> {
         let raw = pid.as_raw();
         let closed = self.closed;
-        let Some(stream) = self.stream_mut(id) else {
+        let wants_exit = match self.stream_mut(id) {
+            Some(s) if !closed => s.interest.contains(Interest::EXIT),
+            _ => {
+                self.abandon_attach(id, raw, wake);
+                return Err(ErrorKind::Closed);
+            }
+        };
+        let snap = match snap {
+            Some(s) if s.zombie.is_none() || wants_exit => s,
+            _ => {
+                self.abandon_attach(id, raw, wake);
+                return Err(ErrorKind::NoSuchProcess);
+            }
+        };
+        let Some(rec) = self.attaching.remove(&raw).filter(|r| r.stream == id) else {
             return Err(ErrorKind::Closed);
         };
-        let wants_exit = stream.interest.contains(Interest::EXIT);
-        let Some(snap) = snap.filter(|_| !closed) else {
-            self.abandon_attach(id, raw, wake);
-            return Err(if closed {
-                ErrorKind::Closed
-            } else {
-                ErrorKind::NoSuchProcess
-            });
-        };
-        if snap.zombie.is_some() && !wants_exit {
-            self.abandon_attach(id, raw, wake);
-            return Err(ErrorKind::NoSuchProcess);
-        }
         let Some(entry) = self.procs.get(&raw) else {
             // The process exited while it was being read (its `Exit` is in the stream's knote,
-            // with the `EXIT` interest), or the pid was dropped: nothing is left to attach.
-            self.forget_attacher(raw);
+            // with the `EXIT` interest): nothing is left to attach.
             return Ok(Finish::Done);
         };
-        if let Some(a) = self.attaching.get_mut(&raw) {
-            if a.overflowed {
-                a.overflowed = false;
-                a.log.clear();
+        if rec.waiting {
+            if rec.overflowed {
+                self.attaching.insert(
+                    raw,
+                    Attaching {
+                        log: Vec::new(),
+                        overflowed: false,
+                        ..rec
+                    },
+                );
                 return Ok(Finish::Reread);
             }
-            let log = std::mem::take(&mut a.log);
-            self.attaching.remove(&raw);
-            self.build(pid, snap, log, wake);
+            if rec.claimed_start != 0 && !super::same_start(rec.claimed_start, snap.start_ns) {
+                // A tracked parent's fork message named this pid meanwhile, but it created the
+                // pid's previous owner: the streams it added follow a process that is gone.
+                // They get its `Exit`; this stream keeps the process the read found.
+                self.retire_others(id, pid, wake);
+            }
+            self.build(pid, snap, rec.log, wake);
             return Ok(Finish::Done);
         }
         if !super::same_start(entry.start_ns, snap.start_ns) {
@@ -163,13 +200,14 @@ impl Registry {
             // queued: it is certainly gone. The stream is attached to the new process afresh,
             // with a read made after this.
             let since = self.stream_mut(id).map(|s| s.since).unwrap_or_default();
+            self.attaching.insert(raw, rec);
             self.abandon_attach(id, raw, wake);
             self.exit(pid, None, Timestamp::UNKNOWN, wake);
             self.begin_attach(id, pid, since)?;
             return Ok(Finish::Reread);
         }
-        // Built already (tracked by another stream, or being so): the read only confirms the
-        // process. A zombie's exit message is on its way to every stream on the entry.
+        // Built already (tracked by another stream): the read only confirms the process. A
+        // zombie's exit message is on its way to every stream on the entry.
         Ok(Finish::Done)
     }
 
@@ -177,6 +215,34 @@ impl Registry {
     /// its knote back out. The caller then removes the stream.
     pub(crate) fn cancel_attach(&mut self, id: StreamId, pid: Pid, wake: &mut Actions) {
         self.abandon_attach(id, pid.as_raw(), wake);
+    }
+
+    /// Ends every stream on `pid`'s entry but `keep`'s with an unknown exit, leaving the entry
+    /// to `keep` alone.
+    fn retire_others(&mut self, keep: StreamId, pid: Pid, wake: &mut Actions) {
+        let raw = pid.as_raw();
+        let Some(entry) = self.procs.get_mut(&raw) else {
+            return;
+        };
+        let mine = entry.knotes.iter().find(|&(sidx, _)| sidx == keep.idx);
+        entry.knotes.remove_stream(keep.idx);
+        self.exit(pid, None, Timestamp::UNKNOWN, wake);
+        self.insert_unread(raw, mine);
+    }
+
+    /// An entry for `raw` whose start and threads are not read yet, with one knote.
+    fn insert_unread(&mut self, raw: i32, knote: Option<(u32, u32)>) {
+        let mut knotes = Links::new();
+        if let Some((sidx, kid)) = knote {
+            knotes.push(sidx, kid);
+        }
+        let entry = ProcEntry {
+            start_ns: 0,
+            knotes,
+            threads: Threads::single(),
+            synced: 0,
+        };
+        self.procs.insert(raw, entry);
     }
 
     /// Builds the thread set of a waiting entry from the first read, then replays what was
@@ -261,20 +327,21 @@ impl Registry {
             _ => return false,
         };
         match self.attaching.get_mut(&subject.as_raw()) {
-            Some(a) => {
+            Some(a) if a.waiting => {
                 a.log(input.clone(), at);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Takes stream `id`'s knote for `raw` back out of a failed attach.
+    /// Takes stream `id`'s knote for `raw` back out of an attach that failed, and the record
+    /// of the attach with it.
     fn abandon_attach(&mut self, id: StreamId, raw: i32, wake: &mut Actions) {
-        if self.stream_mut(id).is_none() {
-            // Removed already, its knotes with it (and its slot may serve another stream).
-            return;
-        }
+        let rec = match self.attaching.get(&raw) {
+            Some(r) if r.stream == id => self.attaching.remove(&raw),
+            _ => None,
+        };
         if let Some(s) = self.stream_mut(id) {
             let mine: Vec<u32> = s
                 .knotes
@@ -285,34 +352,26 @@ impl Registry {
             for kid in mine {
                 s.knotes.remove(kid);
             }
-        }
-        if let Some(entry) = self.procs.get_mut(&raw) {
-            if entry.knotes.remove_stream(id.idx) {
-                self.procs.remove(&raw);
-                wake.detached.extend(Pid::from_raw(raw));
+            if let Some(entry) = self.procs.get_mut(&raw) {
+                if entry.knotes.remove_stream(id.idx) {
+                    self.procs.remove(&raw);
+                    wake.detached.extend(Pid::from_raw(raw));
+                }
             }
         }
-        self.forget_attacher(raw);
-        if !self.attaching.contains_key(&raw) {
+        // Nobody will read it now, but a tracked parent's fork claimed the waiting entry
+        // meanwhile: it becomes an entry built from messages alone, as a child's, with what
+        // was logged about the process the fork created (not about an earlier owner).
+        let Some(rec) = rec.filter(|r| r.waiting) else {
             return;
-        }
-        // Nobody will read it now, but other streams hold the entry (a tracked parent's fork
-        // claimed it meanwhile): it becomes an entry built from messages alone, as a child's.
-        if self.attaching[&raw].attachers == 0 {
-            let a = self.attaching.remove(&raw).unwrap_or_default();
-            for (input, at) in a.log {
+        };
+        let Some(start) = self.procs.get(&raw).map(|e| e.start_ns) else {
+            return;
+        };
+        for (input, at) in rec.log {
+            if start == 0 || at.boot == 0 || at.boot.saturating_add(super::STALE_SLACK_NS) >= start
+            {
                 self.apply_thread_input(input, at, wake);
-            }
-        }
-    }
-
-    /// One attacher of `raw` is done; the waiting record goes with the last one, or with the
-    /// entry.
-    fn forget_attacher(&mut self, raw: i32) {
-        if let Some(a) = self.attaching.get_mut(&raw) {
-            a.attachers = a.attachers.saturating_sub(1);
-            if a.attachers == 0 && !self.procs.contains_key(&raw) {
-                self.attaching.remove(&raw);
             }
         }
     }
@@ -328,7 +387,9 @@ impl Registry {
         since: Stamp,
         wake: &mut Actions,
     ) -> Result<(), ErrorKind> {
-        self.begin_attach(id, pid, since)?;
+        if self.begin_attach(id, pid, since)? == Begin::Busy {
+            return Err(ErrorKind::Other);
+        }
         match self.finish_attach(id, pid, snap, wake)? {
             Finish::Done => Ok(()),
             Finish::Reread => self.finish_attach(id, pid, snap, wake).map(|_| ()),

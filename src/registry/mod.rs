@@ -17,7 +17,8 @@
 //!
 //! The whole registry sits behind one mutex owned by the watcher (see `shared.rs`): every
 //! critical section is one input, one batch, one step of a `watch`, one drop or one read of a
-//! few events, and none of them waits for anything or makes a syscall, so there is no lock
+//! few events, and none of them waits for anything or makes a syscall (but for reading the
+//! clock when a `watch` begins), so there is no lock
 //! order to get wrong. A `watch` reads the process's state between two sections (see
 //! `attach.rs`), so a backend's own thread may apply inputs meanwhile. Because a stream's
 //! removal and a fork's hand-off both run under that lock, a hand-off either completes before
@@ -32,7 +33,7 @@ mod slab;
 mod threads;
 
 use crate::{ErrorKind, Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
-pub(crate) use attach::Finish;
+pub(crate) use attach::{Begin, Finish};
 use knote::{Knote, KnoteState, RunEvent};
 use links::Links;
 use slab::Slab;
@@ -114,9 +115,10 @@ pub(crate) struct ResyncHints {
     /// dead nor rebuilt.
     pub(crate) unverified: HashSet<i32>,
     /// Tracked processes whose leader's exit message the backend holds, to be applied right
-    /// after the resync: one with a single thread that the listing misses is left to that
-    /// message, which has its exit status.
-    pub(crate) exits_coming: HashSet<i32>,
+    /// after the resync, with the message's boot-clock stamp: one with a single thread that
+    /// the listing misses is left to that message, which has its exit status (unless the
+    /// message is older than the process, and so about an earlier owner of the pid).
+    pub(crate) exits_coming: HashMap<i32, u64>,
 }
 
 /// When an input happened, on both clocks the registry needs: `CLOCK_MONOTONIC` for the
@@ -578,10 +580,10 @@ impl Registry {
         };
         // The read the thread set comes from already shows the process after this exec. A
         // watch still reading it replays the exec on what it reads.
-        if let Some(a) = self.attaching.get_mut(&raw) {
-            a.log(Input::Exec { pid }, stamp);
-        } else if !thread_input_is_stale(entry, stamp) {
-            entry.threads.exec();
+        match self.attaching.get_mut(&raw) {
+            Some(a) if a.waiting => a.log(Input::Exec { pid }, stamp),
+            _ if !thread_input_is_stale(entry, stamp) => entry.threads.exec(),
+            _ => {}
         }
         for (sidx, kid) in entry.knotes.iter() {
             let Some(s) = self.streams.get_mut(sidx) else {
@@ -621,7 +623,18 @@ impl Registry {
         // process (attached by a `watch` or a resync before this message was read) or a stale
         // one whose exit was lost, which is certainly gone now.
         let mut known = false;
-        if let Some(old) = self.procs.get(&craw) {
+        if let Some(a) = self.attaching.get_mut(&craw).filter(|a| a.waiting) {
+            // A `watch` of this pid is reading it: which process the fork created is told at
+            // the end of that read (see `attach.rs`). Until then it counts as this one, and
+            // later messages older than it are dropped as about an earlier owner.
+            a.claimed_start = start_ns;
+            known = true;
+            if let Some(e) = self.procs.get_mut(&craw) {
+                if e.start_ns == 0 {
+                    e.start_ns = start_ns;
+                }
+            }
+        } else if let Some(old) = self.procs.get(&craw) {
             if same_start(old.start_ns, start_ns) {
                 known = true;
             } else if start_ns != 0 && old.start_ns > start_ns.saturating_add(STALE_SLACK_NS) {
@@ -864,8 +877,11 @@ impl Registry {
             }
             match snapshot.get(&raw) {
                 None if hints.unverified.contains(&raw) => {}
-                None if hints.exits_coming.contains(&raw)
-                    && self.procs.get(&raw).is_some_and(|e| e.threads.is_single()) => {}
+                None if hints.exits_coming.get(&raw).is_some_and(|&at| {
+                    self.procs.get(&raw).is_some_and(|e| {
+                        e.threads.is_single() && at.saturating_add(STALE_SLACK_NS) >= e.start_ns
+                    })
+                }) => {}
                 Some(sp) if same_start(start, sp.start_ns) => {
                     if let Some(status) = sp.zombie {
                         self.exit(pid, status, at, wake);

@@ -1274,7 +1274,8 @@ impl Script {
     /// Steps 1 and 3 of a `watch` apart: begins at `since`, so that inputs can come between.
     fn begin(&mut self, p: i32, interest: Interest, since: u64) -> StreamId {
         let id = self.reg.add_stream(pid(p), interest, 1 << 16).unwrap();
-        self.reg.begin_attach(id, pid(p), st(since)).unwrap();
+        let begun = self.reg.begin_attach(id, pid(p), st(since));
+        assert_eq!(begun, Ok(Begin::Begun));
         id
     }
 
@@ -1373,10 +1374,16 @@ fn a_failed_read_takes_the_knote_back_and_leaves_nothing() {
 }
 
 #[test]
-fn two_watches_reading_at_once_both_attach_and_both_get_the_exit() {
+fn a_second_watch_of_a_pid_being_read_waits_for_the_first() {
     let mut s = Script::new();
     let a = s.begin(10, Interest::ALL, 1_000);
-    let b = s.begin(10, Interest::ALL, 1_050);
+    let b = s.reg.add_stream(pid(10), Interest::ALL, 1 << 16).unwrap();
+    assert_eq!(s.reg.begin_attach(b, pid(10), st(1_050)), Ok(Begin::Busy));
+    assert_eq!(
+        s.reg.tracked_count(b),
+        0,
+        "nothing is linked while it waits"
+    );
     s.input_at(
         Input::ThreadStart {
             tgid: pid(10),
@@ -1388,8 +1395,9 @@ fn two_watches_reading_at_once_both_attach_and_both_get_the_exit() {
         s.finish(a, 10, Some(&read_at(1_200, &[]))),
         Ok(Finish::Done)
     );
+    assert_eq!(s.reg.begin_attach(b, pid(10), st(1_400)), Ok(Begin::Begun));
     assert_eq!(
-        s.finish(b, 10, Some(&read_at(1_250, &[]))),
+        s.finish(b, 10, Some(&read_at(1_450, &[10, 11]))),
         Ok(Finish::Done)
     );
     assert!(s.reg.attaching.is_empty());
@@ -1397,6 +1405,62 @@ fn two_watches_reading_at_once_both_attach_and_both_get_the_exit() {
     s.thread_exit_at(10, 11, 0, 2_100);
     assert_eq!(s.read(a), (vec![exit(10, 0)], true));
     assert_eq!(s.read(b), (vec![exit(10, 0)], true));
+}
+
+#[test]
+fn a_fork_of_a_pids_previous_owner_claiming_it_during_a_read_is_retired() {
+    // 7 is tracked with TRACK. The previous owner of 20 was forked by 7 at 1_000 and exited at
+    // 2_000; both messages are still queued when 20, now naming a process started at
+    // 50_000_000, is watched, and are applied while it is read.
+    let mut s = Script::new();
+    let parent = s.watch_since(7, 100, &read_at(101, &[]));
+    let w = s.begin(20, Interest::ALL, 60_000_000);
+    let old_fork = Input::Fork {
+        parent: pid(7),
+        child: pid(20),
+        start_ns: 1_000,
+    };
+    s.input_at(old_fork, 1_000);
+    s.thread_exit_at(20, 20, 0, 2_000);
+    let mut snap = read_at(60_000_100, &[]);
+    snap.start_ns = 50_000_000;
+    assert_eq!(s.finish(w, 20, Some(&snap)), Ok(Finish::Done));
+    // 7's stream saw its old child come and go; it does not follow the new process.
+    assert_eq!(
+        s.read(parent),
+        (vec![fork(7, 20, 1), child(20, 7), exit_unknown(20)], false)
+    );
+    s.input_at(Input::Exec { pid: pid(20) }, 61_000_000);
+    assert_eq!(s.read(parent), (vec![], false));
+    assert_eq!(s.read(w), (vec![exec(20, 1)], false));
+    s.thread_exit_at(20, 20, 0, 62_000_000);
+    assert_eq!(s.read(w), (vec![exit(20, 0)], true));
+}
+
+#[test]
+fn a_failed_read_of_a_claimed_pid_keeps_only_what_the_new_process_did() {
+    // The previous owner's exit (2_000) is queued; tracked 7 forks a new 20 at 50_000_000
+    // while a watch of 20 reads it, and that read fails.
+    let mut s = Script::new();
+    let parent = s.watch_since(7, 100, &read_at(101, &[]));
+    let w = s.begin(20, Interest::ALL, 49_000_000);
+    s.thread_exit_at(20, 20, 0, 2_000);
+    let new_fork = Input::Fork {
+        parent: pid(7),
+        child: pid(20),
+        start_ns: 50_000_000,
+    };
+    s.input_at(new_fork, 50_000_000);
+    s.reg.cancel_attach(w, pid(20), &mut s.wake);
+    s.reg.remove_stream(w, &mut s.wake);
+    assert!(s.reg.attaching.is_empty());
+    assert_eq!(
+        s.read(parent),
+        (vec![fork(7, 20, 1), child(20, 7)], false),
+        "the new 20 lives"
+    );
+    s.thread_exit_at(20, 20, 4 << 8, 51_000_000);
+    assert_eq!(s.read(parent), (vec![exit(20, 4)], false));
 }
 
 #[test]
@@ -1503,7 +1567,7 @@ fn a_resync_leaves_a_missing_process_to_the_exit_message_it_holds() {
     let mut snap = SystemSnapshot::new();
     snap.insert(10, alive());
     let hints = ResyncHints {
-        exits_coming: [11, 12].into(),
+        exits_coming: [(11, 5_000), (12, 5_000)].into(),
         ..ResyncHints::default()
     };
     s.reg

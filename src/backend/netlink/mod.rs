@@ -41,7 +41,7 @@ use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
 use rustix::net::RecvFlags;
 use rustix::time::Timespec;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -605,15 +605,15 @@ impl Drainer {
 
     /// The processes whose leader's exit message is in the stash: a resync leaves a process
     /// that exited during its scan to that message, which has the exit status.
-    fn leader_exits_stashed(&self) -> HashSet<i32> {
-        let mut leaders = HashSet::new();
+    fn leader_exits_stashed(&self) -> HashMap<i32, u64> {
+        let mut leaders = HashMap::new();
         let mut batch = Vec::new();
         for datagram in self.stash.records().flatten() {
             decode_into(&mut batch, datagram, self.mono_offset, self.boot_ahead);
-            for (input, _) in batch.drain(..) {
+            for (input, at) in batch.drain(..) {
                 if let Input::ThreadExit { tgid, tid, .. } = input {
                     if tid == tgid.as_raw() {
-                        leaders.insert(tid);
+                        leaders.insert(tid, at.boot);
                     }
                 }
             }
