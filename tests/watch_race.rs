@@ -307,3 +307,53 @@ async fn every_fork_after_watch_of_a_tight_forker() {
     }
     eprintln!("{wraps} runs repeated because the pid space wrapped");
 }
+
+/// Eight threads watch one process at the same moment, many times over, while it forks: every
+/// `watch` succeeds (the later ones wait for the earlier ones' `/proc` reads), and every stream
+/// sees the fork made after all of them returned, then the process's exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_watches_of_one_pid_all_attach() {
+    let Some(w) = watcher() else {
+        return;
+    };
+    let w = std::sync::Arc::new(w);
+    for round in 0..20 {
+        let mut cmd = sh("read x; /bin/true; exit 3");
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn().expect("start sh");
+        let pid = Pid::from_raw(child.id().expect("running") as i32).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let watchers: Vec<_> = (0..8)
+            .map(|_| {
+                let (w, barrier) = (w.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    w.watch(pid, Interest::FORK | Interest::EXIT | Interest::TRACK)
+                })
+            })
+            .collect();
+        let mut streams = Vec::new();
+        for t in watchers {
+            let stream = t.join().expect("a watching thread").unwrap_or_else(|e| {
+                panic!("round {round}: a concurrent watch of {pid} failed: {e}")
+            });
+            streams.push(stream);
+        }
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").await.unwrap();
+        drop(stdin);
+        for mut s in streams {
+            let events = collect(&mut s, DEADLINE).await;
+            let seen = summarize(pid, &events);
+            assert_eq!(seen.forks, 1, "round {round}: {events:?}");
+            assert_eq!(seen.children.len(), 1, "round {round}: {events:?}");
+            let code = seen.root_exit.flatten().and_then(|s| s.code());
+            assert_eq!(code, Some(3), "round {round}: {events:?}");
+        }
+        let status = tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.code(), Some(3));
+    }
+}
