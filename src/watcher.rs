@@ -280,6 +280,10 @@ impl ProcWatcher {
     /// children it created before the call are not tracked. On a zombie, with
     /// [`Interest::EXIT`], the stream yields `Exit` at once, with the status.
     ///
+    /// The call blocks for as long as reading the process's state takes (a few small files
+    /// in `/proc`), and, when another thread is watching the same pid at that moment, until
+    /// that watch has read it too.
+    ///
     /// # Errors
     ///
     /// * [`ErrorKind::NoSuchProcess`] — no process has this pid (including pids above
@@ -288,8 +292,10 @@ impl ProcWatcher {
     /// * [`ErrorKind::Closed`] — the watcher's backend has stopped.
     /// * [`ErrorKind::Other`] — `/proc/<pid>` could not be read for another reason, for
     ///   example because this process is out of file descriptors (`EMFILE`;
-    ///   [`Error::raw_os_error`] has the number and the message says what to do). Nothing is
-    ///   attached then; streams that already exist are not affected.
+    ///   [`Error::raw_os_error`] has the number and the message says what to do); or the
+    ///   process changed its threads too fast to be read, or another watch of the same pid
+    ///   did not finish within 2 s (try again). Nothing is attached then; streams that
+    ///   already exist are not affected.
     ///
     /// # Examples
     ///

@@ -166,7 +166,12 @@ impl Registry {
                 return Err(ErrorKind::NoSuchProcess);
             }
         };
-        let Some(rec) = self.attaching.remove(&raw).filter(|r| r.stream == id) else {
+        let rec = match self.attaching.get(&raw) {
+            Some(r) if r.stream == id => self.attaching.remove(&raw),
+            _ => None,
+        };
+        let Some(rec) = rec else {
+            // Not begun (or finished already): nothing of this stream's to finish.
             return Err(ErrorKind::Closed);
         };
         let Some(entry) = self.procs.get(&raw) else {
