@@ -41,10 +41,6 @@ async fn watch_a_program() -> String {
     let root: Pid = started.pid();
     let events = collect(&mut started.events, DEADLINE).await;
     let read_at = Timestamp::now();
-    eprintln!(
-        "DEBUG watched_at={:?} events={events:?}",
-        started.watched_at
-    );
     let status = within(DEADLINE, "the program's exit", started.child.wait())
         .await
         .map(|s| s.code());
