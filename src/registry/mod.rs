@@ -580,7 +580,12 @@ impl Registry {
         };
         // The read the thread set comes from already shows the process after this exec. A
         // watch still reading it replays the exec on what it reads.
-        match self.attaching.get_mut(&raw) {
+        let attaching = if self.attaching.is_empty() {
+            None
+        } else {
+            self.attaching.get_mut(&raw)
+        };
+        match attaching {
             Some(a) if a.waiting => a.log(Input::Exec { pid }, stamp),
             _ if !thread_input_is_stale(entry, stamp) => entry.threads.exec(),
             _ => {}
@@ -623,7 +628,12 @@ impl Registry {
         // process (attached by a `watch` or a resync before this message was read) or a stale
         // one whose exit was lost, which is certainly gone now.
         let mut known = false;
-        if let Some(a) = self.attaching.get_mut(&craw).filter(|a| a.waiting) {
+        let waiting = if self.attaching.is_empty() {
+            None
+        } else {
+            self.attaching.get_mut(&craw).filter(|a| a.waiting)
+        };
+        if let Some(a) = waiting {
             // A `watch` of this pid is reading it: which process the fork created is told at
             // the end of that read (see `attach.rs`). Until then it counts as this one, and
             // later messages older than it are dropped as about an earlier owner.
