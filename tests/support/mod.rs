@@ -5,7 +5,7 @@ use futures::StreamExt;
 use procwatch::{
     Builder, ErrorKind, Interest, Pid, ProcEvent, ProcEvents, ProcWatcher, WatchedChild,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// The default deadline for anything a test waits on.
@@ -102,6 +102,35 @@ pub async fn within<F: std::future::Future>(limit: Duration, what: &str, fut: F)
 /// Number of open file descriptors of this process.
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// How many proc connector sockets (`NETLINK_CONNECTOR`) this process has open: a watcher's
+/// socket is closed only once the last of its backend's holders (the watcher, its streams, its
+/// runtime task, whose abort the runtime carries out a moment later) is gone.
+pub fn connector_sockets() -> usize {
+    const NETLINK_CONNECTOR: &str = "11";
+    let table = std::fs::read_to_string("/proc/self/net/netlink").unwrap_or_default();
+    let inodes: HashSet<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.get(1) == Some(&NETLINK_CONNECTOR)).then(|| cols.last().map(|s| s.to_string()))?
+        })
+        .collect();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?.to_owned();
+            let inode = target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .to_owned();
+            Some(inode)
+        })
+        .filter(|inode| inodes.contains(inode))
+        .count()
 }
 
 /// Number of threads of this process.
