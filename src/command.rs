@@ -138,6 +138,7 @@ impl ProcWatcher {
                 report_w: report_w.as_raw_fd(),
                 release_r: release_r.as_raw_fd(),
                 parent_ends: [report_r.as_raw_fd(), release_w.as_raw_fd()],
+                ptracer: self.tracer().unwrap_or(0),
             },
         );
         let (spawned, armed) = std::thread::scope(|scope| {

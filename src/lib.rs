@@ -172,7 +172,9 @@ pub use event::{ProcEvent, Timestamp, TrackErrReason};
 pub use interest::Interest;
 pub use pid::Pid;
 pub use stream::{Finished, ProcEvents};
-pub use watcher::{BackendKind, Builder, NetlinkOptions, ProcWatcher, DEFAULT_MAX_TRACKED};
+pub use watcher::{
+    BackendKind, Builder, NetlinkOptions, ProcWatcher, PtraceOptions, DEFAULT_MAX_TRACKED,
+};
 
 #[doc(no_inline)]
 pub use futures_core::Stream;

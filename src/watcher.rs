@@ -1,6 +1,7 @@
 //! `ProcWatcher`, its builder, and backend selection.
 
 use crate::backend::netlink::{self, Netlink};
+use crate::backend::ptrace::Ptrace;
 use crate::backend::Backend;
 use crate::clock;
 use crate::loom::Arc;
@@ -21,7 +22,8 @@ pub enum BackendKind {
     /// The Linux proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`): any pid, system-wide,
     /// with exit statuses. Needs root or `CAP_NET_ADMIN` in the initial namespaces.
     Netlink,
-    /// `ptrace(PTRACE_SEIZE)` of the caller's own descendants (not available in this version).
+    /// `ptrace(PTRACE_SEIZE)` from a tracer process: needs no privilege for the processes
+    /// this program starts and their descendants; lossless, with exact exit statuses.
     Ptrace,
     /// `pidfd_open` plus `/proc` scans (not available in this version).
     Pidfd,
@@ -76,6 +78,7 @@ pub struct Builder {
     backend: BackendKind,
     max_tracked: usize,
     netlink: NetlinkOptions,
+    ptrace: PtraceOptions,
 }
 
 impl Default for Builder {
@@ -84,6 +87,7 @@ impl Default for Builder {
             backend: BackendKind::Auto,
             max_tracked: DEFAULT_MAX_TRACKED,
             netlink: NetlinkOptions::default(),
+            ptrace: PtraceOptions::default(),
         }
     }
 }
@@ -146,6 +150,42 @@ impl NetlinkOptions {
     }
 }
 
+/// Settings of the `Ptrace` backend, used when a [`Builder`] ends up starting it
+/// ([`BackendKind::Ptrace`], or [`BackendKind::Auto`] where the proc connector is refused)
+/// and ignored otherwise.
+///
+/// # Examples
+///
+/// ```no_run
+/// use procwatch::{BackendKind, ProcWatcher, PtraceOptions};
+///
+/// // A sandbox runner: whatever the watched tree still runs dies with the watcher.
+/// let watcher = ProcWatcher::builder()
+///     .backend(BackendKind::Ptrace)
+///     .ptrace(PtraceOptions::new().kill_on_drop(true))
+///     .build()?;
+/// # Ok::<(), procwatch::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PtraceOptions {
+    pub(crate) kill_on_drop: bool,
+}
+
+impl PtraceOptions {
+    /// The defaults: dropping the watcher detaches every traced process, which goes on
+    /// running untouched.
+    pub fn new() -> PtraceOptions {
+        PtraceOptions::default()
+    }
+
+    /// Kill every process the watcher traces when the watcher goes away, however it goes
+    /// (dropped, or this program killed): the kernel's `PTRACE_O_EXITKILL`. Off by default.
+    pub fn kill_on_drop(mut self, kill: bool) -> PtraceOptions {
+        self.kill_on_drop = kill;
+        self
+    }
+}
+
 impl Builder {
     /// Chooses the backend ([`BackendKind::Auto`] by default).
     pub fn backend(mut self, kind: BackendKind) -> Builder {
@@ -168,6 +208,12 @@ impl Builder {
         self
     }
 
+    /// Settings of the `Ptrace` backend (see [`PtraceOptions`]); other backends ignore them.
+    pub fn ptrace(mut self, options: PtraceOptions) -> Builder {
+        self.ptrace = options;
+        self
+    }
+
     /// Starts the backend. When this returns, the event source is armed.
     ///
     /// # Errors
@@ -186,29 +232,36 @@ impl Builder {
             return Err(Error::new(ErrorKind::InvalidInput, "build watcher")
                 .with_detail("max_tracked must be at least 1"));
         }
-        match self.backend {
-            BackendKind::Auto | BackendKind::Netlink => {
-                let shared = Arc::new(Shared::new());
-
-                let backend = Netlink::start(shared.clone(), &self.netlink).map_err(|e| {
-                    if self.backend == BackendKind::Auto {
-                        e.with_detail("no other backend is available in this version")
-                    } else {
-                        e
-                    }
-                })?;
-                Ok(ProcWatcher {
-                    shared,
-                    backend: std::sync::Arc::new(backend),
-                    max_tracked: self.max_tracked,
-                })
+        let shared = Arc::new(Shared::new());
+        let backend: std::sync::Arc<dyn Backend> = match self.backend {
+            BackendKind::Netlink => std::sync::Arc::new(Netlink::start(shared.clone(), &self.netlink)?),
+            BackendKind::Ptrace => std::sync::Arc::new(Ptrace::start(shared.clone(), &self.ptrace)?),
+            BackendKind::Auto => match Netlink::start(shared.clone(), &self.netlink) {
+                Ok(n) => std::sync::Arc::new(n),
+                // Where the proc connector is refused or ignored (an unprivileged user, a
+                // container's namespaces), the tracer needs no privilege.
+                Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::Unsupported) => {
+                    tracing::debug!(netlink = %e, "falling back to the ptrace backend");
+                    let p = Ptrace::start(shared.clone(), &self.ptrace).map_err(|p| {
+                        p.with_detail(format!("and the Netlink backend failed too: {e}"))
+                    })?;
+                    std::sync::Arc::new(p)
+                }
+                Err(e) => return Err(e),
+            },
+            other => {
+                return Err(Error::new(ErrorKind::Unsupported, "build watcher")
+                    .with_backend(other)
+                    .with_detail(
+                        "this backend is not implemented in this version; use BackendKind::Netlink or BackendKind::Ptrace",
+                    ))
             }
-            other => Err(Error::new(ErrorKind::Unsupported, "build watcher")
-                .with_backend(other)
-                .with_detail(
-                    "this backend is not implemented in this version; use BackendKind::Netlink",
-                )),
-        }
+        };
+        Ok(ProcWatcher {
+            shared,
+            backend,
+            max_tracked: self.max_tracked,
+        })
     }
 }
 
@@ -268,6 +321,11 @@ impl ProcWatcher {
         self.backend.kind()
     }
 
+    /// The backend's tracer process, if it has one.
+    pub(crate) fn tracer(&self) -> Option<i32> {
+        self.backend.tracer()
+    }
+
     /// Starts watching `pid` with `interest` and returns the stream of its events.
     ///
     /// When this returns, the source covers `pid`: every event about it (and, with
@@ -324,7 +382,7 @@ impl ProcWatcher {
         // Another `watch` of the same pid may be between its two steps: wait for it (it only
         // reads a few files), up to a deadline.
         let busy_until = Instant::now() + BUSY_WAIT;
-        loop {
+        let ticket = loop {
             let mut reg = self.shared.lock();
             // The watch begins now. Everything the kernel stamps from here on is applied after
             // this lock is released, so it reaches the stream's knote, linked here; anything
@@ -332,7 +390,7 @@ impl ProcWatcher {
             let since = clock::now();
             let begun = reg.begin_attach(id, pid, since);
             let error = match begun {
-                Ok(Begin::Begun) => break,
+                Ok(Begin::Begun) => break reg.ticket(),
                 Ok(Begin::Busy) if Instant::now() < busy_until => None,
                 Ok(Begin::Busy) => Some(
                     fail(ErrorKind::Other)
@@ -349,11 +407,11 @@ impl ProcWatcher {
             }
             drop(reg);
             std::thread::sleep(Duration::from_micros(50));
-        }
+        };
         let mut result = None;
         for _ in 0..MAX_READS {
             // Outside the lock: the backend may need it to apply what it sees meanwhile.
-            let read = self.backend.attach(pid);
+            let read = self.backend.attach(pid, ticket);
             let mut wake = Actions::default();
             let mut reg = self.shared.lock();
             let finished = match &read {
@@ -368,10 +426,7 @@ impl ProcWatcher {
                 (Ok(Finish::Done), _) => Some(Ok(())),
                 // Keep the OS error itself: its number is what tells "out of file
                 // descriptors" from "permission denied".
-                (_, Err(io)) => Some(Err(Error::io("watch", io)
-                    .with_pid(pid)
-                    .with_backend(backend)
-                    .with_detail(format!("cannot read /proc/{pid}")))),
+                (_, Err(e)) => Some(Err(e.with_pid(pid).with_backend(backend))),
                 (Err(ErrorKind::NoSuchProcess), Ok(Some(_))) => Some(Err(fail(
                     ErrorKind::NoSuchProcess,
                 )

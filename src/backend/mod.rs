@@ -34,27 +34,36 @@
 //!    children's exit statuses.
 
 pub(crate) mod netlink;
+pub(crate) mod ptrace;
 
 use crate::registry::ProcSnapshot;
-use crate::{BackendKind, Pid};
+use crate::{BackendKind, Error, Pid};
 
 /// The handle a watcher keeps on its running backend.
 pub(crate) trait Backend: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
+    /// The process that traces watched processes, if the backend has one: `spawn` lets its
+    /// held child be traced by it (`PR_SET_PTRACER`, for Yama's `ptrace_scope` 1).
+    fn tracer(&self) -> Option<i32> {
+        None
+    }
     /// Makes the source cover `pid`, then says what the process is now: `None` if there is
     /// no such process (a thread id that is not its process's included). Called by `watch`
     /// without the registry lock (a backend's own thread may need it meanwhile), after the
     /// stream's knote is linked: every input applied from then on reaches the stream.
     /// [`ProcSnapshot::read_at`] must be taken before the state is read (see
-    /// `registry/attach.rs` for how the two are put together).
-    fn attach(&self, pid: Pid) -> std::io::Result<Option<ProcSnapshot>>;
-    /// No stream follows `pids` any more (their processes may live on): stop following
+    /// `registry/attach.rs` for how the two are put together). `ticket` is the registry's
+    /// number for this attach (see `detach`). The error says what refused the attach; `watch`
+    /// adds the pid and the backend.
+    fn attach(&self, pid: Pid, ticket: u64) -> Result<Option<ProcSnapshot>, Error>;
+    /// No stream follows these pids any more (their processes may live on): stop following
     /// them. Called after the registry lock is released, from whatever thread dropped the
     /// last stream; must not block. A `watch` of one of them may have begun meanwhile and
-    /// called [`Backend::attach`] again: a backend that holds something per process keeps
-    /// count of attaches and detaches, so that the late detach does not undo it.
-    fn detach(&self, pids: &[Pid]);
+    /// called [`Backend::attach`] again: each pid comes with the registry's ticket at the time
+    /// the detach was decided, and a backend ignores a detach whose ticket is below that of
+    /// the latest attach of the pid.
+    fn detach(&self, pids: &[(Pid, u64)]);
     /// Asks the backend to stop. Must not block; called from `Drop`.
     fn shutdown(&self);
 }

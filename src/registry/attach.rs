@@ -137,6 +137,7 @@ impl Registry {
                 claimed_start: 0,
             },
         );
+        self.tickets += 1;
         Ok(Begin::Begun)
     }
 
@@ -360,7 +361,9 @@ impl Registry {
             if let Some(entry) = self.procs.get_mut(&raw) {
                 if entry.knotes.remove_stream(id.idx) {
                     self.procs.remove(&raw);
-                    wake.detached.extend(Pid::from_raw(raw));
+                    if let Some(pid) = Pid::from_raw(raw) {
+                        wake.detached.push((pid, self.tickets));
+                    }
                 }
             }
         }

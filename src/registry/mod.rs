@@ -152,7 +152,8 @@ pub(crate) struct StreamId {
 #[derive(Default)]
 pub(crate) struct Actions {
     wakers: Vec<Waker>,
-    detached: Vec<Pid>,
+    /// Each pid with the registry's attach ticket at the time (see [`Registry::ticket`]).
+    detached: Vec<(Pid, u64)>,
 }
 
 impl Actions {
@@ -182,6 +183,9 @@ impl Actions {
     #[cfg(test)]
     pub(crate) fn take_detached(&mut self) -> Vec<Pid> {
         std::mem::take(&mut self.detached)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect()
     }
 }
 
@@ -310,6 +314,10 @@ pub(crate) struct Registry {
     scan_attached: Option<HashSet<i32>>,
     /// Pids whose entry waits for the `/proc` read of a `watch` in progress (see `attach.rs`).
     attaching: HashMap<i32, attach::Attaching>,
+    /// How many attaches have begun: each `watch` gets the next number (its ticket), and a
+    /// detach carries the number current when it was decided, so that a backend can tell a
+    /// detach decided before an attach from one decided after it.
+    tickets: u64,
     closed: bool,
 }
 
@@ -341,6 +349,7 @@ impl Registry {
             gone_order: VecDeque::new(),
             scan_attached: None,
             attaching: HashMap::new(),
+            tickets: 0,
             closed: false,
         }
     }
@@ -392,7 +401,7 @@ impl Registry {
                 if entry.knotes.remove_stream(id.idx) {
                     self.procs.remove(&raw);
                     self.attaching.remove(&raw);
-                    actions.detached.push(k.pid);
+                    actions.detached.push((k.pid, self.tickets));
                 }
             }
         }
@@ -470,6 +479,17 @@ impl Registry {
     /// How many processes stream `id` tracks (live or with an undelivered exit).
     pub(crate) fn tracked_count(&mut self, id: StreamId) -> usize {
         self.stream_mut(id).map_or(0, |s| s.knotes.len())
+    }
+
+    /// The ticket of the latest attach begun (see the `tickets` field).
+    pub(crate) fn ticket(&self) -> u64 {
+        self.tickets
+    }
+
+    /// Whether some stream follows `pid`, or will once its creation is known.
+    pub(crate) fn follows(&self, pid: Pid) -> bool {
+        let raw = pid.as_raw();
+        self.procs.contains_key(&raw) || self.held.contains_key(&raw)
     }
 
     /// Number of distinct pids tracked by any stream.

@@ -14,6 +14,8 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod ptrace;
+
 use rustix::fd::{BorrowedFd, RawFd};
 use rustix::io::Errno;
 use std::io;
@@ -32,6 +34,8 @@ pub(crate) struct HoldFds {
     pub(crate) release_r: RawFd,
     /// The parent-side ends, closed in the child so that the parent giving up shows as EOF.
     pub(crate) parent_ends: [RawFd; 2],
+    /// A process to allow as this child's tracer (`PR_SET_PTRACER`), or 0.
+    pub(crate) ptracer: i32,
 }
 
 /// Installs a `pre_exec` hook on `cmd` that reports the child's pid on `report_w` and then
@@ -55,6 +59,12 @@ pub(crate) fn hold_before_exec(cmd: &mut tokio::process::Command, fds: HoldFds) 
                 BorrowedFd::borrow_raw(fds.release_r),
             )
         };
+        if fds.ptracer > 0 {
+            // Yama's `ptrace_scope` 1 lets only ancestors trace a process, unless the process
+            // names its tracer. Without Yama this fails with `EINVAL`, and nothing is needed.
+            // SAFETY: `prctl` with integer arguments is an async-signal-safe syscall.
+            unsafe { libc::prctl(libc::PR_SET_PTRACER, fds.ptracer as libc::c_ulong, 0, 0, 0) };
+        }
         let pid = rustix::process::getpid()
             .as_raw_nonzero()
             .get()

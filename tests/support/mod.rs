@@ -3,7 +3,8 @@
 
 use futures::StreamExt;
 use procwatch::{
-    Builder, ErrorKind, Interest, Pid, ProcEvent, ProcEvents, ProcWatcher, WatchedChild,
+    BackendKind, Builder, ErrorKind, Interest, Pid, ProcEvent, ProcEvents, ProcWatcher,
+    WatchedChild,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -16,17 +17,54 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// A netlink watcher, or `None` (with a printed reason) when this machine cannot provide one
-/// outside CI. Under `CI=true` a failure is a test failure.
+/// The backend the conformance tests run against: `PROCWATCH_TEST_BACKEND=ptrace` for the
+/// Ptrace backend, Netlink otherwise. `.ci/run` runs the suite once per backend.
+pub fn backend_under_test() -> BackendKind {
+    match std::env::var("PROCWATCH_TEST_BACKEND").as_deref() {
+        Ok("ptrace") => BackendKind::Ptrace,
+        Ok("netlink") | Err(_) => BackendKind::Netlink,
+        Ok(other) => panic!("PROCWATCH_TEST_BACKEND={other}: expected netlink or ptrace"),
+    }
+}
+
+/// A watcher on the backend under test (see [`backend_under_test`]), or `None` (with a
+/// printed reason) when this machine cannot provide one outside CI. Under `CI=true` a failure
+/// is a test failure.
 pub fn watcher() -> Option<ProcWatcher> {
     watcher_with(|b| b)
 }
 
 /// Like [`watcher`], with builder settings of the test's own.
 pub fn watcher_with(configure: impl FnOnce(Builder) -> Builder) -> Option<ProcWatcher> {
-    let builder = ProcWatcher::builder().backend(procwatch::BackendKind::Netlink);
+    watcher_on(backend_under_test(), configure)
+}
+
+/// A Netlink watcher, for the tests of what only that backend does (resyncs, namespaces):
+/// `None` when another backend is under test, or as [`watcher`] when this machine has none.
+pub fn netlink_watcher_with(configure: impl FnOnce(Builder) -> Builder) -> Option<ProcWatcher> {
+    if backend_under_test() != BackendKind::Netlink {
+        eprintln!("SKIPPED: a Netlink-only test, and the backend under test is another");
+        return None;
+    }
+    watcher_on(BackendKind::Netlink, configure)
+}
+
+/// [`netlink_watcher_with`] with the defaults.
+pub fn netlink_watcher() -> Option<ProcWatcher> {
+    netlink_watcher_with(|b| b)
+}
+
+/// A watcher on `kind`, or `None` outside CI where this machine has none.
+pub fn watcher_on(
+    kind: BackendKind,
+    configure: impl FnOnce(Builder) -> Builder,
+) -> Option<ProcWatcher> {
+    let builder = ProcWatcher::builder().backend(kind);
     match configure(builder).build() {
-        Ok(w) => Some(w),
+        Ok(w) => {
+            assert_eq!(w.backend(), kind);
+            Some(w)
+        }
         Err(e)
             if !in_ci()
                 && matches!(
@@ -34,10 +72,10 @@ pub fn watcher_with(configure: impl FnOnce(Builder) -> Builder) -> Option<ProcWa
                     ErrorKind::PermissionDenied | ErrorKind::Unsupported
                 ) =>
         {
-            eprintln!("SKIPPED: the netlink backend is not available here: {e}");
+            eprintln!("SKIPPED: the {kind} backend is not available here: {e}");
             None
         }
-        Err(e) => panic!("the netlink backend must work on this machine: {e}"),
+        Err(e) => panic!("the {kind} backend must work on this machine: {e}"),
     }
 }
 

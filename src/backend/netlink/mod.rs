@@ -124,12 +124,13 @@ impl Backend for Netlink {
 
     /// The socket covers every process from the moment it is subscribed: attaching is only
     /// reading `/proc/<pid>`.
-    fn attach(&self, pid: Pid) -> std::io::Result<Option<ProcSnapshot>> {
+    fn attach(&self, pid: Pid, _ticket: u64) -> Result<Option<ProcSnapshot>, Error> {
         procfs::snapshot(pid)
+            .map_err(|io| Error::io("watch", io).with_detail(format!("cannot read /proc/{pid}")))
     }
 
     /// The socket hears of every process anyway; the registry drops what nobody follows.
-    fn detach(&self, _pids: &[Pid]) {}
+    fn detach(&self, _pids: &[(Pid, u64)]) {}
 
     fn shutdown(&self) {
         // An eventfd write only fails if the counter would overflow: it is stopping anyway.

@@ -1,0 +1,366 @@
+//! The ptrace backend: a tracer process seizes each watched process and, through
+//! `PTRACE_O_TRACEFORK`/`VFORK`/`CLONE`, every process it creates; a thread of the watcher's
+//! process reads what the tracer reports and feeds the registry.
+//!
+//! Why the tracer is a process of its own, and which stops can come in which order, is
+//! written at the top of [`tracer`]. The watcher side only sends commands (attach, detach,
+//! stop) and applies records. Dropping the watcher closes the socket: the tracer exits and
+//! the kernel detaches every tracee, stopped or not (each one continues, its pending signal
+//! delivered; one in group-stop stays stopped, as it would untraced).
+
+mod tracer;
+mod wire;
+
+use super::Backend;
+use crate::loom::Arc;
+use crate::registry::{Actions, Input, ProcSnapshot, Stamp};
+use crate::shared::Shared;
+use crate::sys::ptrace as pt;
+use crate::{procfs, BackendKind, Error, ErrorKind, Pid, PtraceOptions};
+use rustix::fd::OwnedFd;
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+use wire::{Kind, Record, DATAGRAM};
+
+/// How long `watch` waits for the tracer to answer an attach.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The running backend.
+pub(crate) struct Ptrace {
+    sock: std::sync::Arc<OwnedFd>,
+    answers: std::sync::Arc<Answers>,
+    tracer: i32,
+}
+
+/// Attach requests waiting for the tracer's answer.
+#[derive(Default)]
+struct Answers {
+    state: Mutex<AnswerState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct AnswerState {
+    next: i32,
+    /// Request number → 0 or an errno.
+    done: HashMap<i32, i32>,
+    /// The tracer is gone: no answer will come.
+    dead: bool,
+}
+
+fn fail(op: &'static str, e: std::io::Error) -> Error {
+    Error::io(op, e).with_backend(BackendKind::Ptrace)
+}
+
+impl Ptrace {
+    /// Starts the tracer process and the thread that reads it.
+    pub(crate) fn start(shared: Arc<Shared>, opts: &PtraceOptions) -> Result<Ptrace, Error> {
+        let (mine, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| fail("ptrace socketpair", e.into()))?;
+        let sock = std::sync::Arc::new(mine);
+        let answers = std::sync::Arc::new(Answers::default());
+        let mut options = pt::OPTIONS;
+        if opts.kill_on_drop {
+            options |= pt::OPTION_EXITKILL;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader_sock = sock.clone();
+        let reader_answers = answers.clone();
+        // The tracer is forked by this thread and dies with it (its death signal), so it
+        // never outlives the watcher, even if this process is killed.
+        std::thread::Builder::new()
+            .name("procwatch-ptrace".into())
+            .spawn(move || {
+                let forked = pt::fork_tracer(&theirs, |fd| tracer::run(pt::own_fd(fd), options));
+                drop(theirs);
+                let tracer = match forked {
+                    Ok(pid) => pid,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let pidfd = rustix::process::Pid::from_raw(tracer).and_then(|p| {
+                    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+                });
+                let _ = tx.send(Ok(tracer));
+                read_tracer(&reader_sock, &shared, &reader_answers);
+                reap_tracer(tracer, pidfd);
+            })
+            .map_err(|e| fail("ptrace reader thread", e))?;
+        let tracer = rx
+            .recv()
+            .map_err(|_| {
+                fail(
+                    "ptrace tracer",
+                    std::io::Error::other("the reader thread ended before starting the tracer"),
+                )
+            })?
+            .map_err(|e| fail("fork the ptrace tracer", e))?;
+        Ok(Ptrace {
+            sock,
+            answers,
+            tracer,
+        })
+    }
+
+    fn send(&self, r: Record) -> Result<(), Errno> {
+        let mut bytes = Vec::with_capacity(wire::RECORD);
+        r.put(&mut bytes);
+        loop {
+            match rustix::net::send(&*self.sock, &bytes, SendFlags::NOSIGNAL) {
+                Ok(_) => return Ok(()),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends an attach and waits for its answer: 0 or an errno.
+    fn ask_attach(&self, pid: Pid, ticket: u64) -> Result<i32, Error> {
+        let closed = || {
+            Error::new(ErrorKind::Closed, "watch")
+                .with_backend(BackendKind::Ptrace)
+                .with_detail("the tracer process is gone")
+        };
+        let req = {
+            let mut st = self.answers.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.dead {
+                return Err(closed());
+            }
+            st.next = st.next.wrapping_add(1);
+            st.next
+        };
+        let mut r = Record::new(Kind::Attach, pid.as_raw());
+        r.b = req;
+        r.mono = ticket;
+        if self.send(r).is_err() {
+            return Err(closed());
+        }
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let mut st = self.answers.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(err) = st.done.remove(&req) {
+                return Ok(err);
+            }
+            if st.dead {
+                return Err(closed());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(ErrorKind::Other, "watch")
+                    .with_backend(BackendKind::Ptrace)
+                    .with_detail("the tracer process did not answer within 10 s; try again"));
+            }
+            st = self
+                .answers
+                .cond
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+fn read_proc(pid: Pid) -> Result<Option<ProcSnapshot>, Error> {
+    procfs::snapshot(pid)
+        .map_err(|io| Error::io("watch", io).with_detail(format!("cannot read /proc/{pid}")))
+}
+
+/// What `/proc/<pid>/status` says traces `pid` (0: nothing).
+fn tracer_of(pid: Pid) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Why the kernel refused to let the tracer seize `pid`, in words.
+fn refusal(pid: Pid, tracer: i32) -> String {
+    if pid == Pid::this() {
+        return "a process cannot trace itself; watch it with the Netlink backend".into();
+    }
+    let by = tracer_of(pid);
+    if by != 0 && by != tracer {
+        return format!(
+            "it is already traced by process {by} (a debugger or strace?): a process has one \
+             tracer at a time"
+        );
+    }
+    let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    match yama.as_str() {
+        "1" => "Yama's kernel.yama.ptrace_scope is 1, which lets the tracer process trace only \
+                processes started with ProcWatcher::spawn (or that allowed it with \
+                prctl(PR_SET_PTRACER)); run with CAP_SYS_PTRACE or ptrace_scope 0 to watch others"
+            .into(),
+        "2" | "3" => format!(
+            "Yama's kernel.yama.ptrace_scope is {yama}, which allows ptrace only with \
+             CAP_SYS_PTRACE (or not at all)"
+        ),
+        _ => "the kernel refused ptrace (another user's process, a setuid program, or a \
+              security module); run with CAP_SYS_PTRACE to watch it"
+            .into(),
+    }
+}
+
+impl Backend for Ptrace {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ptrace
+    }
+
+    fn tracer(&self) -> Option<i32> {
+        Some(self.tracer)
+    }
+
+    /// Asks the tracer to seize the process and all its threads, then reads its `/proc`
+    /// entry: from the seize on, every creation and exec is reported.
+    fn attach(&self, pid: Pid, ticket: u64) -> Result<Option<ProcSnapshot>, Error> {
+        match self.ask_attach(pid, ticket)? {
+            0 => read_proc(pid),
+            libc::ESRCH => Ok(None),
+            libc::EPERM => match read_proc(pid)? {
+                // A zombie cannot be seized, but its exit can be reported.
+                Some(snap) if snap.zombie.is_some() => Ok(Some(snap)),
+                None => Ok(None),
+                Some(_) => Err(Error::new(ErrorKind::PermissionDenied, "watch")
+                    .with_detail(refusal(pid, self.tracer))),
+            },
+            errno => Err(Error::io("watch", std::io::Error::from_raw_os_error(errno))
+                .with_detail("the tracer could not seize the process")),
+        }
+    }
+
+    fn detach(&self, pids: &[(Pid, u64)]) {
+        for &(pid, ticket) in pids {
+            let mut r = Record::new(Kind::Detach, pid.as_raw());
+            r.mono = ticket;
+            // Fails only once the tracer is gone, and then nothing is traced any more.
+            let _ = self.send(r);
+        }
+    }
+
+    fn shutdown(&self) {
+        // The tracer and the reader both see the end of the socket: the tracer exits (the
+        // kernel detaches every tracee), the reader ends the streams and reaps the tracer.
+        let _ = rustix::net::shutdown(&*self.sock, rustix::net::Shutdown::Both);
+    }
+}
+
+impl Drop for Ptrace {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Reads the tracer's records and applies them until the socket ends, then ends the streams
+/// and fails the attaches still waiting.
+fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
+    let mut buf = vec![0u8; DATAGRAM];
+    let mut replies = Vec::new();
+    let mut detach = Vec::new();
+    loop {
+        let n = match rustix::net::recv(sock, &mut buf, RecvFlags::empty()) {
+            Ok((0, _)) => break,
+            Ok((n, _)) => n,
+            Err(Errno::INTR) => continue,
+            Err(_) => break,
+        };
+        let mut wake = Actions::default();
+        {
+            let mut reg = shared.lock();
+            for r in Record::parse(&buf[..n]) {
+                let at = Stamp {
+                    mono: r.mono,
+                    boot: r.boot,
+                };
+                let Some(a) = Pid::from_raw(r.a) else {
+                    if r.kind == Kind::Reply {
+                        replies.push((r.b, r.c));
+                    }
+                    continue;
+                };
+                match r.kind {
+                    Kind::Fork => {
+                        let Some(child) = Pid::from_raw(r.b) else {
+                            continue;
+                        };
+                        let input = Input::Fork {
+                            parent: a,
+                            child,
+                            start_ns: r.boot,
+                        };
+                        reg.apply_at(input, at, &mut wake);
+                        if !reg.follows(child) {
+                            detach.push((child, reg.ticket()));
+                        }
+                    }
+                    Kind::Exec => reg.apply_at(Input::Exec { pid: a }, at, &mut wake),
+                    Kind::Exit => {
+                        let status = Some(ExitStatus::from_raw(r.c));
+                        reg.apply_at(Input::Exit { pid: a, status }, at, &mut wake);
+                    }
+                    Kind::Birth => reg.apply_at(Input::Birth { pid: a }, at, &mut wake),
+                    Kind::Abandon => reg.apply_at(Input::Abandon { pid: a }, at, &mut wake),
+                    _ => {}
+                }
+            }
+        }
+        wake.wake_all();
+        for (pid, ticket) in detach.drain(..) {
+            let mut r = Record::new(Kind::Detach, pid.as_raw());
+            r.mono = ticket;
+            let mut bytes = Vec::with_capacity(wire::RECORD);
+            r.put(&mut bytes);
+            let _ = rustix::net::send(sock, &bytes, SendFlags::NOSIGNAL);
+        }
+        if !replies.is_empty() {
+            let mut st = answers.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.done.extend(replies.drain(..));
+            answers.cond.notify_all();
+        }
+    }
+    {
+        let mut st = answers.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.dead = true;
+        answers.cond.notify_all();
+    }
+    let mut wake = Actions::default();
+    shared.lock().shutdown(&mut wake);
+    wake.wake_all();
+}
+
+/// Waits for the tracer process to exit (it is this thread's child: nothing else of this
+/// program waits for it, unless some code calls `waitpid(-1)`, and then there is nothing
+/// left to do).
+fn reap_tracer(tracer: i32, pidfd: Option<OwnedFd>) {
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    match &pidfd {
+        Some(fd) => {
+            let _ = waitid(
+                WaitId::PidFd(rustix::fd::AsFd::as_fd(fd)),
+                WaitIdOptions::EXITED,
+            );
+        }
+        None => {
+            if let Some(p) = rustix::process::Pid::from_raw(tracer) {
+                let _ = waitid(WaitId::Pid(p), WaitIdOptions::EXITED);
+            }
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The tracer process: owns every `ptrace` call and every wait of the backend.
+//!
+//! It is a child of the watcher's process, forked by the backend's thread, and it is a
+//! separate process on purpose: a process traced by a thread of its own parent's process is,
+//! to the kernel, traced by its parent, and its parent's `waitpid` then reports (and takes)
+//! its ptrace stops. A `tokio::process::Child` that is also watched would see a "stopped"
+//! status as its exit. Traced from another process, the tracees' real parents see exactly
+//! what they would without the watcher: the tracer's wait of a tracee that exited hands the
+//! exit on to the real parent (`wait_task_zombie` in the kernel), and its stops are its own.
+//! The tracer's only waitable processes are its tracees, so it may `waitpid(-1)`.
+//!
+//! # What can arrive in which order
+//!
+//! For each tracee, the kernel reports stops one at a time (a stopped tracee waits for the
+//! tracer). Across tracees nothing is ordered, and in particular:
+//!
+//! * a new child's first stop (`PTRACE_EVENT_STOP`) can be reported before its creator's
+//!   fork event, or after it. A child whose first stop comes first is kept stopped (and
+//!   announced as a `Birth`) until the creation event names it; then it is resumed. So
+//!   nothing about a child reaches the watcher before its creation does.
+//! * a tracee can be killed (`SIGKILL`) while it is kept stopped, before its creator's event:
+//!   its exit is then reported before its creation, and the registry holds both.
+//! * a thread's creation event and a signal to the new thread can race the same way: a new
+//!   thread is kept stopped like a process, and released as a thread (`Abandon`).
+//! * the exit of a process is reported once, when the wait of its thread-group leader
+//!   succeeds, which the kernel allows only once every thread is gone: that is the process
+//!   exit, with the status its parent gets.
+//! * a non-leader `execve` is reported as an exec event of the leader's pid, carrying the
+//!   former thread id; the other threads exit (their waits are just bookkeeping) and the old
+//!   leader disappears without a report.
+//! * group-stops (`SIGSTOP`, `SIGTSTP`, ...) are left in place with `PTRACE_LISTEN`, and
+//!   every other signal is delivered unchanged, so a traced program and its shell's job
+//!   control behave as without the watcher.
+
+use super::wire::{Kind, Record, DATAGRAM};
+use crate::clock;
+use crate::sys::ptrace as pt;
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::fd::OwnedFd;
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
+use std::collections::{HashMap, HashSet};
+
+/// Above this many bytes of records not yet sent, the tracer stops taking new stops: the
+/// tracees that stop wait, stopped, until the watcher has read (backpressure, not loss).
+const OUT_LIMIT: usize = 4 * DATAGRAM;
+
+/// One traced thread.
+struct Task {
+    tgid: i32,
+    /// Whether its first stop has been seen (seized threads have none).
+    started: bool,
+    /// Interrupted so that it can be detached at its next stop.
+    detaching: bool,
+}
+
+/// One traced process.
+struct Proc {
+    /// The highest ticket it was attached with (see `Kind::Detach`).
+    ticket: u64,
+    threads: u32,
+    detaching: bool,
+}
+
+/// The tracer's state.
+struct Tracer {
+    sock: OwnedFd,
+    options: libc::c_int,
+    tasks: HashMap<i32, Task>,
+    procs: HashMap<i32, Proc>,
+    /// New tasks whose first stop came before their creation event: kept stopped, with the
+    /// wait status of that stop.
+    held: HashMap<i32, i32>,
+    /// Held tasks that were killed before their creation event came.
+    died_held: HashSet<i32>,
+    out: Vec<u8>,
+}
+
+/// Runs the tracer on `sock` until told to stop or the watcher goes away; the return value is
+/// the process's exit code. When it exits, the kernel detaches every tracee (or, with
+/// `PTRACE_O_EXITKILL` in `options`, kills them).
+pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
+    let Ok(sigchld) = pt::sigchld_fd() else {
+        return 2;
+    };
+    if rustix::io::ioctl_fionbio(&sock, true).is_err() {
+        return 2;
+    }
+    let mut t = Tracer {
+        sock,
+        options,
+        tasks: HashMap::new(),
+        procs: HashMap::new(),
+        held: HashMap::new(),
+        died_held: HashSet::new(),
+        out: Vec::with_capacity(DATAGRAM),
+    };
+    let mut inbuf = vec![0u8; DATAGRAM];
+    let mut siginfo = [0u8; 128 * 16];
+    loop {
+        let mut want = PollFlags::IN;
+        if !t.out.is_empty() {
+            want |= PollFlags::OUT;
+        }
+        let mut fds = [
+            PollFd::new(&t.sock, want),
+            PollFd::new(&sigchld, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => return 3,
+        }
+        let sock_events = fds[0].revents();
+        // Coalesced `SIGCHLD`s only say "wait again"; the waits below find every stop.
+        while matches!(rustix::io::read(&sigchld, &mut siginfo), Ok(n) if n > 0) {}
+        if !t.commands(&mut inbuf) {
+            return 0;
+        }
+        if sock_events.contains(PollFlags::HUP) && t.out.is_empty() {
+            return 0;
+        }
+        if t.out.len() < OUT_LIMIT {
+            t.reap();
+        }
+        if !t.flush() {
+            return 0;
+        }
+    }
+}
+
+fn stamped(kind: Kind, a: i32, b: i32, c: i32) -> Record {
+    let now = clock::now();
+    Record {
+        kind,
+        a,
+        b,
+        c,
+        mono: now.mono,
+        boot: now.boot,
+    }
+}
+
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
+}
+
+impl Tracer {
+    fn emit(&mut self, r: Record) {
+        r.put(&mut self.out);
+    }
+
+    /// Sends what is queued, as far as the socket takes it. False if the watcher is gone.
+    fn flush(&mut self) -> bool {
+        let mut sent = 0;
+        while sent < self.out.len() {
+            let end = (sent + DATAGRAM).min(self.out.len());
+            match rustix::net::send(&self.sock, &self.out[sent..end], SendFlags::NOSIGNAL) {
+                Ok(_) => sent = end,
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => {}
+                Err(_) => return false,
+            }
+        }
+        self.out.drain(..sent);
+        true
+    }
+
+    /// Reads and carries out the watcher's commands. False when told to stop, or when the
+    /// watcher is gone.
+    fn commands(&mut self, buf: &mut [u8]) -> bool {
+        loop {
+            let n = match rustix::net::recv(&self.sock, &mut *buf, RecvFlags::DONTWAIT) {
+                Ok((0, _)) => return false,
+                Ok((n, _)) => n,
+                Err(Errno::AGAIN) => return true,
+                Err(Errno::INTR) => continue,
+                Err(_) => return false,
+            };
+            let records: Vec<Record> = Record::parse(&buf[..n]).collect();
+            for r in records {
+                match r.kind {
+                    Kind::Attach => self.attach(r.a, r.b, r.mono),
+                    Kind::Detach => self.detach(r.a, r.mono),
+                    Kind::Stop => return false,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Seizes process `pid` and every thread it has, and answers request `req`.
+    fn attach(&mut self, pid: i32, req: i32, ticket: u64) {
+        let answer = |t: &mut Tracer, err: i32| t.emit(Record::new(Kind::Reply, 0).with(req, err));
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.ticket = p.ticket.max(ticket);
+            if p.detaching {
+                // Still traced: its threads stop for the detach and are resumed instead.
+                p.detaching = false;
+                for t in self.tasks.values_mut().filter(|t| t.tgid == pid) {
+                    t.detaching = false;
+                }
+            }
+            return answer(self, 0);
+        }
+        // Only a thread-group leader names a process.
+        if !pt::thread_of(pid, pid) {
+            return answer(self, libc::ESRCH);
+        }
+        if let Err(e) = pt::seize(pid, self.options) {
+            return answer(self, errno(&e));
+        }
+        self.tasks.insert(
+            pid,
+            Task {
+                tgid: pid,
+                started: true,
+                detaching: false,
+            },
+        );
+        self.procs.insert(
+            pid,
+            Proc {
+                ticket,
+                threads: 1,
+                detaching: false,
+            },
+        );
+        // Its other threads, until a listing shows none untraced. A thread created by a
+        // traced one meanwhile is traced already (its seize fails), and its creation event
+        // will say so.
+        loop {
+            let mut added = false;
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                break;
+            };
+            for entry in dir.flatten() {
+                let Some(tid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if self.tasks.contains_key(&tid) || self.held.contains_key(&tid) {
+                    continue;
+                }
+                if pt::seize(tid, self.options).is_ok() {
+                    self.tasks.insert(
+                        tid,
+                        Task {
+                            tgid: pid,
+                            started: true,
+                            detaching: false,
+                        },
+                    );
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.threads += 1;
+                    }
+                    added = true;
+                }
+            }
+            if !added {
+                break;
+            }
+        }
+        answer(self, 0);
+    }
+
+    /// Stops tracing process `pid`: each of its threads is interrupted and detached at its
+    /// next stop. Ignored if the process was attached again after the watcher decided it.
+    fn detach(&mut self, pid: i32, ticket: u64) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if p.ticket > ticket {
+            return;
+        }
+        p.detaching = true;
+        for (&tid, t) in self.tasks.iter_mut().filter(|(_, t)| t.tgid == pid) {
+            t.detaching = true;
+            // Fails only if the thread is gone, and then its exit is waited for anyway.
+            let _ = pt::interrupt(tid);
+        }
+    }
+
+    /// Waits for every tracee with news and handles it, while the watcher keeps up.
+    fn reap(&mut self) {
+        while self.out.len() < OUT_LIMIT {
+            match pt::wait_any_tracee() {
+                Ok(Some((tid, status))) => self.handle(tid, status),
+                Ok(None) => return,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(_) => return, // ECHILD: nothing traced
+            }
+        }
+    }
+
+    fn handle(&mut self, tid: i32, status: i32) {
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return self.exited(tid, status);
+        }
+        if !libc::WIFSTOPPED(status) {
+            return;
+        }
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        let Some(task) = self.tasks.get_mut(&tid) else {
+            // A new task whose creation event has not come yet: keep it stopped until then.
+            self.held.insert(tid, status);
+            self.emit(stamped(Kind::Birth, tid, 0, 0));
+            return;
+        };
+        if !task.started {
+            task.started = true;
+            if event == libc::PTRACE_EVENT_STOP {
+                return self.resume_first(tid, status);
+            }
+        }
+        match event {
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
+                if let Ok(child) = pt::event_msg(tid) {
+                    self.created(tid, child as i32, event);
+                }
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                let tgid = task.tgid;
+                let former = pt::event_msg(tid).map(|m| m as i32).unwrap_or(tid);
+                if former != tid && self.tasks.remove(&former).is_some() {
+                    if let Some(p) = self.procs.get_mut(&tgid) {
+                        p.threads = p.threads.saturating_sub(1);
+                    }
+                }
+                self.emit(stamped(Kind::Exec, tgid, 0, 0));
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_STOP if is_stop_signal(sig) => self.group_stop(tid),
+            libc::PTRACE_EVENT_STOP => self.resume(tid, 0),
+            0 => self.resume(tid, sig), // signal-delivery-stop: deliver it
+            _ => self.resume(tid, 0),
+        }
+    }
+
+    /// Resumes a new task at its first stop: in group-stop if its process is stopped.
+    fn resume_first(&mut self, tid: i32, status: i32) {
+        if is_stop_signal(libc::WSTOPSIG(status)) {
+            self.group_stop(tid);
+        } else {
+            self.resume(tid, 0);
+        }
+    }
+
+    /// Leaves a tracee in group-stop stopped, as it would be untraced.
+    fn group_stop(&mut self, tid: i32) {
+        if self.tasks.get(&tid).is_some_and(|t| t.detaching) {
+            return self.let_go(tid, 0);
+        }
+        let _ = pt::listen(tid);
+    }
+
+    /// Resumes a tracee delivering `sig`, or lets it go if its process is being detached.
+    fn resume(&mut self, tid: i32, sig: i32) {
+        if self.tasks.get(&tid).is_some_and(|t| t.detaching) {
+            return self.let_go(tid, sig);
+        }
+        // Fails only if the tracee was killed meanwhile; its exit comes next.
+        let _ = pt::cont(tid, sig);
+    }
+
+    /// Detaches a stopped tracee, delivering `sig`.
+    fn let_go(&mut self, tid: i32, sig: i32) {
+        let _ = pt::detach(tid, sig);
+        self.forget_task(tid);
+    }
+
+    fn forget_task(&mut self, tid: i32) {
+        let Some(t) = self.tasks.remove(&tid) else {
+            return;
+        };
+        let gone = match self.procs.get_mut(&t.tgid) {
+            Some(p) => {
+                p.threads = p.threads.saturating_sub(1);
+                p.threads == 0
+            }
+            None => false,
+        };
+        if gone {
+            self.procs.remove(&t.tgid);
+        }
+    }
+
+    /// Thread `tid` created task `child` (a process, or a thread with `PTRACE_EVENT_CLONE`).
+    fn created(&mut self, tid: i32, child: i32, event: i32) {
+        let Some(tgid) = self.tasks.get(&tid).map(|t| t.tgid) else {
+            return;
+        };
+        let is_thread = event == libc::PTRACE_EVENT_CLONE && pt::thread_of(tgid, child);
+        let held = self.held.remove(&child);
+        let died = self.died_held.remove(&child);
+        let owner = if is_thread { tgid } else { child };
+        if !died {
+            self.tasks.insert(
+                child,
+                Task {
+                    tgid: owner,
+                    started: held.is_some(),
+                    detaching: false,
+                },
+            );
+            if is_thread {
+                if let Some(p) = self.procs.get_mut(&tgid) {
+                    p.threads += 1;
+                }
+            } else {
+                self.procs.insert(
+                    child,
+                    Proc {
+                        ticket: 0,
+                        threads: 1,
+                        detaching: false,
+                    },
+                );
+            }
+        }
+        if is_thread {
+            if held.is_some() || died {
+                self.emit(stamped(Kind::Abandon, child, 0, 0));
+            }
+        } else {
+            self.emit(stamped(Kind::Fork, tgid, child, 0));
+        }
+        if let Some(status) = held {
+            self.resume_first(child, status);
+        }
+    }
+
+    /// Task `tid` is gone, with wait status `status`.
+    fn exited(&mut self, tid: i32, status: i32) {
+        if self.held.remove(&tid).is_some() {
+            // Killed while kept stopped: its creation event is still to come.
+            self.died_held.insert(tid);
+            self.emit(stamped(Kind::Exit, tid, 0, status));
+            return;
+        }
+        let Some(t) = self.tasks.get(&tid) else {
+            return;
+        };
+        let tgid = t.tgid;
+        if tgid == tid {
+            // The leader's wait succeeds only once every thread is gone: the process exit.
+            self.emit(stamped(Kind::Exit, tid, 0, status));
+            self.tasks.retain(|_, t| t.tgid != tgid);
+            self.procs.remove(&tgid);
+        } else {
+            self.forget_task(tid);
+        }
+    }
+}
+
+impl Record {
+    /// The same record with `b` and `c` set.
+    pub(crate) fn with(mut self, b: i32, c: i32) -> Record {
+        self.b = b;
+        self.c = c;
+        self
+    }
+}
