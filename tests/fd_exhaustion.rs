@@ -242,7 +242,7 @@ const STORM: &str = "l=0; while [ $l -lt 4 ]; do \
 async fn out_of_file_descriptors_while_tracking() {
     let panics = count_panics();
     let _watchdog = Watchdog::arm(Duration::from_secs(300), "fd_exhaustion");
-    let w = require!(watcher());
+    let w = require!(netlink_watcher());
     // Follows one process across kernel drops; see the "resync" step below.
     let tiny = require!(watcher_with(
         |b| b.netlink(NetlinkOptions::new().receive_buffer(4096))

@@ -1,10 +1,11 @@
 //! An idle watcher stays quiet: while nothing happens, its threads sleep instead of polling
-//! (the backstop thread backs off to its longest period; the runtime task waits on the
-//! reactor), so a long-running supervisor costs no steady stream of wakeups.
+//! (Netlink: the backstop thread backs off to its longest period, the runtime task waits on
+//! the reactor; Ptrace: the reader thread and the tracer process block until something
+//! happens), so a long-running supervisor costs no steady stream of wakeups.
 
 mod support;
 
-use procwatch::{Interest, ProcEvent};
+use procwatch::{BackendKind, Interest, ProcEvent};
 use std::time::Duration;
 use support::*;
 
@@ -17,11 +18,36 @@ fn switches_of(name: &str) -> Option<u64> {
         if comm.trim_end() != &name[..name.len().min(15)] {
             continue;
         }
-        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
-        return status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok());
+        return switches_in(&task.path().join("status"));
+    }
+    None
+}
+
+fn switches_in(status: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(status)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Voluntary context switches of this process's child process named `name`.
+fn switches_of_child(name: &str) -> Option<u64> {
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let path = entry.path();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_owned())
+        };
+        if field("Name:").as_deref() == Some(name) && field("PPid:").as_deref() == Some(&me) {
+            return switches_in(&path.join("status"));
+        }
     }
     None
 }
@@ -37,20 +63,38 @@ async fn an_idle_watcher_backs_off() {
         next(&mut started.events, DEADLINE).await,
         Some(ProcEvent::Exec { .. })
     ));
-    // Let the backstop reach its longest period, then count what a quiet second costs.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before = switches_of("procwatch-netlink").expect("the backstop thread runs");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = switches_of("procwatch-netlink").expect("the backstop thread runs");
-    let per_second = (after - before) as f64 / 2.0;
-    eprintln!("backstop thread: {per_second} wakeups a second while idle");
-    // 10 a second at the longest period (100 ms) with the default buffer; a backstop that did
-    // not back off would wake 100 times a second. Events from elsewhere on the machine that the
-    // task drains late reset the period, hence the margin.
-    assert!(
-        per_second <= 30.0,
-        "the idle backstop thread woke {per_second} times a second"
-    );
+    if w.backend() == BackendKind::Ptrace {
+        // Both block until there is something to do: no wakeup at all in a quiet second.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let count = || {
+            let reader = switches_of("procwatch-ptrace").expect("the reader thread runs");
+            let tracer = switches_of_child("procwatch-trace").expect("the tracer runs");
+            (reader, tracer)
+        };
+        let before = count();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = count();
+        eprintln!("idle for 2 s: reader {before:?} -> {after:?} (reader, tracer) switches");
+        assert!(
+            after.0 - before.0 <= 2 && after.1 - before.1 <= 2,
+            "an idle ptrace watcher woke up: {before:?} -> {after:?} (reader, tracer)"
+        );
+    } else {
+        // Let the backstop reach its longest period, then count what a quiet second costs.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let before = switches_of("procwatch-netlink").expect("the backstop thread runs");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = switches_of("procwatch-netlink").expect("the backstop thread runs");
+        let per_second = (after - before) as f64 / 2.0;
+        eprintln!("backstop thread: {per_second} wakeups a second while idle");
+        // 10 a second at the longest period (100 ms) with the default buffer; a backstop that
+        // did not back off would wake 100 times a second. Events from elsewhere on the machine
+        // that the task drains late reset the period, hence the margin.
+        assert!(
+            per_second <= 30.0,
+            "the idle backstop thread woke {per_second} times a second"
+        );
+    }
     drop(started.child.stdin.take()); // EOF: the shell exits
     let _ = collect(&mut started.events, DEADLINE).await;
     let _ = tokio::time::timeout(DEADLINE, started.child.wait()).await;

@@ -57,7 +57,7 @@ wait"#
 /// A netlink watcher with a receive buffer small enough to overflow (skips like
 /// [`support::watcher`] where netlink is unavailable).
 fn small_buffer_watcher() -> Option<ProcWatcher> {
-    watcher_with(|b| b.netlink(NetlinkOptions::new().receive_buffer(4096)))
+    netlink_watcher_with(|b| b.netlink(NetlinkOptions::new().receive_buffer(4096)))
 }
 
 /// The pids logged under `tag`.

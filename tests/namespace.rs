@@ -28,7 +28,7 @@ fn helper() {
 
 #[tokio::test]
 async fn subscription_from_a_user_namespace_is_unsupported_not_silent() {
-    let _host = require!(watcher()); // the connector works outside a namespace
+    let _host = require!(netlink_watcher()); // the connector works outside a namespace
     let probe = tokio::time::timeout(
         DEADLINE,
         tokio::process::Command::new("unshare")

@@ -103,7 +103,7 @@ async fn hidden_run() -> String {
 
 #[tokio::test]
 async fn a_resync_under_hidepid_still_ends_every_stream() {
-    let _host = require!(watcher());
+    let _host = require!(netlink_watcher());
     if !rustix::process::geteuid().is_root() {
         assert!(!in_ci(), "CI runs the tests as root");
         eprintln!("SKIPPED: needs root to mount a hidepid /proc and switch to nobody");

@@ -302,7 +302,7 @@ fn check_run(run: &Run) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_vanishing_while_the_resync_reads_proc() {
     let panics = count_panics();
-    let w = require!(watcher_with(
+    let w = require!(netlink_watcher_with(
         |b| b.netlink(NetlinkOptions::new().receive_buffer(4096))
     ));
     for attempt in 0..3 {

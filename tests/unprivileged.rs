@@ -88,7 +88,7 @@ async fn unprivileged_run(zombie: &str) -> String {
 
 #[tokio::test]
 async fn an_ordinary_user_tracks_its_own_tree_and_sees_no_fake_statuses() {
-    let _host = require!(watcher());
+    let _host = require!(netlink_watcher());
     if !rustix::process::geteuid().is_root() {
         assert!(!in_ci(), "CI runs the tests as root");
         eprintln!("SKIPPED: needs root to re-run itself as another user");

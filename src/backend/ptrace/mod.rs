@@ -16,13 +16,15 @@ use crate::loom::Arc;
 use crate::registry::{Actions, Input, ProcSnapshot, Stamp};
 use crate::shared::Shared;
 use crate::sys::ptrace as pt;
-use crate::{procfs, BackendKind, Error, ErrorKind, Pid, PtraceOptions};
+use crate::{clock, procfs, BackendKind, Error, ErrorKind, Pid, PtraceOptions};
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use wire::{Kind, Record, DATAGRAM};
@@ -37,18 +39,22 @@ pub(crate) struct Ptrace {
     tracer: i32,
 }
 
-/// Attach requests waiting for the tracer's answer.
+/// Requests waiting for the tracer's answer, and how to read its clocks.
 #[derive(Default)]
 struct Answers {
     state: Mutex<AnswerState>,
     cond: Condvar,
+    /// How far the tracer's `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` are ahead of this
+    /// process's (see [`clock_offsets`]).
+    mono_ahead: AtomicI64,
+    boot_ahead: AtomicI64,
 }
 
 #[derive(Default)]
 struct AnswerState {
     next: i32,
-    /// Request number → 0 or an errno.
-    done: HashMap<i32, i32>,
+    /// Request number → the answer.
+    done: HashMap<i32, Record>,
     /// The tracer is gone: no answer will come.
     dead: bool,
 }
@@ -107,11 +113,13 @@ impl Ptrace {
                 )
             })?
             .map_err(|e| fail("fork the ptrace tracer", e))?;
-        Ok(Ptrace {
+        let backend = Ptrace {
             sock,
             answers,
             tracer,
-        })
+        };
+        backend.measure_clocks()?;
+        Ok(backend)
     }
 
     fn send(&self, r: Record) -> Result<(), Errno> {
@@ -126,10 +134,10 @@ impl Ptrace {
         }
     }
 
-    /// Sends an attach and waits for its answer: 0 or an errno.
-    fn ask_attach(&self, pid: Pid, ticket: u64) -> Result<i32, Error> {
+    /// Sends a request (`r`, whose `b` is set here) and waits for its answer.
+    fn ask(&self, mut r: Record, op: &'static str) -> Result<Record, Error> {
         let closed = || {
-            Error::new(ErrorKind::Closed, "watch")
+            Error::new(ErrorKind::Closed, op)
                 .with_backend(BackendKind::Ptrace)
                 .with_detail("the tracer process is gone")
         };
@@ -141,24 +149,22 @@ impl Ptrace {
             st.next = st.next.wrapping_add(1);
             st.next
         };
-        let mut r = Record::new(Kind::Attach, pid.as_raw());
         r.b = req;
-        r.mono = ticket;
         if self.send(r).is_err() {
             return Err(closed());
         }
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         let mut st = self.answers.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(err) = st.done.remove(&req) {
-                return Ok(err);
+            if let Some(answer) = st.done.remove(&req) {
+                return Ok(answer);
             }
             if st.dead {
                 return Err(closed());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::new(ErrorKind::Other, "watch")
+                return Err(Error::new(ErrorKind::Other, op)
                     .with_backend(BackendKind::Ptrace)
                     .with_detail("the tracer process did not answer within 10 s; try again"));
             }
@@ -170,6 +176,64 @@ impl Ptrace {
                 .0;
         }
     }
+
+    /// Sends an attach and waits for its answer: 0 or an errno.
+    fn ask_attach(&self, pid: Pid, ticket: u64) -> Result<i32, Error> {
+        let mut r = Record::new(Kind::Attach, pid.as_raw());
+        r.mono = ticket;
+        Ok(self.ask(r, "watch")?.c)
+    }
+
+    /// Works out how far the tracer's clocks are ahead of this process's; see
+    /// [`clock_offsets`].
+    fn measure_clocks(&self) -> Result<(), Error> {
+        let (mono, boot) = clock_offsets(self.tracer, || {
+            let before = clock::now();
+            let r = self.ask(Record::new(Kind::Clock, 0), "ptrace clock")?;
+            let after = clock::now();
+            Ok((
+                before,
+                Stamp {
+                    mono: r.mono,
+                    boot: r.boot,
+                },
+                after,
+            ))
+        })?;
+        self.answers.mono_ahead.store(mono, Ordering::SeqCst);
+        self.answers.boot_ahead.store(boot, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// How far the tracer's `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` are ahead of this process's,
+/// in nanoseconds. The tracer stamps what it sees with its own clocks, and those are this
+/// process's unless this process unshared a time namespace without entering it (as a
+/// container runtime does for what it starts): its children, the tracer among them, are then
+/// in the new namespace. Same namespace (`/proc/<pid>/ns/time`): exactly 0. Otherwise the
+/// tracer's clocks are read between two readings of ours (`exchange`), five times, and the
+/// tightest pair gives the offset, within half its width (tens of microseconds).
+fn clock_offsets(
+    tracer: i32,
+    mut exchange: impl FnMut() -> Result<(Stamp, Stamp, Stamp), Error>,
+) -> Result<(i64, i64), Error> {
+    let ns = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/time")).map(|m| m.ino());
+    match (ns("self"), ns(&tracer.to_string())) {
+        (Ok(a), Ok(b)) if a != b => {}
+        _ => return Ok((0, 0)),
+    }
+    let mut best: Option<(u64, i64, i64)> = None;
+    for _ in 0..5 {
+        let (before, theirs, after) = exchange()?;
+        let width = after.mono.saturating_sub(before.mono);
+        let mid = |a: u64, b: u64| (a / 2 + b / 2) as i64;
+        let mono = theirs.mono as i64 - mid(before.mono, after.mono);
+        let boot = theirs.boot as i64 - mid(before.boot, after.boot);
+        if best.is_none_or(|(w, _, _)| width < w) {
+            best = Some((width, mono, boot));
+        }
+    }
+    Ok(best.map_or((0, 0), |(_, m, b)| (m, b)))
 }
 
 fn read_proc(pid: Pid) -> Result<Option<ProcSnapshot>, Error> {
@@ -274,6 +338,12 @@ fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
     let mut buf = vec![0u8; DATAGRAM];
     let mut replies = Vec::new();
     let mut detach = Vec::new();
+    let ours = |t: u64, ahead: &AtomicI64| -> u64 {
+        if t == 0 {
+            return 0;
+        }
+        t.saturating_add_signed(-ahead.load(Ordering::Relaxed))
+    };
     loop {
         let n = match rustix::net::recv(sock, &mut buf, RecvFlags::empty()) {
             Ok((0, _)) => break,
@@ -285,14 +355,15 @@ fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
         {
             let mut reg = shared.lock();
             for r in Record::parse(&buf[..n]) {
+                if r.kind == Kind::Reply {
+                    replies.push((r.b, r));
+                    continue;
+                }
                 let at = Stamp {
-                    mono: r.mono,
-                    boot: r.boot,
+                    mono: ours(r.mono, &answers.mono_ahead),
+                    boot: ours(r.boot, &answers.boot_ahead),
                 };
                 let Some(a) = Pid::from_raw(r.a) else {
-                    if r.kind == Kind::Reply {
-                        replies.push((r.b, r.c));
-                    }
                     continue;
                 };
                 match r.kind {
@@ -303,7 +374,7 @@ fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
                         let input = Input::Fork {
                             parent: a,
                             child,
-                            start_ns: r.boot,
+                            start_ns: at.boot,
                         };
                         reg.apply_at(input, at, &mut wake);
                         if !reg.follows(child) {

@@ -189,6 +189,7 @@ impl Tracer {
                     Kind::Attach => self.attach(r.a, r.b, r.mono),
                     Kind::Detach => self.detach(r.a, r.mono),
                     Kind::Stop => return false,
+                    Kind::Clock => self.emit(stamped(Kind::Reply, 0, r.b, 0)),
                     _ => {}
                 }
             }

@@ -20,8 +20,8 @@ pub(crate) struct Record {
     pub(crate) boot: u64,
 }
 
-/// What a record says. Watcher to tracer: `Attach`, `Detach`, `Stop`. Tracer to watcher: the
-/// rest.
+/// What a record says. Watcher to tracer: `Attach`, `Detach`, `Stop`, `Clock`. Tracer to
+/// watcher: the rest.
 #[derive(Debug, Copy, Clone, PartialEq, Eq)]
 #[repr(u32)]
 pub(crate) enum Kind {
@@ -31,6 +31,8 @@ pub(crate) enum Kind {
     Detach = 2,
     /// Stop tracing everything and exit.
     Stop = 3,
+    /// Read the tracer's clocks (request `b`); answered by a `Reply` stamped with them.
+    Clock = 4,
     /// The answer to request `b`: 0, or the errno in `c`.
     Reply = 10,
     /// Process `a` created process `b`.
@@ -54,6 +56,7 @@ impl Kind {
             1 => Kind::Attach,
             2 => Kind::Detach,
             3 => Kind::Stop,
+            4 => Kind::Clock,
             10 => Kind::Reply,
             11 => Kind::Fork,
             12 => Kind::Exec,
