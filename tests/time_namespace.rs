@@ -14,20 +14,21 @@
 //!
 //! The unsharing must happen on the main thread (the file shows the thread-group leader's
 //! namespaces), so this test has its own `main` instead of the test harness, and re-runs
-//! itself for each case.
+//! itself for each case, once per backend. (The Ptrace backend's tracer is a child process:
+//! in the second case it lives in the new namespace, and its clocks are not the program's.)
 
 mod support;
 
-use procwatch::{Interest, Pid, ProcEvent, Timestamp};
+use procwatch::{BackendKind, Interest, Pid, ProcEvent, Timestamp};
 use std::process::Stdio;
 use support::*;
 
 const HELPER_ENV: &str = "PROCWATCH_TIMENS_HELPER";
 const EXPECTED: &str = "execs=1 after-watch=true not-future=true status=Ok(Some(0))";
 
-/// Watches a program it starts and says what it saw.
-async fn watch_a_program() -> String {
-    let Some(w) = watcher() else {
+/// Watches a program it starts with a `backend` watcher and says what it saw.
+async fn watch_a_program(backend: BackendKind) -> String {
+    let Some(w) = watcher_on(backend, |b| b) else {
         return "no watcher".into();
     };
     // A program that execs /bin/true once released; `sh` itself came before the watch.
@@ -53,8 +54,14 @@ async fn watch_a_program() -> String {
     format!("execs={execs} after-watch={after_watch} not-future={not_future} status={status:?}")
 }
 
-/// The helper side, on the main thread: `case` says whether to unshare first.
+/// The helper side, on the main thread: `case` says whether to unshare first, then which
+/// backend to use (`entered:ptrace`).
 fn helper(case: &str) -> String {
+    let (case, backend) = match case.split_once(':') {
+        Some((case, "ptrace")) => (case, BackendKind::Ptrace),
+        Some((case, _)) => (case, BackendKind::Netlink),
+        None => (case, BackendKind::Netlink),
+    };
     if case == "unentered" {
         // SAFETY: unshare(2) with CLONE_NEWTIME only changes the namespace this (main) thread's
         // later children get.
@@ -69,7 +76,7 @@ fn helper(case: &str) -> String {
         .enable_all()
         .build()
         .expect("a runtime");
-    rt.block_on(watch_a_program())
+    rt.block_on(watch_a_program(backend))
 }
 
 /// Runs this binary again for `case`, under `wrapper` (a command and its arguments) if any.
@@ -108,15 +115,17 @@ fn main() {
         eprintln!("SKIPPED: {why}");
         return;
     }
-    let entered = run_case(
-        "entered",
-        &["unshare", "--time", "--fork", "--monotonic", "1000"],
-    );
-    assert_eq!(entered, EXPECTED, "inside a time namespace");
-    let unentered = run_case("unentered", &[]);
-    assert_eq!(
-        unentered, EXPECTED,
-        "after unsharing a time namespace without entering it"
-    );
-    println!("time namespaces: 2 passed, 0 failed");
+    for backend in ["netlink", "ptrace"] {
+        let entered = run_case(
+            &format!("entered:{backend}"),
+            &["unshare", "--time", "--fork", "--monotonic", "1000"],
+        );
+        assert_eq!(entered, EXPECTED, "{backend}: inside a time namespace");
+        let unentered = run_case(&format!("unentered:{backend}"), &[]);
+        assert_eq!(
+            unentered, EXPECTED,
+            "{backend}: after unsharing a time namespace without entering it"
+        );
+    }
+    println!("time namespaces: 4 passed, 0 failed");
 }

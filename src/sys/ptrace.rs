@@ -129,6 +129,16 @@ pub(crate) fn wait_any_tracee() -> io::Result<Option<(i32, i32)>> {
     }
 }
 
+/// Blocking `waitpid(tid, __WALL)`: the next stop or the exit of tracee `tid`.
+pub(crate) fn wait_tracee(tid: i32) -> io::Result<i32> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: the kernel writes one `c_int` through the pointer, which points at a local.
+    match unsafe { libc::waitpid(tid, &mut status, libc::__WALL) } {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(status),
+    }
+}
+
 /// Forks the tracer process. In the child, `tracer` runs with `sock` as its only open
 /// descriptor, every signal blocked, `SIGCHLD` back to its default action, and a death signal
 /// tied to the calling thread (the child is killed when that thread ends); the child then

@@ -17,13 +17,14 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// The backend the conformance tests run against: `PROCWATCH_TEST_BACKEND=ptrace` for the
-/// Ptrace backend, Netlink otherwise. `.ci/run` runs the suite once per backend.
+/// The backend the conformance tests run against: each conformance test file is built
+/// twice (see `Cargo.toml`), and the target whose name starts with `ptrace_` runs against the
+/// Ptrace backend, the other against Netlink.
 pub fn backend_under_test() -> BackendKind {
-    match std::env::var("PROCWATCH_TEST_BACKEND").as_deref() {
-        Ok("ptrace") => BackendKind::Ptrace,
-        Ok("netlink") | Err(_) => BackendKind::Netlink,
-        Ok(other) => panic!("PROCWATCH_TEST_BACKEND={other}: expected netlink or ptrace"),
+    if env!("CARGO_CRATE_NAME").starts_with("ptrace_") {
+        BackendKind::Ptrace
+    } else {
+        BackendKind::Netlink
     }
 }
 

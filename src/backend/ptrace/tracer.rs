@@ -40,6 +40,7 @@ use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 /// Above this many bytes of records not yet sent, the tracer stops taking new stops: the
 /// tracees that stop wait, stopped, until the watcher has read (backpressure, not loss).
@@ -54,13 +55,39 @@ struct Task {
     detaching: bool,
 }
 
+/// A new task kept stopped because its first stop came before its creation event.
+struct Held {
+    /// The wait status of that first stop.
+    status: i32,
+    /// Its process, and that process's parent, read from `/proc` when it was first seen.
+    tgid: i32,
+    ppid: i32,
+    since: Instant,
+}
+
+/// How long a new process is kept waiting for its creation event before it is reported as a
+/// child of its parent process instead (see [`Tracer::expire_held`]).
+const HELD_PATIENCE: Duration = Duration::from_secs(1);
+
 /// One traced process.
 struct Proc {
     /// The highest ticket it was attached with (see `Kind::Detach`).
     ticket: u64,
     threads: u32,
+    /// Whether it ever had more than one thread.
+    multi: bool,
     detaching: bool,
 }
+
+/// A process that died abruptly, whose exit is not reported yet (see [`Tracer::exited`]).
+struct Dying {
+    pid: i32,
+    status: i32,
+    until: Instant,
+}
+
+/// How long the exit of a process that died abruptly waits for a child it created as it died.
+const DYING_PATIENCE: Duration = Duration::from_millis(20);
 
 /// The tracer's state.
 struct Tracer {
@@ -68,11 +95,12 @@ struct Tracer {
     options: libc::c_int,
     tasks: HashMap<i32, Task>,
     procs: HashMap<i32, Proc>,
-    /// New tasks whose first stop came before their creation event: kept stopped, with the
-    /// wait status of that stop.
-    held: HashMap<i32, i32>,
+    /// New tasks whose first stop came before their creation event: kept stopped.
+    held: HashMap<i32, Held>,
     /// Held tasks that were killed before their creation event came.
     died_held: HashSet<i32>,
+    /// Processes that died abruptly, oldest first, whose exits wait for orphans.
+    dying: Vec<Dying>,
     out: Vec<u8>,
 }
 
@@ -93,6 +121,7 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         procs: HashMap::new(),
         held: HashMap::new(),
         died_held: HashSet::new(),
+        dying: Vec::new(),
         out: Vec::with_capacity(DATAGRAM),
     };
     let mut inbuf = vec![0u8; DATAGRAM];
@@ -106,7 +135,18 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
             PollFd::new(&t.sock, want),
             PollFd::new(&sigchld, PollFlags::IN),
         ];
-        match poll(&mut fds, None) {
+        // Only while a new process waits for its creation event, or an exit for orphans, is
+        // there a deadline.
+        let tick = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: if t.dying.is_empty() {
+                100_000_000
+            } else {
+                5_000_000
+            },
+        };
+        let timeout = (!t.held.is_empty() || !t.dying.is_empty()).then_some(&tick);
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(_) => return 3,
         }
@@ -121,6 +161,8 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         }
         if t.out.len() < OUT_LIMIT {
             t.reap();
+            t.expire_held();
+            t.expire_dying();
         }
         if !t.flush() {
             return 0;
@@ -214,9 +256,18 @@ impl Tracer {
         if !pt::thread_of(pid, pid) {
             return answer(self, libc::ESRCH);
         }
-        if let Err(e) = pt::seize(pid, self.options) {
+        let before = last_pid();
+        if let Err(e) = self.seize_process(pid, ticket) {
             return answer(self, errno(&e));
         }
+        self.catch_up(pid, before);
+        answer(self, 0);
+    }
+
+    /// Seizes process `pid`: its leader, then its other threads until a listing shows none
+    /// untraced.
+    fn seize_process(&mut self, pid: i32, ticket: u64) -> std::io::Result<()> {
+        pt::seize(pid, self.options)?;
         self.tasks.insert(
             pid,
             Task {
@@ -230,48 +281,130 @@ impl Tracer {
             Proc {
                 ticket,
                 threads: 1,
+                multi: false,
                 detaching: false,
             },
         );
-        // Its other threads, until a listing shows none untraced. A thread created by a
-        // traced one meanwhile is traced already (its seize fails), and its creation event
-        // will say so.
-        loop {
-            let mut added = false;
-            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-                break;
+        while self.seize_threads(pid) {}
+        Ok(())
+    }
+
+    /// Seizes the threads of `pid` that `/proc` lists and that are not traced yet; whether
+    /// there were any. (A thread created by a traced one is traced already: its seize fails,
+    /// and its creation event says so.)
+    fn seize_threads(&mut self, pid: i32) -> bool {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        let mut added = false;
+        for entry in dir.flatten() {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
             };
-            for entry in dir.flatten() {
-                let Some(tid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<i32>().ok())
-                else {
-                    continue;
-                };
-                if self.tasks.contains_key(&tid) || self.held.contains_key(&tid) {
-                    continue;
-                }
-                if pt::seize(tid, self.options).is_ok() {
-                    self.tasks.insert(
-                        tid,
-                        Task {
-                            tgid: pid,
-                            started: true,
-                            detaching: false,
-                        },
-                    );
-                    if let Some(p) = self.procs.get_mut(&pid) {
-                        p.threads += 1;
-                    }
-                    added = true;
-                }
+            if self.tasks.contains_key(&tid) || self.held.contains_key(&tid) {
+                continue;
             }
-            if !added {
+            if pt::seize(tid, self.options).is_ok() {
+                self.tasks.insert(
+                    tid,
+                    Task {
+                        tgid: pid,
+                        started: true,
+                        detaching: false,
+                    },
+                );
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.threads += 1;
+                    p.multi = true;
+                }
+                added = true;
+            }
+        }
+        added
+    }
+
+    /// Makes sure that nothing process `pid` created while it was being seized escaped. A
+    /// thread already inside `clone` when it was seized creates its child untraced, and
+    /// reports nothing. So each thread is stopped once (`PTRACE_INTERRUPT`: the stop comes
+    /// after a `clone` in progress returns) and let go at once; threads that appeared
+    /// meanwhile are seized; and if pids were handed out since `before` (`ns_last_pid`), those
+    /// that name a child process of `pid` not traced yet are seized too, and reported as its
+    /// forks, the same way, all the way down.
+    fn catch_up(&mut self, pid: i32, before: Option<i64>) {
+        loop {
+            let tids: Vec<i32> = self
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.tgid == pid)
+                .map(|(&tid, _)| tid)
+                .collect();
+            for &tid in &tids {
+                // Fails only if the thread is gone.
+                let _ = pt::interrupt(tid);
+            }
+            for tid in tids {
+                self.wait_interrupted(tid);
+            }
+            if !self.seize_threads(pid) {
                 break;
             }
         }
-        answer(self, 0);
+        let (Some(before), Some(after)) = (before, last_pid()) else {
+            return;
+        };
+        if before == after {
+            return;
+        }
+        for child in self.untraced_children(pid, before, after) {
+            let then = last_pid();
+            if self.seize_process(child, 0).is_ok() {
+                self.emit(stamped(Kind::Fork, pid, child, 0));
+                self.catch_up(child, then);
+            }
+        }
+    }
+
+    /// Waits for thread `tid`'s next stop, which the interrupt guarantees (it may be another
+    /// trap, such as an event, which then takes the interrupt's place), and lets it go on.
+    fn wait_interrupted(&mut self, tid: i32) {
+        let status = loop {
+            match pt::wait_tracee(tid) {
+                Ok(status) => break status,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(_) => return,
+            }
+        };
+        let event = (status >> 16) & 0xff;
+        if libc::WIFSTOPPED(status) && event == libc::PTRACE_EVENT_STOP {
+            self.resume_first(tid, status);
+        } else {
+            self.handle(tid, status);
+        }
+    }
+
+    /// Child processes of `pid` that are not traced, among the pids handed out after `before`
+    /// up to `after` (all of `/proc` if that range is large or wrapped).
+    fn untraced_children(&self, pid: i32, before: i64, after: i64) -> Vec<i32> {
+        let candidates: Vec<i32> = if after > before && after - before <= 4096 {
+            ((before + 1) as i32..=after as i32).collect()
+        } else {
+            std::fs::read_dir("/proc")
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        candidates
+            .into_iter()
+            .filter(|c| !self.tasks.contains_key(c) && !self.held.contains_key(c))
+            .filter(|&c| ppid_of(c) == Some(pid) && pt::thread_of(c, c))
+            .collect()
     }
 
     /// Stops tracing process `pid`: each of its threads is interrupted and detached at its
@@ -314,8 +447,33 @@ impl Tracer {
         let event = (status >> 16) & 0xff;
         let Some(task) = self.tasks.get_mut(&tid) else {
             // A new task whose creation event has not come yet: keep it stopped until then.
-            self.held.insert(tid, status);
-            self.emit(stamped(Kind::Birth, tid, 0, 0));
+            let (tgid, ppid) = ids_of(tid);
+            if tgid == tid {
+                if let Some(creator) = self.dead_creator(ppid) {
+                    self.held.insert(
+                        tid,
+                        Held {
+                            status,
+                            tgid,
+                            ppid,
+                            since: Instant::now(),
+                        },
+                    );
+                    return self.adopt_held(creator, tid);
+                }
+            }
+            self.held.insert(
+                tid,
+                Held {
+                    status,
+                    tgid,
+                    ppid,
+                    since: Instant::now(),
+                },
+            );
+            if tgid == tid {
+                self.emit(stamped(Kind::Birth, tid, 0, 0));
+            }
             return;
         };
         if !task.started {
@@ -418,6 +576,7 @@ impl Tracer {
             if is_thread {
                 if let Some(p) = self.procs.get_mut(&tgid) {
                     p.threads += 1;
+                    p.multi = true;
                 }
             } else {
                 self.procs.insert(
@@ -425,6 +584,7 @@ impl Tracer {
                     Proc {
                         ticket: 0,
                         threads: 1,
+                        multi: false,
                         detaching: false,
                     },
                 );
@@ -437,8 +597,98 @@ impl Tracer {
         } else {
             self.emit(stamped(Kind::Fork, tgid, child, 0));
         }
-        if let Some(status) = held {
-            self.resume_first(child, status);
+        if let Some(h) = held {
+            self.resume_first(child, h.status);
+        }
+    }
+
+    /// Process `pid` is gone: the new processes it created whose creation event never came
+    /// (it was killed between creating them and reporting it: a tracee with a fatal signal
+    /// pending does not stop) are its children, and are let run; its new threads die with
+    /// it. Held processes whose parent is not traced were reparented when `pid` died, and
+    /// are its children too if it died abruptly.
+    fn orphaned_by(&mut self, pid: i32, abrupt: bool) {
+        let mine: Vec<(i32, bool)> = self
+            .held
+            .iter()
+            .filter(|(&tid, h)| {
+                let reparented = abrupt && !self.procs.contains_key(&h.ppid);
+                (h.tgid == tid && (h.ppid == pid || reparented)) || (h.tgid == pid && tid != pid)
+            })
+            .map(|(&tid, h)| (tid, h.tgid == tid))
+            .collect();
+        for (tid, process) in mine {
+            if process {
+                self.adopt_held(pid, tid);
+            } else if self.held.remove(&tid).is_some() {
+                let _ = pt::cont(tid, 0);
+            }
+        }
+    }
+
+    /// The process that died abruptly and created a new process whose parent is now `ppid`:
+    /// `ppid` itself, or, when `ppid` is not traced (the new process was reparented when
+    /// its creator died), the latest such death.
+    fn dead_creator(&self, ppid: i32) -> Option<i32> {
+        if let Some(d) = self.dying.iter().find(|d| d.pid == ppid) {
+            return Some(d.pid);
+        }
+        if self.procs.contains_key(&ppid) {
+            return None;
+        }
+        self.dying.last().map(|d| d.pid)
+    }
+
+    /// Reports the exits that waited long enough for orphans.
+    fn expire_dying(&mut self) {
+        let now = Instant::now();
+        while self.dying.first().is_some_and(|d| d.until <= now) {
+            let d = self.dying.remove(0);
+            self.emit(stamped(Kind::Exit, d.pid, 0, d.status));
+        }
+    }
+
+    /// Reports held process `child` as created by `parent` and lets it run.
+    fn adopt_held(&mut self, parent: i32, child: i32) {
+        let Some(h) = self.held.remove(&child) else {
+            return;
+        };
+        self.tasks.insert(
+            child,
+            Task {
+                tgid: child,
+                started: true,
+                detaching: false,
+            },
+        );
+        self.procs.insert(
+            child,
+            Proc {
+                ticket: 0,
+                threads: 1,
+                multi: false,
+                detaching: false,
+            },
+        );
+        self.emit(stamped(Kind::Fork, parent, child, 0));
+        self.resume_first(child, h.status);
+    }
+
+    /// A new process whose creation event has not come within [`HELD_PATIENCE`] is reported
+    /// as created by its parent process. (Its creator died before reporting it, and was not
+    /// its parent: a `CLONE_PARENT` child, whose parent outlives the creator.)
+    fn expire_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let late: Vec<(i32, i32)> = self
+            .held
+            .iter()
+            .filter(|(&tid, h)| h.tgid == tid && h.since.elapsed() >= HELD_PATIENCE)
+            .map(|(&tid, h)| (tid, h.ppid))
+            .collect();
+        for (tid, ppid) in late {
+            self.adopt_held(ppid, tid);
         }
     }
 
@@ -454,15 +704,60 @@ impl Tracer {
             return;
         };
         let tgid = t.tgid;
-        if tgid == tid {
-            // The leader's wait succeeds only once every thread is gone: the process exit.
-            self.emit(stamped(Kind::Exit, tid, 0, status));
-            self.tasks.retain(|_, t| t.tgid != tgid);
-            self.procs.remove(&tgid);
+        if tgid != tid {
+            return self.forget_task(tid);
+        }
+        // The leader's wait succeeds only once every thread is gone: the process exit.
+        // Killed by a signal, or by another thread's exit, while it was creating a process,
+        // it did not stop to report that process (a fatal signal skips ptrace stops): the new
+        // process still makes its first stop, a moment later. Such an exit waits a little for
+        // it, so that its creation comes first.
+        let abrupt = libc::WIFSIGNALED(status) || self.procs.get(&tgid).is_some_and(|p| p.multi);
+        self.tasks.retain(|_, t| t.tgid != tgid);
+        self.procs.remove(&tgid);
+        if !self.held.is_empty() {
+            self.orphaned_by(tgid, abrupt);
+        }
+        if abrupt {
+            self.dying.push(Dying {
+                pid: tgid,
+                status,
+                until: Instant::now() + DYING_PATIENCE,
+            });
         } else {
-            self.forget_task(tid);
+            self.emit(stamped(Kind::Exit, tid, 0, status));
         }
     }
+}
+
+/// The last pid handed out in this pid namespace (`/proc/sys/kernel/ns_last_pid`).
+fn last_pid() -> Option<i64> {
+    std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The parent of process `pid`, from `/proc/<pid>/stat`.
+fn ppid_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The process (`Tgid`) and parent process (`PPid`) of task `tid`, from `/proc`; `tid`
+/// itself and 0 where unreadable.
+fn ids_of(tid: i32) -> (i32, i32) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return (tid, 0);
+    };
+    let field = |key: &str| -> Option<i32> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    (field("Tgid:").unwrap_or(tid), field("PPid:").unwrap_or(0))
 }
 
 impl Record {
