@@ -255,9 +255,6 @@ fn tracer_of(pid: Pid) -> i32 {
 
 /// Why the kernel refused to let the tracer seize `pid`, in words.
 fn refusal(pid: Pid, tracer: i32) -> String {
-    if pid == Pid::this() {
-        return "a process cannot trace itself; watch it with the Netlink backend".into();
-    }
     let by = tracer_of(pid);
     if by != 0 && by != tracer {
         return format!(
@@ -295,6 +292,17 @@ impl Backend for Ptrace {
     /// Asks the tracer to seize the process and all its threads, then reads its `/proc`
     /// entry: from the seize on, every creation and exec is reported.
     fn attach(&self, pid: Pid, ticket: u64) -> Result<Option<ProcSnapshot>, Error> {
+        if pid == Pid::this() {
+            // The kernel would let the tracer (this process's child) trace it, and then every
+            // thread of the program, the watcher's own included, would stop at each fork.
+            return Err(
+                Error::new(ErrorKind::PermissionDenied, "watch").with_detail(
+                    "the Ptrace backend cannot watch the program it runs in (its tracer would \
+                 stop the program's own threads); watch its children, or use the Netlink \
+                 backend",
+                ),
+            );
+        }
         match self.ask_attach(pid, ticket)? {
             0 => read_proc(pid),
             libc::ESRCH => Ok(None),

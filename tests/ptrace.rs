@@ -1,0 +1,415 @@
+//! What only the Ptrace backend does, or must not do: change nothing about the processes it
+//! traces (their exit statuses, signals, job control, their parents' waits), refuse a
+//! process someone else traces with the reason, let go of everything when a stream or the
+//! watcher goes, and work for a user without any privilege.
+//!
+//! The per-stream guarantees are checked by the conformance suite, built again against this
+//! backend (the `ptrace_*` test targets).
+
+mod support;
+
+use futures::StreamExt;
+use procwatch::{BackendKind, ErrorKind, Interest, Pid, ProcEvent, ProcWatcher, PtraceOptions};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use support::*;
+
+fn ptrace_watcher() -> Option<ProcWatcher> {
+    watcher_on(BackendKind::Ptrace, |b| b)
+}
+
+/// `State` and `TracerPid` of `pid`, from `/proc/<pid>/status`.
+fn state_and_tracer(pid: Pid) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_owned())
+    };
+    let state = field("State:")?.chars().next()?;
+    let tracer = field("TracerPid:")?.parse().ok()?;
+    Some((state, tracer))
+}
+
+async fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    assert!(
+        eventually(limit, &mut f).await,
+        "{what}: not within {limit:?}"
+    );
+}
+
+async fn wait_child(child: &mut tokio::process::Child, what: &str) -> ExitStatus {
+    tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not exit in time"))
+        .unwrap_or_else(|e| panic!("wait for {what}: {e}"))
+}
+
+/// Runs `script` in `sh` with its output captured, watched (all of its tree) or not, and
+/// returns its output and status.
+async fn run_script(w: Option<&ProcWatcher>, script: &str) -> (String, ExitStatus) {
+    let mut cmd = sh(script);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (child, events) = match w {
+        Some(w) => {
+            let started = w.spawn(cmd, Interest::ALL).expect("spawn watched");
+            (started.child, Some(started.events))
+        }
+        None => (cmd.spawn().expect("spawn"), None),
+    };
+    let reader = tokio::spawn(async move {
+        let mut evs = Vec::new();
+        if let Some(mut e) = events {
+            evs = collect(&mut e, DEADLINE).await;
+        }
+        evs
+    });
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("the script ends in time")
+        .expect("run the script");
+    let evs = reader.await.expect("reader");
+    if w.is_some() {
+        check_order(&evs);
+        assert!(
+            matches!(evs.last(), Some(ProcEvent::Exit { .. })),
+            "the stream ends with the root's exit: {evs:?}"
+        );
+    }
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (text, out.status)
+}
+
+/// The program's own children keep their exact statuses, traced or not, std's and tokio's,
+/// while the watcher traces a busy tree beside them (every stop of which sends this process
+/// a `SIGCHLD`, on which tokio looks at its children).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_children_keep_their_exact_statuses() {
+    let w = require!(ptrace_watcher());
+    let mut busy = w
+        .spawn(
+            sh("for i in $(seq 200); do (exit 0) & done; wait"),
+            Interest::ALL,
+        )
+        .expect("spawn a busy tree");
+    for round in 0..20 {
+        let mut traced_exit = tokio::process::Command::new("sh")
+            .args(["-c", "sleep 0.01; exit 7"])
+            .spawn()
+            .expect("spawn");
+        let mut traced_killed = tokio::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let mut untraced = tokio::process::Command::new("sh")
+            .args(["-c", "exit 9"])
+            .spawn()
+            .expect("spawn");
+        let mut std_traced = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.01; exit 3"])
+            .spawn()
+            .expect("spawn");
+        let pid_of = |id: Option<u32>| Pid::from_raw(id.expect("running") as i32).unwrap();
+        let mut s1 = w
+            .watch(pid_of(traced_exit.id()), Interest::ALL)
+            .expect("watch");
+        let killed_pid = pid_of(traced_killed.id());
+        let mut s2 = w.watch(killed_pid, Interest::ALL).expect("watch");
+        let mut s3 = w
+            .watch(pid_of(Some(std_traced.id())), Interest::ALL)
+            .expect("watch");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(killed_pid.as_raw()).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .expect("kill");
+        assert_eq!(
+            wait_child(&mut traced_exit, "traced sh").await.code(),
+            Some(7),
+            "round {round}"
+        );
+        assert_eq!(
+            wait_child(&mut traced_killed, "traced sleep")
+                .await
+                .signal(),
+            Some(libc::SIGTERM),
+            "round {round}"
+        );
+        assert_eq!(
+            wait_child(&mut untraced, "untraced sh").await.code(),
+            Some(9),
+            "round {round}"
+        );
+        let std_status = tokio::task::spawn_blocking(move || std_traced.wait())
+            .await
+            .unwrap()
+            .expect("std wait");
+        assert_eq!(std_status.code(), Some(3), "round {round}");
+        // Each stream saw the same status.
+        for (s, want) in [
+            (&mut s1, 7 << 8),
+            (&mut s2, libc::SIGTERM),
+            (&mut s3, 3 << 8),
+        ] {
+            let evs = collect(s, DEADLINE).await;
+            let last = evs.last().cloned();
+            assert!(
+                matches!(last, Some(ProcEvent::Exit { status: Some(st), .. }) if st.into_raw() == want),
+                "round {round}: {evs:?}"
+            );
+        }
+    }
+    collect(&mut busy.events, DEADLINE).await;
+    assert!(wait_child(&mut busy.child, "the busy tree").await.success());
+}
+
+/// A traced program sees its signals exactly once, and the output of signal handling and job
+/// control is what it is without the watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_and_job_control_behave_as_untraced() {
+    let w = require!(ptrace_watcher());
+    let scripts = [
+        // A handler runs once per signal.
+        "trap 'echo got USR1' USR1; kill -USR1 $$; kill -USR1 $$; echo done",
+        // A stopped job stays stopped, continues, and its status is its own. (`/proc` shows a
+        // traced process in group-stop as `t`, "tracing stop", where an untraced one is `T`.)
+        "sleep 0.3 & p=$!; kill -STOP $p; \
+         until grep -q '^State:.[Tt]' /proc/$p/status; do sleep 0.01; done; echo stopped; \
+         kill -CONT $p; wait $p; echo rc=$?",
+        // The terminal's stop signal (what a shell's job control sends), then CONT.
+        "sleep 0.2 & p=$!; kill -TSTP $p; \
+         until grep -q '^State:.[Tt]' /proc/$p/status; do sleep 0.01; done; echo stopped; \
+         kill -CONT $p; wait $p; echo rc=$?",
+        // A signal that kills, and one that is ignored.
+        "trap '' TERM; kill -TERM $$; sh -c 'kill -KILL $$'; echo rc=$?",
+        // SIGCHLD reaches the real parent, and its wait gets the child's code.
+        "trap 'echo chld' CHLD; sh -c 'exit 4'; echo rc=$?",
+    ];
+    for script in scripts {
+        let (plain, plain_status) = run_script(None, script).await;
+        let (traced, traced_status) = run_script(Some(&w), script).await;
+        assert_eq!(traced, plain, "output of `{script}`");
+        assert_eq!(traced_status, plain_status, "status of `{script}`");
+    }
+}
+
+/// A process that something else traces (here: another ptrace watcher) is refused, saying by
+/// whom, and nothing is left attached.
+#[tokio::test]
+async fn a_process_traced_by_another_is_refused_with_the_reason() {
+    let first = require!(ptrace_watcher());
+    let second = ptrace_watcher().expect("a second watcher");
+    let mut cmd = sh("read x; exit 0");
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let pid = Pid::from_raw(child.id().unwrap() as i32).unwrap();
+    let _events = first.watch(pid, Interest::ALL).expect("the first watch");
+    let err = second.watch(pid, Interest::ALL).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert_eq!(err.pid(), Some(pid));
+    assert_eq!(err.backend(), Some(BackendKind::Ptrace));
+    assert!(
+        err.to_string().contains("already traced by process"),
+        "{err}"
+    );
+    assert_eq!(second.tracked(), 0);
+    // Watching itself is refused too.
+    let err = second.watch(Pid::this(), Interest::ALL).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot watch the program it runs in"),
+        "{err}"
+    );
+    drop(child.stdin.take());
+    assert!(wait_child(&mut child, "sh").await.success());
+}
+
+/// Dropping a stream detaches its processes (they run on, untraced); dropping the watcher
+/// detaches the rest, a stopped process stays stopped and continues on `SIGCONT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_watchers_let_go_when_dropped() {
+    let w = require!(ptrace_watcher());
+    let mut a = sh("read x; exit 3");
+    a.stdin(Stdio::piped());
+    let mut a = w.spawn(a, Interest::ALL).expect("spawn a");
+    let mut b = sh("read x; exit 4");
+    b.stdin(Stdio::piped());
+    let mut b = w.spawn(b, Interest::ALL).expect("spawn b");
+    let tracer = state_and_tracer(a.pid()).unwrap().1;
+    assert_ne!(tracer, 0, "a is traced");
+    assert_eq!(state_and_tracer(b.pid()).unwrap().1, tracer, "b is traced");
+
+    // The stream goes: a is let go.
+    let a_pid = a.pid();
+    drop(a.events);
+    wait_for(DEADLINE, "a is detached", || {
+        state_and_tracer(a_pid).is_some_and(|(_, t)| t == 0)
+    })
+    .await;
+    assert_eq!(w.tracked(), 1);
+
+    // b stopped, then the watcher goes: b is detached and stays stopped.
+    let b_pid = rustix::process::Pid::from_raw(b.pid().as_raw()).unwrap();
+    rustix::process::kill_process(b_pid, rustix::process::Signal::STOP).unwrap();
+    wait_for(DEADLINE, "b stops", || {
+        state_and_tracer(b.pid()).is_some_and(|(s, _)| s == 'T' || s == 't')
+    })
+    .await;
+    drop(w);
+    let rest = collect(&mut b.events, DEADLINE).await;
+    assert!(
+        !rest.iter().any(|e| matches!(e, ProcEvent::Exit { .. })),
+        "{rest:?}"
+    );
+    wait_for(DEADLINE, "b is detached, still stopped", || {
+        state_and_tracer(b.pid()) == Some(('T', 0))
+    })
+    .await;
+    rustix::process::kill_process(b_pid, rustix::process::Signal::CONT).unwrap();
+
+    // Both run on, untraced, and exit with their own codes.
+    use tokio::io::AsyncWriteExt;
+    for (c, code) in [(&mut a.child, 3), (&mut b.child, 4)] {
+        let mut stdin = c.stdin.take().unwrap();
+        stdin.write_all(b"go\n").await.unwrap();
+        drop(stdin);
+        assert_eq!(wait_child(c, "sh").await.code(), Some(code));
+    }
+}
+
+/// With `kill_on_drop`, what the watcher traces dies with it.
+#[tokio::test]
+async fn kill_on_drop_kills_the_traced_tree() {
+    let w = require!(watcher_on(BackendKind::Ptrace, |b| b
+        .ptrace(PtraceOptions::new().kill_on_drop(true))));
+    let mut started = w
+        .spawn(sh("sleep 30 & wait"), Interest::ALL)
+        .expect("spawn");
+    let mut sleeper = None;
+    while let Some(ev) = next(&mut started.events, DEADLINE).await {
+        if let ProcEvent::Exec { pid, .. } = ev {
+            if pid != started.pid() {
+                sleeper = Some(pid);
+                break;
+            }
+        }
+    }
+    let sleeper = sleeper.expect("the sleep child execs");
+    drop(started.events);
+    drop(w);
+    let status = wait_child(&mut started.child, "sh").await;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    wait_for(DEADLINE, "the sleeper is gone", || {
+        state_and_tracer(sleeper).is_none_or(|(s, _)| s == 'Z')
+    })
+    .await;
+}
+
+const NOBODY_HELPER_ENV: &str = "PROCWATCH_PTRACE_NOBODY_HELPER";
+
+/// Not a test on its own: run again by [`a_user_without_privilege_gets_the_ptrace_backend`]
+/// as `nobody` in a new user namespace, where the proc connector is refused.
+#[test]
+fn nobody_helper() {
+    if std::env::var(NOBODY_HELPER_ENV).is_err() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let result = rt.block_on(async {
+        let w = match ProcWatcher::new() {
+            Ok(w) => w,
+            Err(e) => return format!("no watcher: {e}"),
+        };
+        let backend = w.backend();
+        let mut started = match w.spawn(
+            sh("for i in 1 2 3; do (exit $i) & done; wait; exit 5"),
+            Interest::ALL,
+        ) {
+            Ok(s) => s,
+            Err(e) => return format!("backend={backend} spawn failed: {e}"),
+        };
+        let evs = collect(&mut started.events, DEADLINE).await;
+        check_order(&evs);
+        let children = evs
+            .iter()
+            .filter(|e| matches!(e, ProcEvent::Child { .. }))
+            .count();
+        let mut codes: Vec<i32> = evs
+            .iter()
+            .filter_map(|e| match e {
+                ProcEvent::Exit {
+                    status: Some(s), ..
+                } => s.code(),
+                _ => None,
+            })
+            .collect();
+        codes.sort_unstable();
+        let status = started.child.wait().await.map(|s| s.code());
+        format!("backend={backend} children={children} codes={codes:?} status={status:?}")
+    });
+    println!("RESULT={result}");
+}
+
+/// A user without any privilege, in a user namespace of its own (the proc connector refuses
+/// it there): `ProcWatcher::new()` picks the Ptrace backend, and a watched tree is complete.
+#[tokio::test]
+async fn a_user_without_privilege_gets_the_ptrace_backend() {
+    let probe = as_nobody(&["unshare", "--user", "--map-root-user", "true"])
+        .status()
+        .await;
+    if !matches!(&probe, Ok(s) if s.success()) {
+        let why = format!("cannot run as nobody in a user namespace here: {probe:?}");
+        assert!(!in_ci(), "{why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_str().unwrap();
+    let mut cmd = as_nobody(&[
+        "unshare",
+        "--user",
+        "--map-root-user",
+        exe,
+        "--exact",
+        "nobody_helper",
+        "--nocapture",
+    ]);
+    cmd.env(NOBODY_HELPER_ENV, "1");
+    let result = helper_result(cmd, DEADLINE * 2).await;
+    assert_eq!(
+        result,
+        "backend=ptrace children=3 codes=[1, 2, 3, 5] status=Ok(Some(5))"
+    );
+}
+
+/// The tracer's stream of events is not the only thing a stalled consumer leaves waiting:
+/// nothing is lost, and the tree runs to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_storm_read_late_are_all_there() {
+    let w = require!(ptrace_watcher());
+    let mut started = w
+        .spawn(
+            sh("for i in $(seq 2000); do (exit 0) & done; wait"),
+            Interest::ALL,
+        )
+        .expect("spawn");
+    // Read nothing until the tree is done.
+    let status = wait_child(&mut started.child, "the storm").await;
+    assert!(status.success());
+    let evs = collect(&mut started.events, DEADLINE).await;
+    check_order(&evs);
+    let children = evs
+        .iter()
+        .filter(|e| matches!(e, ProcEvent::Child { .. }))
+        .count();
+    let exits = evs
+        .iter()
+        .filter(|e| matches!(e, ProcEvent::Exit { .. }))
+        .count();
+    // 2,000 subshells, and the one `$(seq 2000)` runs in.
+    assert_eq!((children, exits), (2001, 2002));
+    let _ = started.events.next().await;
+}
