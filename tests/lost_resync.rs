@@ -280,7 +280,14 @@ fn check_run(run: &Run) {
     // pid after its Exit (guarantees 2 and 3) -- also when a later resync still finds the process
     // in /proc as a zombie its parent has not reaped yet. (Checked last so that the checks
     // above run even when this one fails.)
-    let per_pid = by_pid(&events);
+    // (`Lost` is about the stream, not a process: the per-pid view leaves it out. A stream
+    // still tracking processes after its root's exit can lose and resync again.)
+    let about_processes: Vec<ProcEvent> = events
+        .iter()
+        .filter(|e| !matches!(e, ProcEvent::Lost { .. }))
+        .cloned()
+        .collect();
+    let per_pid = by_pid(&about_processes);
     let mut reported_again: Vec<(&Pid, &Vec<(usize, ProcEvent)>)> = per_pid
         .iter()
         .filter(|(_, evs)| {
