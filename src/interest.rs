@@ -39,14 +39,23 @@ impl Interest {
     /// (`NOTE_TRACK` / `NOTE_CHILD`); a child that cannot be followed yields `TrackErr`.
     #[doc(alias = "NOTE_TRACK")]
     pub const TRACK: Interest = Interest(8);
-    /// Every flag above.
+    /// `FORK | EXEC | EXIT | TRACK`: every event. (Not [`Interest::HOLD`], which changes how
+    /// the watched processes run.)
     pub const ALL: Interest = Interest(15);
+    /// Keep a process stopped at each `Child` and `Exec` event this stream delivers, until
+    /// the stream's consumer polls for its next event (or drops the stream): the supervisor
+    /// sees a new process, or a new program, before it runs a single instruction. Only the
+    /// Ptrace backend can; a watch with `HOLD` on another fails with
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported). See the crate docs, "Held
+    /// events", for the deadlock to avoid.
+    pub const HOLD: Interest = Interest(16);
 
-    const NAMES: [(Interest, &'static str); 4] = [
+    const NAMES: [(Interest, &'static str); 5] = [
         (Interest::FORK, "FORK"),
         (Interest::EXEC, "EXEC"),
         (Interest::EXIT, "EXIT"),
         (Interest::TRACK, "TRACK"),
+        (Interest::HOLD, "HOLD"),
     ];
 
     /// No flags at all.
@@ -85,7 +94,7 @@ impl Interest {
     /// assert_eq!(Interest::from_bits(0x80), None);
     /// ```
     pub const fn from_bits(bits: u8) -> Option<Interest> {
-        if bits & !Interest::ALL.0 == 0 {
+        if bits & !(Interest::ALL.0 | Interest::HOLD.0) == 0 {
             Some(Interest(bits))
         } else {
             None
@@ -105,7 +114,8 @@ impl SubAssign for Interest {
     }
 }
 
-/// The flags of [`Interest::ALL`] that are not set.
+/// The flags of [`Interest::ALL`] that are not set ([`Interest::HOLD`] is never in the
+/// result).
 impl Not for Interest {
     type Output = Interest;
     fn not(self) -> Interest {

@@ -58,6 +58,10 @@ pub struct ProcEvents {
     id: StreamId,
     pid: Pid,
     buf: VecDeque<ProcEvent>,
+    /// Processes held at an event that sits in `buf` (`Interest::HOLD`).
+    held_in_buf: Vec<Pid>,
+    /// Processes held at an event already handed out: let go at the next poll.
+    release_next: Vec<Pid>,
     done: bool,
 }
 
@@ -74,8 +78,48 @@ impl ProcEvents {
             id,
             pid,
             buf: VecDeque::new(),
+            held_in_buf: Vec::new(),
+            release_next: Vec::new(),
             done: false,
         }
+    }
+
+    /// Takes the next buffered event, moving the hold of a process whose held event it is
+    /// (its last one in the buffer) to [`ProcEvents::release_next`].
+    fn take_buffered(&mut self) -> Option<ProcEvent> {
+        let ev = self.buf.pop_front()?;
+        if !self.held_in_buf.is_empty() {
+            let pid = ev.pid();
+            if let Some(i) = self.held_in_buf.iter().position(|&p| p == pid) {
+                if !self.buf.iter().any(|e| e.pid() == pid) {
+                    self.held_in_buf.swap_remove(i);
+                    self.release_next.push(pid);
+                }
+            }
+        }
+        Some(ev)
+    }
+
+    /// The consumer polls again: it has moved past the held events it was handed.
+    fn release_passed(&mut self) {
+        if self.release_next.is_empty() {
+            return;
+        }
+        let pids = std::mem::take(&mut self.release_next);
+        let mut actions = Actions::default();
+        self.shared.lock().release(&pids, &mut actions);
+        actions.run(&*self.backend);
+    }
+
+    /// Moves up to a batch of events from the registry into the buffer.
+    fn fill(&mut self, waker: Option<&std::task::Waker>) -> PopStatus {
+        self.shared.lock().pop_holding(
+            self.id,
+            &mut self.buf,
+            READ_BATCH,
+            waker,
+            &mut self.held_in_buf,
+        )
     }
 
     /// The pid this stream was created for.
@@ -120,18 +164,15 @@ impl ProcEvents {
     /// [`Finished`] once the stream has ended (every process it tracked is gone and its
     /// events were read, or the watcher shut down), and on every call after that.
     pub fn try_next(&mut self) -> Result<Option<ProcEvent>, Finished> {
-        if let Some(ev) = self.buf.pop_front() {
+        self.release_passed();
+        if let Some(ev) = self.take_buffered() {
             return Ok(Some(ev));
         }
         if self.done {
             return Err(Finished);
         }
-        let status = self
-            .shared
-            .lock()
-            .pop(self.id, &mut self.buf, READ_BATCH, None);
-        match status {
-            PopStatus::Ready => Ok(self.buf.pop_front()),
+        match self.fill(None) {
+            PopStatus::Ready => Ok(self.take_buffered()),
             PopStatus::Pending => Ok(None),
             PopStatus::Done => {
                 self.done = true;
@@ -158,18 +199,15 @@ impl Stream for ProcEvents {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ProcEvent>> {
         let this = self.get_mut();
-        if let Some(ev) = this.buf.pop_front() {
+        this.release_passed();
+        if let Some(ev) = this.take_buffered() {
             return Poll::Ready(Some(ev));
         }
         if this.done {
             return Poll::Ready(None);
         }
-        let status = this
-            .shared
-            .lock()
-            .pop(this.id, &mut this.buf, READ_BATCH, Some(cx.waker()));
-        match status {
-            PopStatus::Ready => Poll::Ready(this.buf.pop_front()),
+        match this.fill(Some(cx.waker())) {
+            PopStatus::Ready => Poll::Ready(this.take_buffered()),
             PopStatus::Pending => Poll::Pending,
             PopStatus::Done => {
                 this.done = true;
@@ -188,7 +226,11 @@ impl FusedStream for ProcEvents {
 impl Drop for ProcEvents {
     fn drop(&mut self) {
         let mut actions = Actions::default();
-        self.shared.lock().remove_stream(self.id, &mut actions);
+        let mut reg = self.shared.lock();
+        reg.release(&self.release_next, &mut actions);
+        reg.release(&self.held_in_buf, &mut actions);
+        reg.remove_stream(self.id, &mut actions);
+        drop(reg);
         actions.run(&*self.backend);
     }
 }

@@ -374,6 +374,12 @@ impl ProcWatcher {
                 ));
         }
         let fail = |k: ErrorKind| Error::new(k, "watch").with_pid(pid).with_backend(backend);
+        if interest.contains(Interest::HOLD) && !self.backend.can_hold() {
+            return Err(fail(ErrorKind::Unsupported).with_detail(
+                "Interest::HOLD needs a backend that can keep a process stopped (Ptrace); this \
+                 one hears of events only after they happened",
+            ));
+        }
         let id = self
             .shared
             .lock()
@@ -411,7 +417,9 @@ impl ProcWatcher {
         let mut result = None;
         for _ in 0..MAX_READS {
             // Outside the lock: the backend may need it to apply what it sees meanwhile.
-            let read = self.backend.attach(pid, ticket);
+            let read = self
+                .backend
+                .attach(pid, ticket, interest.contains(Interest::HOLD));
             let mut wake = Actions::default();
             let mut reg = self.shared.lock();
             let finished = match &read {

@@ -413,3 +413,167 @@ async fn events_of_a_storm_read_late_are_all_there() {
     assert_eq!((children, exits), (2001, 2002));
     let _ = started.events.next().await;
 }
+
+/// `Interest::HOLD`: a new process stays in tracing stop, without having run, while its
+/// `Child` is not handed out and until the consumer polls again; the same at an `Exec`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_keeps_a_process_stopped_until_the_consumer_moves_on() {
+    let w = require!(ptrace_watcher());
+    let dir = std::env::temp_dir().join(format!("procwatch-hold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("made");
+    let _ = std::fs::remove_file(&file);
+    let script = format!("touch {}; exit 0", file.display());
+    let mut started = w
+        .spawn(sh(&script), Interest::ALL | Interest::HOLD)
+        .expect("spawn");
+    let root = started.pid();
+    // The root is held at its exec, then (once polled again) forks the child that runs touch.
+    let mut child = None;
+    while let Some(ev) = next(&mut started.events, DEADLINE).await {
+        if let ProcEvent::Child { pid, parent, .. } = ev {
+            assert_eq!(parent, root);
+            child = Some(pid);
+            break;
+        }
+    }
+    let child = child.expect("the root's child");
+    // Not polled again yet: the child is stopped by its tracer and has run nothing.
+    for _ in 0..3 {
+        assert_eq!(
+            state_and_tracer(child).map(|(s, _)| s),
+            Some('t'),
+            "the held child's state"
+        );
+        assert!(!file.exists(), "the held child ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Polled again: it runs up to its exec, where it is held again, before touch's first
+    // instruction.
+    let ev = next(&mut started.events, DEADLINE).await;
+    assert!(
+        matches!(ev, Some(ProcEvent::Exec { pid, .. }) if pid == child),
+        "{ev:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(state_and_tracer(child).map(|(s, _)| s), Some('t'));
+    assert!(!file.exists(), "touch ran while held at its exec");
+    let rest = collect(&mut started.events, DEADLINE).await;
+    assert!(file.exists(), "touch did not run once released: {rest:?}");
+    assert!(wait_child(&mut started.child, "sh").await.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A holding stream that stalls for a second in the middle of a 2 x 10,000 fork storm: the
+/// new processes wait, stopped; nothing is lost, memory stays bounded, and once read the
+/// storm completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_holding_stream_is_backpressure_not_loss() {
+    let w = require!(ptrace_watcher());
+    let storm = "for p in 1 2; do (i=0; while [ $i -lt 10000 ]; do (exit 0) & i=$((i+1)); done; wait) & done; wait";
+    let mut started = w
+        .spawn(sh(storm), Interest::ALL | Interest::HOLD)
+        .expect("spawn");
+    let mut seen = Vec::new();
+    while seen.len() < 200 {
+        seen.push(next(&mut started.events, DEADLINE).await.expect("events"));
+    }
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let me = std::process::id();
+    let before = rss(me);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = rss(me);
+    let stopped = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            state_and_tracer(Pid::from_raw(p as i32).unwrap()).is_some_and(|(s, _)| s == 't')
+        })
+        .count();
+    eprintln!("after a 1 s stall: RSS {before} -> {during} kB, {stopped} processes held");
+    assert!(
+        during < before + 64 * 1024,
+        "memory grew by {} kB in a 1 s stall",
+        during - before
+    );
+    seen.extend(collect(&mut started.events, Duration::from_secs(300)).await);
+    check_order(&seen);
+    assert!(!seen.iter().any(|e| matches!(e, ProcEvent::Lost { .. })));
+    let children = seen
+        .iter()
+        .filter(|e| matches!(e, ProcEvent::Child { .. }))
+        .count();
+    let exits = seen
+        .iter()
+        .filter(|e| matches!(e, ProcEvent::Exit { .. }))
+        .count();
+    // 2 loop shells, 20,000 subshells; each loop shell's `$((...))` runs in-process.
+    assert_eq!((children, exits), (20_002, 20_003));
+    assert!(wait_child(&mut started.child, "the storm").await.success());
+}
+
+/// Dropping a holding stream in the middle of a storm: every held process runs on, nothing is
+/// left stopped or traced, and the storm ends normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_holding_stream_mid_storm_leaves_nothing_stopped() {
+    let w = require!(ptrace_watcher());
+    let fds = fd_count();
+    let mut started = w
+        .spawn(
+            sh("for i in $(seq 2000); do (exit 0) & done; wait"),
+            Interest::ALL | Interest::HOLD,
+        )
+        .expect("spawn");
+    let root = started.pid();
+    for _ in 0..300 {
+        next(&mut started.events, DEADLINE).await.expect("events");
+    }
+    drop(started.events);
+    assert!(wait_child(&mut started.child, "the storm").await.success());
+    wait_for(DEADLINE, "nothing traced by the watcher any more", || {
+        w.tracked() == 0
+    })
+    .await;
+    let leftovers: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            stat.contains(&format!(") t {} ", root)) || stat.contains(&format!(") Z {} ", root))
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "left stopped or unreaped: {leftovers:?}"
+    );
+    drop(w);
+    wait_for(DEADLINE, "the watcher's descriptors are closed", || {
+        fd_count() <= fds
+    })
+    .await;
+}
+
+/// The Netlink backend cannot hold: a watch asking for it is refused, saying why.
+#[tokio::test]
+async fn netlink_refuses_hold() {
+    let Some(w) = watcher_on(BackendKind::Netlink, |b| b) else {
+        return;
+    };
+    let err = w
+        .watch(Pid::this(), Interest::EXIT | Interest::HOLD)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("HOLD"), "{err}");
+    assert_eq!(w.tracked(), 0);
+}

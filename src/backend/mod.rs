@@ -56,7 +56,15 @@ pub(crate) trait Backend: Send + Sync {
     /// `registry/attach.rs` for how the two are put together). `ticket` is the registry's
     /// number for this attach (see `detach`). The error says what refused the attach; `watch`
     /// adds the pid and the backend.
-    fn attach(&self, pid: Pid, ticket: u64) -> Result<Option<ProcSnapshot>, Error>;
+    /// With `hold`, the stream wants its processes kept stopped at their `Child` and `Exec`
+    /// events (`Interest::HOLD`): only a backend whose [`Backend::can_hold`] is true is asked.
+    fn attach(&self, pid: Pid, ticket: u64, hold: bool) -> Result<Option<ProcSnapshot>, Error>;
+    /// Whether the backend can keep a process stopped at an event (`Interest::HOLD`).
+    fn can_hold(&self) -> bool {
+        false
+    }
+    /// Lets held processes run: no stream holds them any more. Must not block.
+    fn release(&self, _pids: &[Pid]) {}
     /// No stream follows these pids any more (their processes may live on): stop following
     /// them. Called after the registry lock is released, from whatever thread dropped the
     /// last stream; must not block. A `watch` of one of them may have begun meanwhile and

@@ -318,7 +318,10 @@ impl Registry {
                 }
             }
             Input::Exit { pid, status } => self.exit(pid, status, at, wake),
-            Input::Fork { .. } | Input::Birth { .. } | Input::Abandon { .. } => {}
+            Input::Fork { .. }
+            | Input::Birth { .. }
+            | Input::Abandon { .. }
+            | Input::Hold { .. } => {}
         }
     }
 

@@ -167,6 +167,9 @@ pub(crate) struct Knote {
     /// Whether its exit sits in the ready list as an entry of its own, behind events that were
     /// queued after the knote's first entry (see `Stream::enqueue_exit`).
     pub(crate) exit_split: bool,
+    /// Whether the process is kept stopped at the latest of its pending events until this
+    /// stream's consumer has it (`Interest::HOLD`).
+    pub(crate) hold: bool,
 }
 
 impl Knote {
@@ -183,11 +186,24 @@ impl Knote {
             state: KnoteState::Attached,
             queued: false,
             exit_split: false,
+            hold: false,
         }
     }
 
     pub(crate) fn has_pending(&self) -> bool {
         self.child_of.is_some() || self.nruns > 0 || self.exit.is_some()
+    }
+
+    /// Whether the latest event pending is one a process can be held at: its `Child`, or an
+    /// `Exec`.
+    pub(crate) fn ends_with_holdable(&self) -> bool {
+        if self.exit.is_some() {
+            return false;
+        }
+        match self.nruns {
+            0 => self.child_of.is_some(),
+            n => self.runs[n as usize - 1].kind() == RunKind::Exec,
+        }
     }
 
     /// Records one `Fork`/`Exec`/`TrackErr`, folding it into the latest run when it is of the

@@ -84,6 +84,10 @@ pub(crate) enum Input {
     /// Process `pid`, held since `Birth`, will never be claimed: drop what was held.
     #[cfg_attr(not(test), allow(dead_code))]
     Abandon { pid: Pid },
+    /// Process `pid` is stopped at the event just applied (its `Child`, or an `Exec`), and
+    /// stays so until released: the streams with `Interest::HOLD` that got the event keep it
+    /// stopped until their consumers have moved past it (see [`Registry::release`]).
+    Hold { pid: Pid },
 }
 
 /// What `/proc` said about one process.
@@ -154,6 +158,8 @@ pub(crate) struct Actions {
     wakers: Vec<Waker>,
     /// Each pid with the registry's attach ticket at the time (see [`Registry::ticket`]).
     detached: Vec<(Pid, u64)>,
+    /// Held processes that no stream holds any more: to be let run.
+    released: Vec<Pid>,
 }
 
 impl Actions {
@@ -161,6 +167,7 @@ impl Actions {
     /// the others use [`Actions::run`].
     pub(crate) fn wake_all(&mut self) {
         debug_assert!(self.detached.is_empty(), "detached pids would be forgotten");
+        debug_assert!(self.released.is_empty(), "released pids would be forgotten");
         for w in self.wakers.drain(..) {
             w.wake();
         }
@@ -169,10 +176,19 @@ impl Actions {
     /// Wakes the collected wakers and tells `backend` which pids it no longer follows.
     pub(crate) fn run(&mut self, backend: &dyn crate::backend::Backend) {
         let detached = std::mem::take(&mut self.detached);
+        let released = std::mem::take(&mut self.released);
         self.wake_all();
+        if !released.is_empty() {
+            backend.release(&released);
+        }
         if !detached.is_empty() {
             backend.detach(&detached);
         }
+    }
+
+    /// Takes the held processes to let run (for a backend applying its own inputs).
+    pub(crate) fn take_released(&mut self) -> Vec<Pid> {
+        std::mem::take(&mut self.released)
     }
 
     #[cfg(test)]
@@ -314,6 +330,9 @@ pub(crate) struct Registry {
     scan_attached: Option<HashSet<i32>>,
     /// Pids whose entry waits for the `/proc` read of a `watch` in progress (see `attach.rs`).
     attaching: HashMap<i32, attach::Attaching>,
+    /// Held processes (`Input::Hold`): how many streams hold each, on a knote or, once read,
+    /// in the stream's own buffer, until [`Registry::release`].
+    holds: HashMap<i32, u32>,
     /// How many attaches have begun: each `watch` gets the next number (its ticket), and a
     /// detach carries the number current when it was decided, so that a backend can tell a
     /// detach decided before an attach from one decided after it.
@@ -349,6 +368,7 @@ impl Registry {
             gone_order: VecDeque::new(),
             scan_attached: None,
             attaching: HashMap::new(),
+            holds: HashMap::new(),
             tickets: 0,
             closed: false,
         }
@@ -393,6 +413,9 @@ impl Registry {
         }
         let stream = self.streams.remove(id.idx).expect("checked above");
         for (_, k) in stream.knotes.iter() {
+            if k.hold {
+                self.release_one(k.pid, actions);
+            }
             if k.state != KnoteState::Attached {
                 continue;
             }
@@ -423,12 +446,31 @@ impl Registry {
     /// Moves events of stream `id` into `out`, stopping once `max` have been moved; the
     /// events pending on one process move together, so a call can move a few more.
     /// Registers `waker` when there is nothing to deliver and the stream is not finished.
+    #[cfg(any(test, feature = "bench-support"))]
     pub(crate) fn pop(
         &mut self,
         id: StreamId,
         out: &mut VecDeque<ProcEvent>,
         max: usize,
         waker: Option<&Waker>,
+    ) -> PopStatus {
+        let mut held = Vec::new();
+        let status = self.pop_holding(id, out, max, waker, &mut held);
+        debug_assert!(held.is_empty(), "a holding stream must use pop_holding");
+        status
+    }
+
+    /// [`Registry::pop`] for a stream that may hold processes: the pids whose held event was
+    /// moved into `out` go to `held`. Each is the last event about its process in `out` (a
+    /// held process does nothing more until released), and the caller now owns the hold:
+    /// it calls [`Registry::release`] once its consumer has moved past that event.
+    pub(crate) fn pop_holding(
+        &mut self,
+        id: StreamId,
+        out: &mut VecDeque<ProcEvent>,
+        max: usize,
+        waker: Option<&Waker>,
+        held: &mut Vec<Pid>,
     ) -> PopStatus {
         let closed = self.closed;
         let Some(stream) = self.stream_mut(id) else {
@@ -457,6 +499,9 @@ impl Registry {
                 k.queued = false;
                 let with_exit = !k.exit_split;
                 k.drain_into(interest, out, with_exit);
+                if std::mem::take(&mut k.hold) {
+                    held.push(k.pid);
+                }
             }
             if k.state == KnoteState::Exited && !k.queued && !k.exit_split {
                 stream.knotes.remove(kid);
@@ -474,6 +519,54 @@ impl Registry {
             }
         }
         PopStatus::Pending
+    }
+
+    /// The consumer of a stream moved past the held events of `pids` (or dropped them):
+    /// each process whose last holder this was goes to `actions`, to be let run.
+    pub(crate) fn release(&mut self, pids: &[Pid], actions: &mut Actions) {
+        for &pid in pids {
+            self.release_one(pid, actions);
+        }
+    }
+
+    fn release_one(&mut self, pid: Pid, actions: &mut Actions) {
+        let raw = pid.as_raw();
+        let Some(n) = self.holds.get_mut(&raw) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.holds.remove(&raw);
+            actions.released.push(pid);
+        }
+    }
+
+    /// `Input::Hold`: the streams with `HOLD` whose latest pending event about `pid` is the
+    /// one it is stopped at hold it; with none, it is let run at once.
+    fn hold(&mut self, pid: Pid, actions: &mut Actions) {
+        let raw = pid.as_raw();
+        let mut holders = 0;
+        if let Some(entry) = self.procs.get(&raw) {
+            for (sidx, kid) in entry.knotes.iter() {
+                let Some(s) = self.streams.get_mut(sidx) else {
+                    continue;
+                };
+                if !s.interest.contains(Interest::HOLD) {
+                    continue;
+                }
+                if let Some(k) = s.knotes.get_mut(kid) {
+                    if k.queued && !k.hold && k.ends_with_holdable() {
+                        k.hold = true;
+                        holders += 1;
+                    }
+                }
+            }
+        }
+        if holders == 0 {
+            actions.released.push(pid);
+        } else {
+            *self.holds.entry(raw).or_default() += holders;
+        }
     }
 
     /// How many processes stream `id` tracks (live or with an undelivered exit).
@@ -541,7 +634,7 @@ impl Registry {
                 Input::Fork { parent, .. } => *parent,
                 Input::ThreadStart { tgid, .. } | Input::ThreadExit { tgid, .. } => *tgid,
                 Input::Exec { pid } | Input::Exit { pid, .. } => *pid,
-                Input::Birth { .. } | Input::Abandon { .. } => {
+                Input::Birth { .. } | Input::Abandon { .. } | Input::Hold { .. } => {
                     return self.dispatch(input, at, wake)
                 }
             };
@@ -587,6 +680,7 @@ impl Registry {
             Input::Abandon { pid } => {
                 self.held.remove(&pid.as_raw());
             }
+            Input::Hold { pid } => self.hold(pid, wake),
         }
     }
 

@@ -1577,3 +1577,76 @@ fn a_resync_leaves_a_missing_process_to_the_exit_message_it_holds() {
     s.exit(12, 0);
     assert_eq!(s.read(id), (vec![exit(11, 7)], false));
 }
+
+impl Script {
+    /// Like [`Script::read`] for a holding stream: the events, and the pids it now holds.
+    fn read_holding(&mut self, id: StreamId) -> (Vec<ProcEvent>, Vec<Pid>) {
+        let mut out = VecDeque::new();
+        let mut held = Vec::new();
+        while self.reg.pop_holding(id, &mut out, 1000, None, &mut held) == PopStatus::Ready {}
+        (out.into_iter().map(untimed).collect(), held)
+    }
+
+    fn released(&mut self) -> Vec<Pid> {
+        self.wake.take_released()
+    }
+}
+
+#[test]
+fn a_held_child_is_released_once_every_holding_stream_moved_past_it() {
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL | Interest::HOLD);
+    let b = s.watch(10, Interest::ALL | Interest::HOLD);
+    let plain = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    s.input(Input::Hold { pid: pid(11) });
+    assert_eq!(s.released(), vec![], "two streams hold it");
+    // The plain stream reads it without holding anything.
+    let (evs, _) = s.read(plain);
+    assert_eq!(evs, vec![fork(10, 11, 1), child(11, 10)]);
+    // `a` reads it: the hold moves to `a`'s consumer, and is given back.
+    let (evs, held) = s.read_holding(a);
+    assert_eq!(evs, vec![fork(10, 11, 1), child(11, 10)]);
+    assert_eq!(held, vec![pid(11)]);
+    s.reg.release(&held, &mut s.wake);
+    assert_eq!(s.released(), vec![], "b still holds it");
+    // `b` is dropped before reading it: its hold goes with it.
+    s.reg.remove_stream(b, &mut s.wake);
+    assert_eq!(s.released(), vec![pid(11)]);
+    // Released once only, whatever comes after.
+    s.reg.release(&[pid(11)], &mut s.wake);
+    assert_eq!(s.released(), vec![]);
+}
+
+#[test]
+fn a_hold_nobody_takes_is_released_at_once() {
+    let mut s = Script::new();
+    let plain = s.watch(10, Interest::ALL);
+    let no_exec = s.watch(10, Interest::TRACK | Interest::HOLD);
+    s.exec(10);
+    s.input(Input::Hold { pid: pid(10) });
+    // Neither stream delivers this `Exec` with a hold: one does not hold, the other does
+    // not want execs.
+    assert_eq!(s.released(), vec![pid(10)]);
+    assert_eq!(s.read(plain).0, vec![exec(10, 1)]);
+    assert_eq!(s.read_holding(no_exec), (vec![], vec![]));
+    // A process nobody tracks (a child nobody follows) is let go too.
+    s.input(Input::Hold { pid: pid(99) });
+    assert_eq!(s.released(), vec![pid(99)]);
+}
+
+#[test]
+fn an_exec_hold_is_taken_by_the_stream_that_delivers_the_exec() {
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL | Interest::HOLD);
+    s.exec(10);
+    s.input(Input::Hold { pid: pid(10) });
+    assert_eq!(s.released(), vec![]);
+    let (evs, held) = s.read_holding(a);
+    assert_eq!(evs, vec![exec(10, 1)]);
+    assert_eq!(held, vec![pid(10)]);
+    // Read again with nothing new: no second hold.
+    assert_eq!(s.read_holding(a), (vec![], vec![]));
+    s.reg.release(&held, &mut s.wake);
+    assert_eq!(s.released(), vec![pid(10)]);
+}

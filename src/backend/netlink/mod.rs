@@ -124,7 +124,7 @@ impl Backend for Netlink {
 
     /// The socket covers every process from the moment it is subscribed: attaching is only
     /// reading `/proc/<pid>`.
-    fn attach(&self, pid: Pid, _ticket: u64) -> Result<Option<ProcSnapshot>, Error> {
+    fn attach(&self, pid: Pid, _ticket: u64, _hold: bool) -> Result<Option<ProcSnapshot>, Error> {
         procfs::snapshot(pid)
             .map_err(|io| Error::io("watch", io).with_detail(format!("cannot read /proc/{pid}")))
     }

@@ -178,9 +178,10 @@ impl Ptrace {
     }
 
     /// Sends an attach and waits for its answer: 0 or an errno.
-    fn ask_attach(&self, pid: Pid, ticket: u64) -> Result<i32, Error> {
+    fn ask_attach(&self, pid: Pid, ticket: u64, hold: bool) -> Result<i32, Error> {
         let mut r = Record::new(Kind::Attach, pid.as_raw());
         r.mono = ticket;
+        r.c = i32::from(hold);
         Ok(self.ask(r, "watch")?.c)
     }
 
@@ -291,7 +292,7 @@ impl Backend for Ptrace {
 
     /// Asks the tracer to seize the process and all its threads, then reads its `/proc`
     /// entry: from the seize on, every creation and exec is reported.
-    fn attach(&self, pid: Pid, ticket: u64) -> Result<Option<ProcSnapshot>, Error> {
+    fn attach(&self, pid: Pid, ticket: u64, hold: bool) -> Result<Option<ProcSnapshot>, Error> {
         if pid == Pid::this() {
             // The kernel would let the tracer (this process's child) trace it, and then every
             // thread of the program, the watcher's own included, would stop at each fork.
@@ -303,7 +304,7 @@ impl Backend for Ptrace {
                 ),
             );
         }
-        match self.ask_attach(pid, ticket)? {
+        match self.ask_attach(pid, ticket, hold)? {
             0 => read_proc(pid),
             libc::ESRCH => Ok(None),
             libc::EPERM => match read_proc(pid)? {
@@ -316,6 +317,14 @@ impl Backend for Ptrace {
             errno => Err(Error::io("watch", std::io::Error::from_raw_os_error(errno))
                 .with_detail("the tracer could not seize the process")),
         }
+    }
+
+    fn can_hold(&self) -> bool {
+        true
+    }
+
+    fn release(&self, pids: &[Pid]) {
+        send_releases(&self.sock, pids);
     }
 
     fn detach(&self, pids: &[(Pid, u64)]) {
@@ -395,12 +404,15 @@ fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
                         reg.apply_at(Input::Exit { pid: a, status }, at, &mut wake);
                     }
                     Kind::Birth => reg.apply_at(Input::Birth { pid: a }, at, &mut wake),
+                    Kind::Hold => reg.apply_at(Input::Hold { pid: a }, at, &mut wake),
                     Kind::Abandon => reg.apply_at(Input::Abandon { pid: a }, at, &mut wake),
                     _ => {}
                 }
             }
         }
+        let released = wake.take_released();
         wake.wake_all();
+        send_releases(sock, &released);
         for (pid, ticket) in detach.drain(..) {
             let mut r = Record::new(Kind::Detach, pid.as_raw());
             r.mono = ticket;
@@ -422,6 +434,21 @@ fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
     let mut wake = Actions::default();
     shared.lock().shutdown(&mut wake);
     wake.wake_all();
+}
+
+/// Tells the tracer to let these held processes run.
+fn send_releases(sock: &OwnedFd, pids: &[Pid]) {
+    if pids.is_empty() {
+        return;
+    }
+    let mut bytes = Vec::with_capacity(wire::RECORD * pids.len());
+    for &pid in pids {
+        Record::new(Kind::Release, pid.as_raw()).put(&mut bytes);
+    }
+    for chunk in bytes.chunks(DATAGRAM) {
+        // Fails only once the tracer is gone, and then nothing is held any more.
+        let _ = rustix::net::send(sock, chunk, SendFlags::NOSIGNAL);
+    }
 }
 
 /// Waits for the tracer process to exit (it is this thread's child: nothing else of this

@@ -77,7 +77,38 @@ struct Proc {
     /// Whether it ever had more than one thread.
     multi: bool,
     detaching: bool,
+    /// Whether it is kept stopped at its creation and its execs until released (a stream
+    /// with `Interest::HOLD` follows it); its children inherit this.
+    hold: bool,
+    /// The thread kept stopped at an event, and the wait status to resume it from.
+    stopped_at: Option<(i32, i32)>,
 }
+
+impl Proc {
+    fn new(ticket: u64, hold: bool) -> Proc {
+        Proc {
+            ticket,
+            threads: 1,
+            multi: false,
+            detaching: false,
+            hold,
+            stopped_at: None,
+        }
+    }
+}
+
+/// A held child whose creator is kept stopped at its fork event until the child's first
+/// stop: a process to hold is reported only once it is certainly stopped.
+struct Awaited {
+    /// The creator's thread, kept stopped (0 once the creator is gone).
+    parent_tid: i32,
+    parent: i32,
+    /// Whether its `Fork` was reported already (its creator died first).
+    reported: bool,
+}
+
+/// A stop status that resumes with `PTRACE_CONT` and no signal.
+const TRAP_STATUS: i32 = (libc::SIGTRAP << 8) | 0x7f;
 
 /// A process that died abruptly, whose exit is not reported yet (see [`Tracer::exited`]).
 struct Dying {
@@ -101,6 +132,8 @@ struct Tracer {
     died_held: HashSet<i32>,
     /// Processes that died abruptly, oldest first, whose exits wait for orphans.
     dying: Vec<Dying>,
+    /// New processes to hold whose first stop has not come yet.
+    awaiting: HashMap<i32, Awaited>,
     out: Vec<u8>,
 }
 
@@ -122,6 +155,7 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         held: HashMap::new(),
         died_held: HashSet::new(),
         dying: Vec::new(),
+        awaiting: HashMap::new(),
         out: Vec::with_capacity(DATAGRAM),
     };
     let mut inbuf = vec![0u8; DATAGRAM];
@@ -228,8 +262,9 @@ impl Tracer {
             let records: Vec<Record> = Record::parse(&buf[..n]).collect();
             for r in records {
                 match r.kind {
-                    Kind::Attach => self.attach(r.a, r.b, r.mono),
+                    Kind::Attach => self.attach(r.a, r.b, r.mono, r.c != 0),
                     Kind::Detach => self.detach(r.a, r.mono),
+                    Kind::Release => self.release(r.a),
                     Kind::Stop => return false,
                     Kind::Clock => self.emit(stamped(Kind::Reply, 0, r.b, 0)),
                     _ => {}
@@ -239,10 +274,11 @@ impl Tracer {
     }
 
     /// Seizes process `pid` and every thread it has, and answers request `req`.
-    fn attach(&mut self, pid: i32, req: i32, ticket: u64) {
+    fn attach(&mut self, pid: i32, req: i32, ticket: u64, hold: bool) {
         let answer = |t: &mut Tracer, err: i32| t.emit(Record::new(Kind::Reply, 0).with(req, err));
         if let Some(p) = self.procs.get_mut(&pid) {
             p.ticket = p.ticket.max(ticket);
+            p.hold |= hold;
             if p.detaching {
                 // Still traced: its threads stop for the detach and are resumed instead.
                 p.detaching = false;
@@ -260,6 +296,9 @@ impl Tracer {
         if let Err(e) = self.seize_process(pid, ticket) {
             return answer(self, errno(&e));
         }
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.hold = hold;
+        }
         self.catch_up(pid, before);
         answer(self, 0);
     }
@@ -276,15 +315,7 @@ impl Tracer {
                 detaching: false,
             },
         );
-        self.procs.insert(
-            pid,
-            Proc {
-                ticket,
-                threads: 1,
-                multi: false,
-                detaching: false,
-            },
-        );
+        self.procs.insert(pid, Proc::new(ticket, false));
         while self.seize_threads(pid) {}
         Ok(())
     }
@@ -361,7 +392,11 @@ impl Tracer {
         }
         for child in self.untraced_children(pid, before, after) {
             let then = last_pid();
+            let hold = self.procs.get(&pid).is_some_and(|p| p.hold);
             if self.seize_process(child, 0).is_ok() {
+                if let Some(p) = self.procs.get_mut(&child) {
+                    p.hold = hold;
+                }
                 self.emit(stamped(Kind::Fork, pid, child, 0));
                 self.catch_up(child, then);
             }
@@ -417,11 +452,33 @@ impl Tracer {
             return;
         }
         p.detaching = true;
+        let stopped = p.stopped_at.take().map(|(tid, _)| tid);
+        if let Some(tid) = stopped {
+            // Stopped already: an interrupt would only take effect after a resume.
+            self.let_go(tid, 0);
+        }
         for (&tid, t) in self.tasks.iter_mut().filter(|(_, t)| t.tgid == pid) {
             t.detaching = true;
             // Fails only if the thread is gone, and then its exit is waited for anyway.
             let _ = pt::interrupt(tid);
         }
+    }
+
+    /// Lets process `pid` run on from the event it is held at.
+    fn release(&mut self, pid: i32) {
+        let stopped = self.procs.get_mut(&pid).and_then(|p| p.stopped_at.take());
+        if let Some((tid, status)) = stopped {
+            self.resume_first(tid, status);
+        }
+    }
+
+    /// Keeps held process `pid` stopped where thread `tid` is (resumed with `status`), and
+    /// says so after the event just reported.
+    fn keep_stopped(&mut self, pid: i32, tid: i32, status: i32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.stopped_at = Some((tid, status));
+        }
+        self.emit(stamped(Kind::Hold, pid, 0, 0));
     }
 
     /// Waits for every tracee with news and handles it, while the watcher keeps up.
@@ -478,16 +535,30 @@ impl Tracer {
         };
         if !task.started {
             task.started = true;
+            if let Some(a) = self.awaiting.remove(&tid) {
+                // A process to hold, stopped now: report it, and let its creator go on.
+                if !a.reported {
+                    self.emit(stamped(Kind::Fork, a.parent, tid, 0));
+                }
+                self.keep_stopped(tid, tid, status);
+                if a.parent_tid != 0 {
+                    self.resume(a.parent_tid, 0);
+                }
+                return;
+            }
             if event == libc::PTRACE_EVENT_STOP {
                 return self.resume_first(tid, status);
             }
         }
         match event {
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-                if let Ok(child) = pt::event_msg(tid) {
-                    self.created(tid, child as i32, event);
+                let go_on = match pt::event_msg(tid) {
+                    Ok(child) => self.created(tid, child as i32, event),
+                    Err(_) => true,
+                };
+                if go_on {
+                    self.resume(tid, 0);
                 }
-                self.resume(tid, 0);
             }
             libc::PTRACE_EVENT_EXEC => {
                 let tgid = task.tgid;
@@ -498,7 +569,11 @@ impl Tracer {
                     }
                 }
                 self.emit(stamped(Kind::Exec, tgid, 0, 0));
-                self.resume(tid, 0);
+                if self.procs.get(&tgid).is_some_and(|p| p.hold) {
+                    self.keep_stopped(tgid, tid, TRAP_STATUS);
+                } else {
+                    self.resume(tid, 0);
+                }
             }
             libc::PTRACE_EVENT_STOP if is_stop_signal(sig) => self.group_stop(tid),
             libc::PTRACE_EVENT_STOP => self.resume(tid, 0),
@@ -556,10 +631,12 @@ impl Tracer {
     }
 
     /// Thread `tid` created task `child` (a process, or a thread with `PTRACE_EVENT_CLONE`).
-    fn created(&mut self, tid: i32, child: i32, event: i32) {
+    /// Returns whether `tid` may go on now (not when a child to hold has yet to stop).
+    fn created(&mut self, tid: i32, child: i32, event: i32) -> bool {
         let Some(tgid) = self.tasks.get(&tid).map(|t| t.tgid) else {
-            return;
+            return true;
         };
+        let hold = self.procs.get(&tgid).is_some_and(|p| p.hold);
         let is_thread = event == libc::PTRACE_EVENT_CLONE && pt::thread_of(tgid, child);
         let held = self.held.remove(&child);
         let died = self.died_held.remove(&child);
@@ -579,27 +656,35 @@ impl Tracer {
                     p.multi = true;
                 }
             } else {
-                self.procs.insert(
-                    child,
-                    Proc {
-                        ticket: 0,
-                        threads: 1,
-                        multi: false,
-                        detaching: false,
-                    },
-                );
+                self.procs.insert(child, Proc::new(0, hold));
             }
         }
         if is_thread {
             if held.is_some() || died {
                 self.emit(stamped(Kind::Abandon, child, 0, 0));
             }
+        } else if hold && !died && held.is_none() {
+            // Reported once it is certainly stopped (its first stop), its creator waiting.
+            self.awaiting.insert(
+                child,
+                Awaited {
+                    parent_tid: tid,
+                    parent: tgid,
+                    reported: false,
+                },
+            );
+            return false;
         } else {
             self.emit(stamped(Kind::Fork, tgid, child, 0));
         }
         if let Some(h) = held {
-            self.resume_first(child, h.status);
+            if hold && !is_thread {
+                self.keep_stopped(child, child, h.status);
+            } else {
+                self.resume_first(child, h.status);
+            }
         }
+        true
     }
 
     /// Process `pid` is gone: the new processes it created whose creation event never came
@@ -661,17 +746,14 @@ impl Tracer {
                 detaching: false,
             },
         );
-        self.procs.insert(
-            child,
-            Proc {
-                ticket: 0,
-                threads: 1,
-                multi: false,
-                detaching: false,
-            },
-        );
+        let hold = self.procs.get(&parent).is_some_and(|p| p.hold);
+        self.procs.insert(child, Proc::new(0, hold));
         self.emit(stamped(Kind::Fork, parent, child, 0));
-        self.resume_first(child, h.status);
+        if hold {
+            self.keep_stopped(child, child, h.status);
+        } else {
+            self.resume_first(child, h.status);
+        }
     }
 
     /// A new process whose creation event has not come within [`HELD_PATIENCE`] is reported
@@ -700,12 +782,35 @@ impl Tracer {
             self.emit(stamped(Kind::Exit, tid, 0, status));
             return;
         }
+        if let Some(a) = self.awaiting.remove(&tid) {
+            // A process to hold killed before its first stop: its creation comes first.
+            if !a.reported {
+                self.emit(stamped(Kind::Fork, a.parent, tid, 0));
+            }
+            if a.parent_tid != 0 {
+                self.resume(a.parent_tid, 0);
+            }
+        }
         let Some(t) = self.tasks.get(&tid) else {
             return;
         };
         let tgid = t.tgid;
         if tgid != tid {
             return self.forget_task(tid);
+        }
+        // Children to hold that it created and had not seen stop yet: reported before its exit.
+        let waiting: Vec<i32> = self
+            .awaiting
+            .iter()
+            .filter(|(_, a)| a.parent == tgid && !a.reported)
+            .map(|(&c, _)| c)
+            .collect();
+        for child in waiting {
+            self.emit(stamped(Kind::Fork, tgid, child, 0));
+            if let Some(a) = self.awaiting.get_mut(&child) {
+                a.reported = true;
+                a.parent_tid = 0;
+            }
         }
         // The leader's wait succeeds only once every thread is gone: the process exit.
         // Killed by a signal, or by another thread's exit, while it was creating a process,

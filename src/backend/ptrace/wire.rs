@@ -20,12 +20,13 @@ pub(crate) struct Record {
     pub(crate) boot: u64,
 }
 
-/// What a record says. Watcher to tracer: `Attach`, `Detach`, `Stop`, `Clock`. Tracer to
-/// watcher: the rest.
+/// What a record says. Watcher to tracer: `Attach`, `Detach`, `Stop`, `Clock`, `Release`.
+/// Tracer to watcher: the rest.
 #[derive(Debug, Copy, Clone, PartialEq, Eq)]
 #[repr(u32)]
 pub(crate) enum Kind {
-    /// Trace process `a` (request number `b`, ticket `mono`); answered by `Reply`.
+    /// Trace process `a` (request number `b`, ticket `mono`; `c` = 1 to hold it, and what it
+    /// creates, at creations and execs); answered by `Reply`.
     Attach = 1,
     /// Stop tracing process `a`, unless it was attached again with a ticket above `mono`.
     Detach = 2,
@@ -33,6 +34,8 @@ pub(crate) enum Kind {
     Stop = 3,
     /// Read the tracer's clocks (request `b`); answered by a `Reply` stamped with them.
     Clock = 4,
+    /// Let process `a` run on from the event it is held at.
+    Release = 5,
     /// The answer to request `b`: 0, or the errno in `c`.
     Reply = 10,
     /// Process `a` created process `b`.
@@ -48,6 +51,9 @@ pub(crate) enum Kind {
     Abandon = 15,
     /// Process `a` created a process it could not follow; `c` is the errno.
     TrackErr = 16,
+    /// Process `a` is kept stopped at the event reported just before (its creation, or an
+    /// exec) until released.
+    Hold = 17,
 }
 
 impl Kind {
@@ -57,6 +63,7 @@ impl Kind {
             2 => Kind::Detach,
             3 => Kind::Stop,
             4 => Kind::Clock,
+            5 => Kind::Release,
             10 => Kind::Reply,
             11 => Kind::Fork,
             12 => Kind::Exec,
@@ -64,6 +71,7 @@ impl Kind {
             14 => Kind::Birth,
             15 => Kind::Abandon,
             16 => Kind::TrackErr,
+            17 => Kind::Hold,
             _ => return None,
         })
     }
