@@ -33,12 +33,14 @@
 //! | [`BackendKind`] | source | who can use it | what it gives |
 //! |---|---|---|---|
 //! | `Netlink` | Linux proc connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`) | root or `CAP_NET_ADMIN` (newer kernels: any user), in the initial user and pid namespaces | any pid, system-wide; exit statuses; can lose under overload, then says so (`Lost`) and resyncs from `/proc`; sees a `CLONE_PARENT` child as its creator's parent's (not the creator's), so it is tracked only where that process is, and its creator's stream gets neither `Child` nor `TrackErr` |
-//! | `Ptrace` | `PTRACE_SEIZE` | planned | lossless, own descendants |
+//! | `Ptrace` | `PTRACE_SEIZE` with `TRACEFORK`/`VFORK`/`CLONE`/`EXEC`, from a tracer process the watcher forks | any user, for the processes it may trace: those started with [`ProcWatcher::spawn`] and their descendants always; others where ptrace is allowed (same user and Yama `ptrace_scope` 0, or `CAP_SYS_PTRACE`, as root in a user namespace has for its processes); not the watching program itself | lossless (a slow consumer makes the tracees wait, it never drops); exact exit statuses; sees a `CLONE_PARENT` child as its creator's; can hold a process at its `Child` and `Exec` ([`Interest::HOLD`]); each traced process stops briefly at every fork, exec and signal (see [Caveats](#caveats)) |
 //! | `Pidfd` | `pidfd_open` + `/proc` scans | planned | exact exits, best-effort forks |
 //! | `Kqueue` | `EVFILT_PROC` | planned | BSD native |
 //!
 //! [`BackendKind::Auto`] (what [`ProcWatcher::new`] uses) picks the strongest available;
-//! [`ProcWatcher::backend`] says which. In this version that is always `Netlink`.
+//! [`ProcWatcher::backend`] says which: `Netlink` where the proc connector answers (root, or
+//! `CAP_NET_ADMIN`, in the initial namespaces), `Ptrace` where it refuses (an unprivileged
+//! user, a container's user namespace).
 //!
 //! # Guarantees, per stream
 //!
@@ -99,6 +101,22 @@
 //! In a time namespace the kernel's stamps are moved onto the namespace's clock first, so the
 //! comparison holds there too.
 //!
+//! # Held events
+//!
+//! With [`Interest::HOLD`] (Ptrace only), a process a stream tracks is kept stopped at each
+//! `Child` and `Exec` that stream delivers, until the stream's consumer polls for its next
+//! event or drops the stream: a supervisor can put a new process in a cgroup, read its
+//! `/proc` entry, set limits or kill it before it runs one instruction of its own (or of its
+//! new program). With several holding streams, the process runs on once all of them have
+//! moved past the event. A stalled holding stream is backpressure: its processes wait, none
+//! of their events is dropped, and memory stays bounded by the processes tracked.
+//!
+//! **Do not wait for a held process while not polling its stream.** A consumer that, having
+//! received a held process's `Child`, waits for that process (or for anything it should
+//! produce: its output, its exit, a pipe it should close) before polling the stream again
+//! waits forever: the process is stopped until the consumer polls. Poll the stream from its
+//! own task, or act on the event and move on before waiting.
+//!
 //! # Caveats
 //!
 //! * Dropping a [`ProcEvents`] detaches it at once; dropping the [`ProcWatcher`] stops the
@@ -144,6 +162,26 @@
 //!   unshared a time namespace for its children without entering it).
 //! * Event times ([`Timestamp`]) are the kernel's; a process started by the kernel before
 //!   the watch and read from `/proc` has a start time with clock-tick (10 ms) precision.
+//! * `Ptrace`: the tracer is a child process of the program (`procwatch-trace` in `ps`),
+//!   forked by the watcher's thread and killed with it. It is a process of its own so that
+//!   the program's own children, when watched, keep reporting their exit to their parent
+//!   exactly as without the watcher (a process traced by its own parent's process would show
+//!   its tracing stops to that parent's `waitpid`). A process has one tracer at a time: one
+//!   that a debugger or `strace` traces cannot be watched (`PermissionDenied` saying by
+//!   whom), and while it is watched, a debugger cannot attach to it.
+//! * `Ptrace`: behaviour is unchanged by watching, with these visible differences: a traced
+//!   process in a group-stop (`SIGSTOP`, `SIGTSTP`) shows as `t` ("tracing stop") in
+//!   `/proc/<pid>/stat` where an untraced one shows `T`; each fork, exec and signal costs the
+//!   process a stop and a resume by the tracer; a set-user-ID program run by a traced process
+//!   runs without its privilege unless the watcher has `CAP_SYS_PTRACE` (the kernel's rule for
+//!   every tracer); and events come as the tracer sees the stops, with its clock's time.
+//! * `Ptrace`: a `watch` of a running process stops each of its threads once, to make sure a
+//!   `clone` it was in the middle of is seen (the child is then reported as its fork). A
+//!   process killed while creating a child does not stop to report it: its `Exit` then waits
+//!   up to 20 ms for the child's first stop, which makes the child its `Child` first.
+//! * `Ptrace` with [`PtraceOptions::kill_on_drop`]: every traced process is killed when the
+//!   watcher goes, however it goes. Without it, they are detached and run on (a stopped one
+//!   stays stopped, as it would untraced).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]

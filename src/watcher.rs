@@ -270,13 +270,16 @@ impl Builder {
 /// One watcher runs one backend and can serve any number of streams. It is `Send + Sync`;
 /// share it with an `Arc`. For netlink that is one socket, drained by a task on the tokio
 /// runtime the watcher was created in (so an event reaches a stream with a single wakeup) and
-/// by a backstop thread that keeps draining if that runtime is blocked or gone.
+/// by a backstop thread that keeps draining if that runtime is blocked or gone. For ptrace it
+/// is a tracer process (a child of the program) and a thread that applies what it reports.
 ///
 /// # Caveats
 ///
-/// Dropping the watcher stops its backend without blocking: the drain task is aborted and
-/// the backstop thread unsubscribes and closes the socket moments later. Streams still alive then yield the
-/// events they already hold and end.
+/// Dropping the watcher stops its backend without blocking: the netlink drain task is aborted
+/// and the backstop thread unsubscribes and closes the socket moments later; the ptrace
+/// tracer exits, and the kernel detaches every traced process (or kills them, with
+/// [`PtraceOptions::kill_on_drop`]). Streams still alive then yield the events they already
+/// hold and end.
 ///
 /// # Examples
 ///
@@ -339,14 +342,19 @@ impl ProcWatcher {
     /// [`Interest::EXIT`], the stream yields `Exit` at once, with the status.
     ///
     /// The call blocks for as long as reading the process's state takes (a few small files
-    /// in `/proc`), and, when another thread is watching the same pid at that moment, until
-    /// that watch has read it too.
+    /// in `/proc`; with the Ptrace backend, also the tracer seizing it and stopping each of
+    /// its threads once), and, when another thread is watching the same pid at that moment,
+    /// until that watch has read it too.
     ///
     /// # Errors
     ///
     /// * [`ErrorKind::NoSuchProcess`] — no process has this pid (including pids above
     ///   `pid_max`), or it is a zombie and `interest` lacks `EXIT`.
     /// * [`ErrorKind::InvalidInput`] — `interest` is empty.
+    /// * [`ErrorKind::PermissionDenied`] — (Ptrace) the process may not be traced: another
+    ///   tracer has it, ptrace is not allowed on it (the message names the rule), or it is the
+    ///   watching program itself.
+    /// * [`ErrorKind::Unsupported`] — [`Interest::HOLD`] on a backend that cannot hold.
     /// * [`ErrorKind::Closed`] — the watcher's backend has stopped.
     /// * [`ErrorKind::Other`] — `/proc/<pid>` could not be read for another reason, for
     ///   example because this process is out of file descriptors (`EMFILE`;
