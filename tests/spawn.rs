@@ -130,9 +130,17 @@ async fn builder_refuses_backends_it_does_not_have() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     let w = require!(watcher());
     assert_eq!(w.backend(), backend_under_test());
-    // Auto picks Netlink where the proc connector answers, as it does for root here.
+    // Auto picks Netlink where the proc connector answers (root, here), Ptrace where it
+    // refuses (a user namespace).
+    let netlink = ProcWatcher::builder().backend(BackendKind::Netlink).build();
     let auto = ProcWatcher::new().expect("Auto");
-    assert_eq!(auto.backend(), BackendKind::Netlink);
+    match netlink {
+        Ok(_) => assert_eq!(auto.backend(), BackendKind::Netlink),
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+            assert_eq!(auto.backend(), BackendKind::Ptrace);
+        }
+    }
 }
 
 const STDIO_HELPER_ENV: &str = "PROCWATCH_CLOSED_STDIO_HELPER";
@@ -224,7 +232,7 @@ async fn watching_a_thread_id_is_no_such_process() {
 
 #[tokio::test]
 async fn an_unbounded_listen_timeout_is_fine() {
-    let _ = require!(watcher());
+    let _ = require!(netlink_watcher());
     let w = ProcWatcher::builder()
         .netlink(procwatch::NetlinkOptions::new().listen_timeout(std::time::Duration::MAX))
         .build()
