@@ -16,6 +16,7 @@
 //! its pid alone). A `true` started by tokio runs beside each round and must still get its
 //! own exit status.
 
+#[macro_use]
 mod support;
 
 use procwatch::{Interest, Pid, ProcEvent, ProcWatcher, Timestamp};

@@ -23,6 +23,7 @@
 //! is multithreaded, so the forked helpers call only async-signal-safe functions: raw `read`,
 //! `write`, `waitpid`, `syscall`, `sigaction` and `_exit`; no allocation, no std I/O, no panics.
 
+#[macro_use]
 mod support;
 
 use procwatch::{BackendKind, Interest, Pid, ProcEvent, ProcEvents};

@@ -6,6 +6,7 @@
 //! The file holds a single test on purpose: it counts this process's threads and descriptors,
 //! and a second test running beside it would change both counts.
 
+#[macro_use]
 mod support;
 
 use futures::stream::FusedStream;

@@ -3,6 +3,7 @@
 //! the reactor; Ptrace: the reader thread and the tracer process block until something
 //! happens), so a long-running supervisor costs no steady stream of wakeups.
 
+#[macro_use]
 mod support;
 
 use procwatch::{BackendKind, Interest, ProcEvent};

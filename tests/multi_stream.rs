@@ -1,6 +1,7 @@
 //! Several streams on one pid, zombies and missing pids, coalescing, `set_interest`, the
 //! tracked-process limit, and `ProcEvents` inside `tokio::select!`.
 
+#[macro_use]
 mod support;
 
 use futures::stream::FusedStream;

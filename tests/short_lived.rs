@@ -3,6 +3,7 @@
 //! overwrite the birth record, the NetBSD lost-NOTE_CHILD bug). Each case runs with the child
 //! started by `ProcWatcher::spawn`, and started unwatched and watched once it is ready.
 
+#[macro_use]
 mod support;
 
 use procwatch::{Interest, Pid, ProcEvent, ProcWatcher};

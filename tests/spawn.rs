@@ -1,5 +1,6 @@
 //! `ProcWatcher::spawn`: a command started already watched, with tokio's usual `Child`.
 
+#[macro_use]
 mod support;
 
 use procwatch::{ErrorKind, Interest, ProcEvent, ProcWatcher};
@@ -193,7 +194,7 @@ async fn spawn_works_when_the_callers_stdin_and_stdout_are_closed() {
     let mut cmd = tokio::process::Command::new(exe);
     cmd.args([
         "--exact",
-        "closed_stdio_helper",
+        &test_name!("closed_stdio_helper"),
         "--nocapture",
         "--test-threads=1",
     ])

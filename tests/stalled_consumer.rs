@@ -5,6 +5,7 @@
 //! The file holds a single test on purpose: it measures this process's memory, and a second
 //! test running beside it would add its own.
 
+#[macro_use]
 mod support;
 
 use procwatch::{Interest, Pid, ProcEvent};

@@ -19,6 +19,7 @@
 //! before it plays the scenario): `watch` then finds the process already multithreaded
 //! (libtest's main thread and the test's) and must take its thread set from `/proc`.
 
+#[macro_use]
 mod support;
 
 use futures::StreamExt;
@@ -330,7 +331,12 @@ async fn run_helper(scenario: &str, how: Start) -> Option<HelperRun> {
     let watcher = watcher()?;
     let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
     cmd.env(HELPER_ENV, scenario)
-        .args(["--exact", "helper", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            &test_name!("helper"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

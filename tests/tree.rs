@@ -3,6 +3,7 @@
 //! root was started by `ProcWatcher::spawn` or started unwatched and watched before it built
 //! the tree.
 
+#[macro_use]
 mod support;
 
 use procwatch::{Interest, Pid, ProcEvent};

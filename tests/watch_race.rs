@@ -1,6 +1,7 @@
 //! `watch` on an existing pid returns only once the source covers it: a fork straight after it
 //! returns is never missed (guarantee 9 in the crate docs).
 
+#[macro_use]
 mod support;
 
 use procwatch::{Interest, Pid, ProcEvent, ProcWatcher};

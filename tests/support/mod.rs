@@ -99,6 +99,19 @@ macro_rules! require {
     };
 }
 
+/// The name the test harness knows test function `name` of the calling file by, for a test
+/// that runs its own binary again with `--exact`: the file may be compiled as a module of
+/// another test target (`tests/ptrace_*.rs`), whose test names then start with its path.
+#[macro_export]
+macro_rules! test_name {
+    ($name:expr) => {
+        match module_path!().split_once("::") {
+            Some((_, module)) => format!("{}::{}", module, $name),
+            None => String::from($name),
+        }
+    };
+}
+
 /// A `sh -c script` command.
 pub fn sh(script: &str) -> tokio::process::Command {
     let mut c = tokio::process::Command::new("sh");

@@ -1,0 +1,5 @@
+//! `clone_parent.rs` against the Ptrace backend: `tests/support` picks the backend by the name of
+//! the test target, and this one starts with `ptrace_`.
+
+#[path = "clone_parent.rs"]
+mod clone_parent;

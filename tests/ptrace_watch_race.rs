@@ -1,0 +1,5 @@
+//! `watch_race.rs` against the Ptrace backend: `tests/support` picks the backend by the name of
+//! the test target, and this one starts with `ptrace_`.
+
+#[path = "watch_race.rs"]
+mod watch_race;
