@@ -32,6 +32,15 @@ fn state_and_tracer(pid: Pid) -> Option<(char, i32)> {
     Some((state, tracer))
 }
 
+/// How many `Child` and `Exit` events `evs` has.
+fn children_and_exits(evs: &[ProcEvent]) -> (usize, usize) {
+    let count = |f: fn(&ProcEvent) -> bool| evs.iter().filter(|e| f(e)).count();
+    (
+        count(|e| matches!(e, ProcEvent::Child { .. })),
+        count(|e| matches!(e, ProcEvent::Exit { .. })),
+    )
+}
+
 async fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     assert!(
         eventually(limit, &mut f).await,
@@ -333,10 +342,7 @@ fn nobody_helper() {
         };
         let evs = collect(&mut started.events, DEADLINE).await;
         check_order(&evs);
-        let children = evs
-            .iter()
-            .filter(|e| matches!(e, ProcEvent::Child { .. }))
-            .count();
+        let (children, _) = children_and_exits(&evs);
         let mut codes: Vec<i32> = evs
             .iter()
             .filter_map(|e| match e {
@@ -405,14 +411,7 @@ async fn events_of_a_storm_read_late_are_all_there() {
     assert!(status.success());
     let evs = collect(&mut started.events, DEADLINE).await;
     check_order(&evs);
-    let children = evs
-        .iter()
-        .filter(|e| matches!(e, ProcEvent::Child { .. }))
-        .count();
-    let exits = evs
-        .iter()
-        .filter(|e| matches!(e, ProcEvent::Exit { .. }))
-        .count();
+    let (children, exits) = children_and_exits(&evs);
     // 2,000 subshells, and the one `$(seq 2000)` runs in.
     assert_eq!((children, exits), (2001, 2002));
     let _ = started.events.next().await;
@@ -513,14 +512,7 @@ async fn a_stalled_holding_stream_is_backpressure_not_loss() {
     seen.extend(collect(&mut started.events, Duration::from_secs(300)).await);
     check_order(&seen);
     assert!(!seen.iter().any(|e| matches!(e, ProcEvent::Lost { .. })));
-    let children = seen
-        .iter()
-        .filter(|e| matches!(e, ProcEvent::Child { .. }))
-        .count();
-    let exits = seen
-        .iter()
-        .filter(|e| matches!(e, ProcEvent::Exit { .. }))
-        .count();
+    let (children, exits) = children_and_exits(&seen);
     // 2 loop shells, 20,000 subshells; each loop shell's `$((...))` runs in-process.
     assert_eq!((children, exits), (20_002, 20_003));
     assert!(wait_child(&mut started.child, "the storm").await.success());

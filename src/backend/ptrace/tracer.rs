@@ -505,20 +505,6 @@ impl Tracer {
         let Some(task) = self.tasks.get_mut(&tid) else {
             // A new task whose creation event has not come yet: keep it stopped until then.
             let (tgid, ppid) = ids_of(tid);
-            if tgid == tid {
-                if let Some(creator) = self.dead_creator(ppid) {
-                    self.held.insert(
-                        tid,
-                        Held {
-                            status,
-                            tgid,
-                            ppid,
-                            since: Instant::now(),
-                        },
-                    );
-                    return self.adopt_held(creator, tid);
-                }
-            }
             self.held.insert(
                 tid,
                 Held {
@@ -528,6 +514,11 @@ impl Tracer {
                     since: Instant::now(),
                 },
             );
+            if tgid == tid {
+                if let Some(creator) = self.dead_creator(ppid) {
+                    return self.adopt_held(creator, tid);
+                }
+            }
             if tgid == tid {
                 self.emit(stamped(Kind::Birth, tid, 0, 0));
             }
