@@ -568,6 +568,9 @@ impl Tracer {
             }
             libc::PTRACE_EVENT_STOP if is_stop_signal(sig) => self.group_stop(tid),
             libc::PTRACE_EVENT_STOP => self.resume(tid, 0),
+            // A stop signal that a `SIGCONT` has followed while it was held up here: the
+            // kernel would have discarded it, had it not been on its way already.
+            0 if is_stop_signal(sig) && sigcont_pending(tid) => self.resume(tid, 0),
             0 => self.resume(tid, sig), // signal-delivery-stop: deliver it
             _ => self.resume(tid, 0),
         }
@@ -824,6 +827,21 @@ impl Tracer {
             self.emit(stamped(Kind::Exit, tid, 0, status));
         }
     }
+}
+
+/// Whether a `SIGCONT` is pending for thread `tid` or its process (`/proc/<tid>/status`).
+fn sigcont_pending(tid: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (libc::SIGCONT - 1);
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("SigPnd:")
+                .or_else(|| l.strip_prefix("ShdPnd:"))
+        })
+        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .any(|mask| mask & bit != 0)
 }
 
 /// The last pid handed out in this pid namespace (`/proc/sys/kernel/ns_last_pid`).
