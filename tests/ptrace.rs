@@ -47,9 +47,16 @@ fn process_table() -> String {
         };
         let read =
             |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
-        let cmdline = read("cmdline").replace('\0', " ");
+        let mut cmdline = read("cmdline").replace('\0', " ");
         if cmdline.is_empty() {
-            continue;
+            // A kernel thread, or a zombie: only the latter has a parent other than 2.
+            let comm = read("comm");
+            let stat = read("stat");
+            if stat.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')) {
+                cmdline = format!("[{}] (zombie)", comm.trim());
+            } else {
+                continue;
+            }
         }
         let status = read("status");
         let field = |key: &str| {
@@ -258,12 +265,14 @@ async fn signals_and_job_control_behave_as_untraced() {
         "trap 'echo got USR1' USR1; kill -USR1 $$; kill -USR1 $$; echo done",
         // A stopped job stays stopped, continues, and its status is its own. (`/proc` shows a
         // traced process in group-stop as `t`, "tracing stop", where an untraced one is `T`.)
-        "sleep 0.3 & p=$!; kill -STOP $p; \
-         until grep -q '^State:.[Tt]' /proc/$p/status; do sleep 0.01; done; echo stopped; \
+        "sleep 2 & p=$!; kill -STOP $p; i=0; \
+         until grep -q '^State:.[Tt]' /proc/$p/status || [ $i -gt 500 ]; do \
+         sleep 0.01; i=$((i+1)); done; echo stopped after at most $((i / 100 + 1)) s; \
          kill -CONT $p; wait $p; echo rc=$?",
         // The terminal's stop signal (what a shell's job control sends), then CONT.
-        "sleep 0.2 & p=$!; kill -TSTP $p; \
-         until grep -q '^State:.[Tt]' /proc/$p/status; do sleep 0.01; done; echo stopped; \
+        "sleep 2 & p=$!; kill -TSTP $p; i=0; \
+         until grep -q '^State:.[Tt]' /proc/$p/status || [ $i -gt 500 ]; do \
+         sleep 0.01; i=$((i+1)); done; echo stopped after at most $((i / 100 + 1)) s; \
          kill -CONT $p; wait $p; echo rc=$?",
         // Stop and continue back to back, again and again: each `SIGCONT` undoes the stop
         // before it, even one that was still on its way through the tracer.
