@@ -267,12 +267,12 @@ async fn signals_and_job_control_behave_as_untraced() {
         // traced process in group-stop as `t`, "tracing stop", where an untraced one is `T`.)
         "sleep 2 & p=$!; kill -STOP $p; i=0; \
          until grep -q '^State:.[Tt]' /proc/$p/status || [ $i -gt 500 ]; do \
-         sleep 0.01; i=$((i+1)); done; echo stopped after at most $((i / 100 + 1)) s; \
+         sleep 0.01; i=$((i+1)); done; [ $i -le 500 ] && echo stopped; \
          kill -CONT $p; wait $p; echo rc=$?",
         // The terminal's stop signal (what a shell's job control sends), then CONT.
         "sleep 2 & p=$!; kill -TSTP $p; i=0; \
          until grep -q '^State:.[Tt]' /proc/$p/status || [ $i -gt 500 ]; do \
-         sleep 0.01; i=$((i+1)); done; echo stopped after at most $((i / 100 + 1)) s; \
+         sleep 0.01; i=$((i+1)); done; [ $i -le 500 ] && echo stopped; \
          kill -CONT $p; wait $p; echo rc=$?",
         // Stop and continue back to back, again and again: each `SIGCONT` undoes the stop
         // before it, even one that was still on its way through the tracer.
