@@ -143,7 +143,9 @@ impl ProcEvents {
     /// a later interest lets through about it must come after it.
     ///
     /// Removing [`Interest::TRACK`] stops new children from being tracked; processes already
-    /// tracked stay tracked. Removing [`Interest::EXIT`] does not keep the stream open: it
+    /// tracked stay tracked. [`Interest::HOLD`] takes effect only if the stream was created
+    /// with it (the backend starts holding at `watch`); removing it lets the processes the
+    /// stream holds run on once their held event is read, and holds nothing after that. Removing [`Interest::EXIT`] does not keep the stream open: it
     /// still ends when its processes are gone. An empty interest pauses the stream: it yields
     /// nothing but those `Child` events and [`ProcEvent::Lost`](crate::ProcEvent::Lost),
     /// tracks no new children, and ends when its processes are gone.

@@ -269,11 +269,13 @@ async fn signals_and_job_control_behave_as_untraced() {
          until grep -q '^State:.[Tt]' /proc/$p/status || [ $i -gt 500 ]; do \
          sleep 0.01; i=$((i+1)); done; [ $i -le 500 ] && echo stopped; \
          kill -CONT $p; wait $p; echo rc=$?",
-        // The terminal's stop signal (what a shell's job control sends), then CONT.
+        // The terminal's stop signal (what a shell's job control sends), then CONT. (In an
+        // orphaned process group, as under some CI runners, the kernel discards it and the
+        // job just runs to its end: traced or not, the output says so the same way.)
         "sleep 2 & p=$!; kill -TSTP $p; i=0; \
-         until grep -q '^State:.[Tt]' /proc/$p/status || [ $i -gt 500 ]; do \
-         sleep 0.01; i=$((i+1)); done; [ $i -le 500 ] && echo stopped; \
-         kill -CONT $p; wait $p; echo rc=$?",
+         until grep -q '^State:.[Tt]' /proc/$p/status 2>/dev/null || [ $i -gt 300 ]; do \
+         sleep 0.01; i=$((i+1)); done; [ $i -le 300 ] && echo stopped || echo not stopped; \
+         kill -CONT $p 2>/dev/null; wait $p; echo rc=$?",
         // Stop and continue back to back, again and again: each `SIGCONT` undoes the stop
         // before it, even one that was still on its way through the tracer.
         "sleep 0.5 & p=$!; i=0; while [ $i -lt 300 ]; do kill -STOP $p; kill -CONT $p; \
