@@ -1,28 +1,43 @@
-//! What watching costs: the same process workloads run unwatched, watched by procwatch
-//! (`TRACK`, every event consumed by a tokio task), by a minimal C proc-connector listener
-//! (`benches/peer/cn_listener.c`, built here with `cc`), and — when installed — by
-//! `forkstat` and `strace -f`, in alternating rounds. Prints the median wall-time ratio of
-//! each watcher over the unwatched run and kernel-to-consumer latency percentiles; then the
-//! latency at a light load, procwatch and the C listener alternating; then a consumer that
-//! stalls for a second in the middle of a fork storm: loss, memory, order.
+//! What watching costs: the same process workloads run unwatched and watched by procwatch
+//! (`TRACK`, every event consumed by a tokio task) with its Netlink backend and with its Ptrace
+//! backend, by two minimal C peers built here with `cc` — a proc-connector listener
+//! (`benches/peer/cn_listener.c`) and a ptrace follower (`benches/peer/ptrace_follower.c`) —
+//! and, when installed, by `forkstat`, `strace -f` and `strace -f --seccomp-bpf`, in
+//! alternating rounds. Prints the median wall-time ratio of each watcher over the unwatched
+//! run and kernel-to-consumer latency percentiles; then the latency at a light load, procwatch
+//! and the C listener alternating; then a consumer that stalls for a second in the middle of a
+//! fork storm: loss, memory, order.
 //!
 //! ```text
-//! cargo bench --bench overhead                 # everything, 7 rounds
+//! cargo bench --bench overhead                 # everything, 5 rounds
+//! cargo bench --bench overhead -- --ptrace     # the ptrace followers only, 7 rounds
+//! cargo bench --bench overhead -- --netlink    # the proc-connector listeners only, 7 rounds
 //! cargo bench --bench overhead -- --rounds 3 --only forkexit
 //! ```
 //!
 //! `--only` takes one of `forkexec`, `forkexit`, `tree`, `make`, `light`, `stall`.
 //!
-//! Needs root (the proc connector). The peers are optional: the C listener needs `cc`,
-//! the others `apt-get install forkstat strace`; a peer that is missing is reported as
-//! skipped. The `make` workload needs `cc` and `make`.
+//! `--netlink` and `--ptrace` each run about half of the watchers, so that a round takes
+//! half the time: `--netlink` the proc-connector listeners (procwatch's Netlink backend, the
+//! C listener, `forkstat`) and `strace -f`; `--ptrace` the ptrace followers (procwatch's
+//! Ptrace backend, the C follower, `strace -f` and `strace -f --seccomp-bpf`). Both run the
+//! workloads unwatched too. The light-load and stalled-consumer parts are about the proc
+//! connector, so `--ptrace` leaves them out. Without either, every watcher runs, in 5 rounds
+//! rather than 7 so that the whole bench stays within about a quarter of an hour on a 2-core
+//! machine (`--rounds N` sets the number either way).
+//!
+//! Needs root (the proc connector), except with `--ptrace`. The peers are optional: the C
+//! peers need `cc`, the others `apt-get install forkstat strace` (`--seccomp-bpf` needs
+//! strace 5.3 or later); a peer that is missing is reported as skipped. The `make` workload
+//! needs `cc` and `make`.
 //!
 //! The workloads are this binary itself, re-executed with `__workload <name> <args>`, so the
 //! bench depends on nothing outside the repository.
 
 use futures::StreamExt;
-use procwatch::{Interest, Pid, ProcEvent, ProcWatcher, Timestamp};
+use procwatch::{BackendKind, Interest, Pid, ProcEvent, ProcWatcher, Timestamp};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -46,22 +61,35 @@ fn main() {
 struct Options {
     rounds: usize,
     only: Option<String>,
+    set: ModeSet,
 }
+
+/// Rounds of each workload with `--netlink` or `--ptrace` (4 watchers), and with all 7.
+const ROUNDS: usize = 7;
+const ROUNDS_ALL: usize = 5;
 
 impl Options {
     fn parse(args: &[String]) -> Options {
+        let mut rounds = None;
         let mut opts = Options {
-            rounds: 7,
+            rounds: ROUNDS,
             only: None,
+            set: ModeSet::All,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
-                "--rounds" => opts.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(7),
+                "--rounds" => rounds = it.next().and_then(|v| v.parse().ok()),
                 "--only" => opts.only = it.next().cloned(),
+                "--netlink" => opts.set = ModeSet::Netlink,
+                "--ptrace" => opts.set = ModeSet::Ptrace,
                 _ => {} // `cargo bench` passes `--bench`
             }
         }
+        opts.rounds = rounds.unwrap_or(match opts.set {
+            ModeSet::All => ROUNDS_ALL,
+            ModeSet::Netlink | ModeSet::Ptrace => ROUNDS,
+        });
         opts
     }
 }
@@ -77,20 +105,125 @@ struct Workload {
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum Mode {
     Unwatched,
-    Procwatch,
+    ProcwatchNetlink,
+    ProcwatchPtrace,
     CListener,
+    /// `benches/peer/ptrace_follower.c`, which runs the workload as its child.
+    CFollower,
     Forkstat,
     Strace,
+    /// `strace -f` with a seccomp filter that lets every system call through without a stop,
+    /// so that only the process events stop the tracees.
+    StraceSeccomp,
 }
 
+/// Which watchers the workloads run under (`--netlink`, `--ptrace`; all by default).
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum ModeSet {
+    All,
+    Netlink,
+    Ptrace,
+}
+
+/// How `strace` runs the workload: follow every process, trace no system call, print nothing.
+const STRACE: [&str; 7] = ["strace", "-f", "-qq", "-e", "trace=none", "-o", "/dev/null"];
+
 impl Mode {
+    /// Every mode, in the order of the table's columns.
+    const ALL: [Mode; 8] = [
+        Mode::Unwatched,
+        Mode::ProcwatchNetlink,
+        Mode::ProcwatchPtrace,
+        Mode::CListener,
+        Mode::CFollower,
+        Mode::Forkstat,
+        Mode::Strace,
+        Mode::StraceSeccomp,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Mode::Unwatched => "unwatched",
-            Mode::Procwatch => "procwatch",
+            Mode::ProcwatchNetlink => "procwatch (netlink)",
+            Mode::ProcwatchPtrace => "procwatch (ptrace)",
             Mode::CListener => "C listener",
+            Mode::CFollower => "C ptrace follower",
             Mode::Forkstat => "forkstat",
             Mode::Strace => "strace -f",
+            Mode::StraceSeccomp => "strace -f --seccomp-bpf",
+        }
+    }
+
+    /// Whether it runs under `set`: the proc-connector listeners and the ptrace followers
+    /// each in their own set, the unwatched runs and `strace -f` in both.
+    fn is_in(self, set: ModeSet) -> bool {
+        let proc_connector = matches!(
+            self,
+            Mode::ProcwatchNetlink | Mode::CListener | Mode::Forkstat
+        );
+        let ptrace = matches!(
+            self,
+            Mode::ProcwatchPtrace | Mode::CFollower | Mode::StraceSeccomp
+        );
+        match set {
+            ModeSet::All => true,
+            ModeSet::Netlink => !ptrace,
+            ModeSet::Ptrace => !proc_connector,
+        }
+    }
+
+    /// The procwatch backend it watches with, if it is procwatch.
+    fn backend(self) -> Option<BackendKind> {
+        match self {
+            Mode::ProcwatchNetlink => Some(BackendKind::Netlink),
+            Mode::ProcwatchPtrace => Some(BackendKind::Ptrace),
+            _ => None,
+        }
+    }
+
+    /// Whether its runs measure kernel-to-consumer latency.
+    fn has_latency(self) -> bool {
+        self.backend().is_some() || self == Mode::CListener
+    }
+
+    /// The command that runs the workload `argv` in this mode: the workload itself, or a
+    /// tracer with the workload as its arguments.
+    fn command(self, argv: &[String], env: &Env) -> tokio::process::Command {
+        let mut words: Vec<OsString> = match self {
+            Mode::Strace => STRACE.iter().map(OsString::from).collect(),
+            Mode::StraceSeccomp => STRACE
+                .iter()
+                .chain(&["--seccomp-bpf"])
+                .map(OsString::from)
+                .collect(),
+            Mode::CFollower => vec![env.c_follower.clone().expect("C follower built").into()],
+            _ => Vec::new(),
+        };
+        words.extend(argv.iter().map(OsString::from));
+        let mut cmd = tokio::process::Command::new(&words[0]);
+        cmd.args(&words[1..]);
+        cmd
+    }
+
+    /// Why this mode cannot run here, if it cannot.
+    fn unavailable(self, env: &Env) -> Option<String> {
+        let not_installed = |program: &str| (!installed(program)).then(|| "not installed".into());
+        match self {
+            Mode::Unwatched | Mode::ProcwatchNetlink | Mode::ProcwatchPtrace => None,
+            Mode::CListener => env.c_listener.as_ref().err().cloned(),
+            Mode::CFollower => env.c_follower.as_ref().err().cloned(),
+            Mode::Forkstat => not_installed("forkstat"),
+            Mode::Strace => not_installed("strace"),
+            Mode::StraceSeccomp => not_installed("strace").or_else(|| {
+                let probe = std::process::Command::new("strace")
+                    .args(&STRACE[1..])
+                    .args(["--seccomp-bpf", "/bin/true"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                (!probe.is_ok_and(|s| s.success()))
+                    .then(|| "this strace has no --seccomp-bpf".into())
+            }),
         }
     }
 }
@@ -247,13 +380,13 @@ impl Peer {
 /// The C listener's receive buffer in the workload runs: procwatch's default.
 const C_LISTENER_RCVBUF: &str = "67108864";
 
-/// Builds the C listener from `benches/peer/cn_listener.c`, if there is a C compiler.
-fn build_c_listener() -> Result<PathBuf, String> {
+/// Builds the C peer `benches/peer/<name>.c` into a temporary file, if there is a C compiler.
+fn build_c_peer(name: &str) -> Result<PathBuf, String> {
     if !installed("cc") {
         return Err("no `cc`".into());
     }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/cn_listener.c");
-    let out = std::env::temp_dir().join(format!("procwatch-cn-listener-{}", std::process::id()));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/peer/{name}.c"));
+    let out = std::env::temp_dir().join(format!("procwatch-{name}-{}", std::process::id()));
     let status = std::process::Command::new("cc")
         .args(["-O2", "-Wall", "-o"])
         .arg(&out)
@@ -280,7 +413,8 @@ fn self_exe() -> String {
         .into_owned()
 }
 
-fn workloads() -> Vec<Workload> {
+/// The workloads that `wants` names (the `make` one only where `make` and `cc` are installed).
+fn workloads(wants: impl Fn(&str) -> bool) -> Vec<Workload> {
     let exe = self_exe();
     let w = |args: &[&str]| {
         let mut v = vec![exe.clone(), "__workload".to_string()];
@@ -307,7 +441,9 @@ fn workloads() -> Vec<Workload> {
             dir: None,
         },
     ];
-    if installed("make") && installed("cc") {
+    list.retain(|w| wants(w.name));
+    // Writes the C project only when it will be built (and removed after).
+    if wants("make") && installed("make") && installed("cc") {
         let dir = workload::c_project(40);
         list.push(Workload {
             name: "make",
@@ -327,19 +463,7 @@ fn workloads() -> Vec<Workload> {
 }
 
 async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
-    let mut cmd = match mode {
-        Mode::Strace => {
-            let mut c = tokio::process::Command::new("strace");
-            c.args(["-f", "-qq", "-e", "trace=none", "-o", "/dev/null"]);
-            c.args(argv);
-            c
-        }
-        _ => {
-            let mut c = tokio::process::Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        }
-    };
+    let mut cmd = mode.command(argv, env);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let peer = match mode {
         Mode::Forkstat => Some(Peer::forkstat().await),
@@ -352,9 +476,9 @@ async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
         _ => None,
     };
     let start = Instant::now();
-    let mut run = if mode == Mode::Procwatch {
+    let mut run = if let Some(backend) = mode.backend() {
         let mut started = env
-            .watcher
+            .watcher(backend)
             .spawn(cmd, Interest::ALL)
             .expect("spawn watched");
         let mut events = started.events;
@@ -430,35 +554,61 @@ fn micros(d: Duration) -> String {
 
 /// What every run needs.
 struct Env {
-    watcher: ProcWatcher,
-    c_listener: Option<PathBuf>,
+    /// One watcher for each backend the runs use.
+    watchers: Vec<ProcWatcher>,
+    c_listener: Result<PathBuf, String>,
+    c_follower: Result<PathBuf, String>,
+}
+
+impl Env {
+    fn watcher(&self, backend: BackendKind) -> &ProcWatcher {
+        self.watchers
+            .iter()
+            .find(|w| w.backend() == backend)
+            .expect("a watcher for every backend in use")
+    }
 }
 
 async fn bench(opts: Options) {
-    let watcher = ProcWatcher::new().expect("procwatch needs root (the proc connector)");
-    let mut modes = vec![Mode::Unwatched, Mode::Procwatch];
-    let mut skipped = Vec::new();
-    let c_listener = match build_c_listener() {
-        Ok(path) => {
-            modes.push(Mode::CListener);
-            Some(path)
-        }
-        Err(why) => {
-            skipped.push(format!("C listener ({why})"));
-            None
-        }
+    let wants = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
+    // The light-load and stalled-consumer parts watch with the proc connector.
+    let light = wants("light") && opts.set != ModeSet::Ptrace;
+    let stall_too = wants("stall") && opts.set != ModeSet::Ptrace;
+    let mut backends: Vec<BackendKind> = Mode::ALL
+        .iter()
+        .filter(|m| m.is_in(opts.set))
+        .filter_map(|m| m.backend())
+        .collect();
+    if (light || stall_too) && !backends.contains(&BackendKind::Netlink) {
+        backends.push(BackendKind::Netlink);
+    }
+    let watchers = backends
+        .into_iter()
+        .map(|backend| {
+            ProcWatcher::builder()
+                .backend(backend)
+                .build()
+                .unwrap_or_else(|e| match backend {
+                    BackendKind::Netlink => {
+                        panic!("procwatch needs root (the proc connector): {e}")
+                    }
+                    _ => panic!("cannot start the {backend} backend: {e}"),
+                })
+        })
+        .collect();
+    let env = Env {
+        watchers,
+        c_listener: build_c_peer("cn_listener"),
+        c_follower: build_c_peer("ptrace_follower"),
     };
-    for (mode, program) in [(Mode::Forkstat, "forkstat"), (Mode::Strace, "strace")] {
-        if installed(program) {
-            modes.push(mode);
-        } else {
-            skipped.push(format!("{program} (not installed)"));
+    let mut modes = Vec::new();
+    let mut skipped = Vec::new();
+    for mode in Mode::ALL.into_iter().filter(|m| m.is_in(opts.set)) {
+        match mode.unavailable(&env) {
+            None => modes.push(mode),
+            Some(why) => skipped.push(format!("{} ({why})", mode.name())),
         }
     }
-    let env = Env {
-        watcher,
-        c_listener,
-    };
     println!(
         "procwatch overhead bench: {} rounds, {} cores, kernel {}",
         opts.rounds,
@@ -470,33 +620,33 @@ async fn bench(opts: Options) {
     for s in &skipped {
         println!("peer skipped: {s}");
     }
-    let wants = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
     let timed: Vec<usize> = (0..modes.len())
-        .filter(|&i| matches!(modes[i], Mode::Procwatch | Mode::CListener))
+        .filter(|&i| modes[i].has_latency())
         .collect();
-    let list: Vec<Workload> = workloads().into_iter().filter(|w| wants(w.name)).collect();
+    let counted: Vec<usize> = (0..modes.len())
+        .filter(|&i| modes[i].backend().is_some())
+        .collect();
+    let list: Vec<Workload> = workloads(wants);
     let mut notes = Vec::new();
     if !list.is_empty() {
         println!();
         println!("Wall-time ratio over unwatched (median, with min-max over rounds); latency p50 / p99 (median over rounds).");
         println!();
+        let headers = |which: &[usize], what: &str| {
+            which
+                .iter()
+                .map(|&i| format!(" {} {what} |", modes[i].name()))
+                .collect::<String>()
+        };
         println!(
-            "| workload | unwatched (median) | {} | {} | events (procwatch) |",
-            modes[1..]
-                .iter()
-                .map(|m| format!("{} ratio", m.name()))
-                .collect::<Vec<_>>()
-                .join(" | "),
-            timed
-                .iter()
-                .map(|&i| format!("{} latency", modes[i].name()))
-                .collect::<Vec<_>>()
-                .join(" | ")
+            "| workload | unwatched (median) |{}{}{}",
+            headers(&(1..modes.len()).collect::<Vec<_>>(), "ratio"),
+            headers(&timed, "latency"),
+            headers(&counted, "events"),
         );
         println!(
-            "|---|---|{}{}---|",
-            "---|".repeat(modes.len() - 1),
-            "---|".repeat(timed.len())
+            "|---|---|{}",
+            "---|".repeat(modes.len() - 1 + timed.len() + counted.len())
         );
     }
     for w in list {
@@ -505,7 +655,7 @@ async fn bench(opts: Options) {
         let mut walls: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let mut lat: Vec<Vec<Latency>> = vec![Vec::new(); modes.len()];
-        let mut events = 0;
+        let mut events = vec![0; modes.len()];
         let mut c_overflows = 0;
         for round in 0..opts.rounds {
             // Rotate the order each round so no mode always runs first or last.
@@ -518,9 +668,7 @@ async fn bench(opts: Options) {
                 if let Some(l) = r.latency {
                     lat[i].push(l);
                 }
-                if modes[i] == Mode::Procwatch {
-                    events = r.events;
-                }
+                events[i] = r.events;
                 c_overflows += r.overflows;
             }
             for i in 0..modes.len() {
@@ -543,13 +691,12 @@ async fn bench(opts: Options) {
                 format!("{} / {}", micros(l.p50), micros(l.p99))
             })
             .collect();
+        let counts: Vec<String> = counted.iter().map(|&i| events[i].to_string()).collect();
         println!(
-            "| {} | {:.3} s | {} | {} | {} |",
+            "| {} | {:.3} s | {} |",
             w.what,
             base,
-            cells.join(" | "),
-            lats.join(" | "),
-            events
+            [cells, lats, counts].concat().join(" | "),
         );
         if c_overflows > 0 {
             notes.push(format!(
@@ -564,13 +711,13 @@ async fn bench(opts: Options) {
     for n in &notes {
         println!("\nNote: {n}");
     }
-    if wants("light") {
+    if light {
         light_latency(&env, opts.rounds).await;
     }
-    if wants("stall") {
+    if stall_too {
         stall(&env).await;
     }
-    if let Some(path) = &env.c_listener {
+    for path in [&env.c_listener, &env.c_follower].into_iter().flatten() {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -594,7 +741,10 @@ async fn light_latency(env: &Env, rounds: usize) {
     for _ in 0..rounds {
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]);
-        let mut started = env.watcher.spawn(cmd, Interest::ALL).expect("spawn");
+        let mut started = env
+            .watcher(BackendKind::Netlink)
+            .spawn(cmd, Interest::ALL)
+            .expect("spawn");
         let mut lat = Vec::new();
         while let Some(ev) = started.events.next().await {
             let at: Timestamp = ev.at();
@@ -605,7 +755,7 @@ async fn light_latency(env: &Env, rounds: usize) {
         let _ = started.child.wait().await;
         events = lat.len();
         ours.push(Latency::of(lat));
-        if let Some(program) = &env.c_listener {
+        if let Ok(program) = &env.c_listener {
             theirs.extend(under_listener(program, &[], &argv).await);
             spinning.extend(under_listener(program, &["-p"], &argv).await);
         }
@@ -772,7 +922,10 @@ async fn stalled_run(env: &Env, argv: &[String], stall: Stall) -> StallReport {
     let before = rss();
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]);
-    let mut started = env.watcher.spawn(cmd, Interest::ALL).expect("spawn");
+    let mut started = env
+        .watcher(BackendKind::Netlink)
+        .spawn(cmd, Interest::ALL)
+        .expect("spawn");
     check.seen.insert(started.pid(), true);
     if let Some(ev) = started.events.next().await {
         check.feed(&ev);
@@ -840,9 +993,12 @@ async fn stall(env: &Env) {
             r.rss_peak_growth as f64 / (1024.0 * 1024.0),
         );
     }
-    let Some(program) = &env.c_listener else {
-        println!("| C listener | skipped (no `cc`) | | | |");
-        return;
+    let program = match &env.c_listener {
+        Ok(program) => program,
+        Err(why) => {
+            println!("| C listener | skipped ({why}) | | | |");
+            return;
+        }
     };
     for (name, args) in [
         (
