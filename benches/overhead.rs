@@ -15,7 +15,8 @@
 //! cargo bench --bench overhead -- --rounds 3 --only forkexit
 //! ```
 //!
-//! `--only` takes one of `forkexec`, `forkexit`, `tree`, `make`, `light`, `stall`.
+//! `--only` takes one of `forkexec`, `forkexit`, `tree`, `make`, `light`, `stall`;
+//! `--no-strace` leaves the two `strace` runs out.
 //!
 //! `--netlink` and `--ptrace` each run about half of the watchers, so that a round takes
 //! half the time: `--netlink` the proc-connector listeners (procwatch's Netlink backend, the
@@ -62,6 +63,8 @@ struct Options {
     rounds: usize,
     only: Option<String>,
     set: ModeSet,
+    /// `--no-strace`: leave both `strace` runs out (they take most of a round's time).
+    no_strace: bool,
 }
 
 /// Rounds of each workload with `--netlink` or `--ptrace` (4 watchers), and with all 7.
@@ -75,6 +78,7 @@ impl Options {
             rounds: ROUNDS,
             only: None,
             set: ModeSet::All,
+            no_strace: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -83,6 +87,7 @@ impl Options {
                 "--only" => opts.only = it.next().cloned(),
                 "--netlink" => opts.set = ModeSet::Netlink,
                 "--ptrace" => opts.set = ModeSet::Ptrace,
+                "--no-strace" => opts.no_strace = true,
                 _ => {} // `cargo bench` passes `--bench`
             }
         }
@@ -604,6 +609,9 @@ async fn bench(opts: Options) {
     let mut modes = Vec::new();
     let mut skipped = Vec::new();
     for mode in Mode::ALL.into_iter().filter(|m| m.is_in(opts.set)) {
+        if opts.no_strace && matches!(mode, Mode::Strace | Mode::StraceSeccomp) {
+            continue;
+        }
         match mode.unavailable(&env) {
             None => modes.push(mode),
             Some(why) => skipped.push(format!("{} ({why})", mode.name())),

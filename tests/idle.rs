@@ -32,9 +32,10 @@ fn switches_in(status: &std::path::Path) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Voluntary context switches of this process's child process named `name`.
-fn switches_of_child(name: &str) -> Option<u64> {
-    let me = std::process::id().to_string();
+/// Voluntary context switches of the child process named `name` of process `parent`, and
+/// that child's pid.
+fn switches_of_child(parent: u32, name: &str) -> Option<(u64, u32)> {
+    let me = parent.to_string();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let path = entry.path();
         let Ok(status) = std::fs::read_to_string(path.join("status")) else {
@@ -47,7 +48,8 @@ fn switches_of_child(name: &str) -> Option<u64> {
                 .map(|v| v.trim().to_owned())
         };
         if field("Name:").as_deref() == Some(name) && field("PPid:").as_deref() == Some(&me) {
-            return switches_in(&path.join("status"));
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            return Some((switches_in(&path.join("status"))?, pid));
         }
     }
     None
@@ -65,20 +67,23 @@ async fn an_idle_watcher_backs_off() {
         Some(ProcEvent::Exec { .. })
     ));
     if w.backend() == BackendKind::Ptrace {
-        // Both block until there is something to do: no wakeup at all in a quiet second.
+        // All three (the reader thread, the tracer, its doorbell) block until there is
+        // something to do: no wakeup at all in two quiet seconds.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let count = || {
             let reader = switches_of("procwatch-ptrace").expect("the reader thread runs");
-            let tracer = switches_of_child("procwatch-trace").expect("the tracer runs");
-            (reader, tracer)
+            let (tracer, pid) =
+                switches_of_child(std::process::id(), "procwatch-trace").expect("the tracer runs");
+            let (bell, _) = switches_of_child(pid, "procwatch-bell").expect("the doorbell runs");
+            [reader, tracer, bell]
         };
         let before = count();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = count();
-        eprintln!("idle for 2 s: reader {before:?} -> {after:?} (reader, tracer) switches");
+        eprintln!("idle for 2 s: {before:?} -> {after:?} (reader, tracer, doorbell) switches");
         assert!(
-            after.0 - before.0 <= 2 && after.1 - before.1 <= 2,
-            "an idle ptrace watcher woke up: {before:?} -> {after:?} (reader, tracer)"
+            (0..3).all(|i| after[i] - before[i] <= 2),
+            "an idle ptrace watcher woke up: {before:?} -> {after:?} (reader, tracer, doorbell)"
         );
     } else {
         // Let the backstop reach its longest period, then count what a quiet second costs.

@@ -14,8 +14,9 @@
 //!    began reaches the registry; `watch` relies on this to promise that nothing after it
 //!    returns is missed.
 //! 2. **Keep per-process order.** Inputs about one process arrive in the order they happened.
-//!    A backend that can see a new process before its parent's fork (ptrace) sends `Birth`
-//!    first; the registry holds the child in flux until the `Fork` claims it.
+//!    A backend that must report something about a new process before its parent's fork
+//!    (ptrace: a child killed before its creator's event) sends `Birth` first; the registry
+//!    holds the child in flux until the `Fork` claims it.
 //! 3. **Report process exit once.** Either per thread (`ThreadStart`/`ThreadExit`, and the
 //!    registry works out the last thread) or per process (`Exit`), never both for one process.
 //! 4. **Never lose silently.** When the source drops messages, call `mark_lost`, then feed a

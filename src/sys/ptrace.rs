@@ -116,12 +116,14 @@ pub(crate) fn event_msg(tid: i32) -> io::Result<u64> {
     Ok(msg as u64)
 }
 
-/// Non-blocking `waitpid(-1, __WALL)`: the next tracee (or child) with news, and its wait
-/// status. Only for the tracer process, whose only waitable processes are its tracees.
-pub(crate) fn wait_any_tracee() -> io::Result<Option<(i32, i32)>> {
+/// `waitpid(-1, __WALL | WUNTRACED)`, blocking or not: the next tracee (or child) with
+/// news, and its wait status; `None` if none has any and `block` is false. Only for the
+/// tracer process, whose only waitable processes are its tracees and its doorbell.
+pub(crate) fn wait_any(block: bool) -> io::Result<Option<(i32, i32)>> {
     let mut status: libc::c_int = 0;
+    let flags = libc::__WALL | libc::WUNTRACED | if block { 0 } else { libc::WNOHANG };
     // SAFETY: the kernel writes one `c_int` through the pointer, which points at a local.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+    let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
     match pid {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(None),
@@ -182,20 +184,87 @@ pub(crate) fn fork_tracer(sock: &OwnedFd, tracer: impl FnOnce(RawFd) -> i32) -> 
     unsafe { libc::_exit(code) }
 }
 
-/// A `signalfd` that reads `SIGCHLD`, for the tracer process (which blocks every signal).
-pub(crate) fn sigchld_fd() -> io::Result<OwnedFd> {
-    // SAFETY: `sigemptyset`/`sigaddset` write the local set; `signalfd` creates a new
-    // descriptor, whose ownership is taken right away.
+/// Forks the tracer's doorbell: a child of the tracer process that waits until `sock` is
+/// readable (a command came, or the watcher hung up), then stops itself with `SIGSTOP`, which
+/// the tracer's `waitpid` reports like a tracee's stop. The tracer can so sleep in `waitpid`
+/// alone, and still hear its commands at once; it resumes the doorbell with `SIGCONT` once it
+/// has read them (see [`ring_again`]). The doorbell is killed when the tracer ends.
+pub(crate) fn fork_doorbell(sock: &OwnedFd) -> io::Result<i32> {
+    let tracer = rustix::process::getpid().as_raw_nonzero().get();
+    let fd = sock.as_raw_fd();
+    // SAFETY: the tracer process is single-threaded; the child makes raw syscalls on locals
+    // only and never returns from this function.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Ok(pid);
+    }
+    // SAFETY: `prctl`, `getppid`, `poll`, `kill`, `getpid` and `_exit` on locals.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
-        if fd == -1 {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != tracer {
+            libc::_exit(0);
+        }
+        let name = b"procwatch-bell\0";
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0);
+        let me = libc::getpid();
+        loop {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut pfd, 1, -1) == 1 {
+                libc::kill(me, libc::SIGSTOP);
+            }
+        }
+    }
+}
+
+/// Lets the doorbell watch the socket again, once the tracer has read what it rang for.
+pub(crate) fn ring_again(doorbell: i32) {
+    // SAFETY: integer arguments only. The doorbell is the caller's unreaped child, so its pid
+    // names it.
+    unsafe { libc::kill(doorbell, libc::SIGCONT) };
+}
+
+extern "C" fn on_tick(_: libc::c_int) {}
+
+/// Makes `SIGALRM` interrupt the tracer's blocking calls (`EINTR`, no restart), so that
+/// [`tick_every`] can wake it for its deadlines.
+pub(crate) fn interruptible_by_ticks() -> io::Result<()> {
+    // SAFETY: installs a handler that does nothing, and unblocks one signal, on locals.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_tick as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut act.sa_mask);
+        act.sa_flags = 0;
+        if libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut()) == -1 {
             return Err(io::Error::last_os_error());
         }
-        Ok(<OwnedFd as rustix::fd::FromRawFd>::from_raw_fd(fd))
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
+    Ok(())
+}
+
+/// Sends the process `SIGALRM` every `every` (`ITIMER_REAL`), or no more with `None`.
+pub(crate) fn tick_every(every: Option<std::time::Duration>) {
+    let every = every.unwrap_or_default();
+    let tv = libc::timeval {
+        tv_sec: every.as_secs() as libc::time_t,
+        tv_usec: every.subsec_micros() as libc::suseconds_t,
+    };
+    let timer = libc::itimerval {
+        it_interval: tv,
+        it_value: tv,
+    };
+    // SAFETY: reads the local `itimerval`; no old value is asked for.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
 }
 
 /// Takes ownership of the descriptor number the tracer process was handed.

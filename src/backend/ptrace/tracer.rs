@@ -15,11 +15,13 @@
 //! tracer). Across tracees nothing is ordered, and in particular:
 //!
 //! * a new child's first stop (`PTRACE_EVENT_STOP`) can be reported before its creator's
-//!   fork event, or after it. A child whose first stop comes first is kept stopped (and
-//!   announced as a `Birth`) until the creation event names it; then it is resumed. So
-//!   nothing about a child reaches the watcher before its creation does.
+//!   fork event, or after it (the kernel lists a new tracee ahead of its creator, and the
+//!   child often stops first: about a third of the children of a fork storm here). A child
+//!   whose first stop comes first is kept stopped until the creation event names it; then it
+//!   is resumed. So nothing about a child reaches the watcher before its creation does.
 //! * a tracee can be killed (`SIGKILL`) while it is kept stopped, before its creator's event:
-//!   its exit is then reported before its creation, and the registry holds both.
+//!   it is then announced (`Birth`) and its exit reported before its creation, and the
+//!   registry holds both.
 //! * a thread's creation event and a signal to the new thread can race the same way: a new
 //!   thread is kept stopped like a process, and released as a thread (`Abandon`).
 //! * the exit of a process is reported once, when the wait of its thread-group leader
@@ -59,9 +61,11 @@ struct Task {
 struct Held {
     /// The wait status of that first stop.
     status: i32,
-    /// Its process, and that process's parent, read from `/proc` when it was first seen.
-    tgid: i32,
-    ppid: i32,
+    /// Whether it is a process (a thread-group leader) rather than a thread.
+    process: bool,
+    /// Its process and that process's parent, read from `/proc` once something needs them
+    /// (most held tasks are claimed by their creation event a moment later, unread).
+    ids: Option<(i32, i32)>,
     since: Instant,
 }
 
@@ -124,6 +128,10 @@ const DYING_PATIENCE: Duration = Duration::from_millis(20);
 struct Tracer {
     sock: OwnedFd,
     options: libc::c_int,
+    /// The doorbell process (see [`run`]).
+    bell: i32,
+    /// The `SIGALRM` interval set, if any.
+    ticking: Option<Duration>,
     tasks: HashMap<i32, Task>,
     procs: HashMap<i32, Proc>,
     /// New tasks whose first stop came before their creation event: kept stopped.
@@ -135,21 +143,29 @@ struct Tracer {
     /// New processes to hold whose first stop has not come yet.
     awaiting: HashMap<i32, Awaited>,
     out: Vec<u8>,
+    inbuf: Vec<u8>,
 }
 
 /// Runs the tracer on `sock` until told to stop or the watcher goes away; the return value is
 /// the process's exit code. When it exits, the kernel detaches every tracee (or, with
 /// `PTRACE_O_EXITKILL` in `options`, kills them).
+///
+/// The tracer sleeps in a blocking `waitpid` alone, as the smallest follower would, and
+/// handles one stop or exit per call, sending what that produced before it waits again.
+/// Its commands are announced by its doorbell process, whose stop that `waitpid` reports
+/// (`pt::fork_doorbell`); its deadlines by `SIGALRM`, which interrupts the wait.
 pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
-    let Ok(sigchld) = pt::sigchld_fd() else {
-        return 2;
-    };
-    if rustix::io::ioctl_fionbio(&sock, true).is_err() {
+    if rustix::io::ioctl_fionbio(&sock, true).is_err() || pt::interruptible_by_ticks().is_err() {
         return 2;
     }
+    let Ok(bell) = pt::fork_doorbell(&sock) else {
+        return 2;
+    };
     let mut t = Tracer {
         sock,
         options,
+        bell,
+        ticking: None,
         tasks: HashMap::new(),
         procs: HashMap::new(),
         held: HashMap::new(),
@@ -157,49 +173,35 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         dying: Vec::new(),
         awaiting: HashMap::new(),
         out: Vec::with_capacity(DATAGRAM),
+        inbuf: vec![0u8; DATAGRAM],
     };
-    let mut inbuf = vec![0u8; DATAGRAM];
-    let mut siginfo = [0u8; 128 * 16];
+    let mut ticked = false;
     loop {
-        let mut want = PollFlags::IN;
-        if !t.out.is_empty() {
-            want |= PollFlags::OUT;
-        }
-        let mut fds = [
-            PollFd::new(&t.sock, want),
-            PollFd::new(&sigchld, PollFlags::IN),
-        ];
-        // Only while a new process waits for its creation event, or an exit for orphans, is
-        // there a deadline.
-        let tick = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: if t.dying.is_empty() {
-                100_000_000
-            } else {
-                5_000_000
-            },
-        };
-        let timeout = (!t.held.is_empty() || !t.dying.is_empty()).then_some(&tick);
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(_) => return 3,
-        }
-        let sock_events = fds[0].revents();
-        // Coalesced `SIGCHLD`s only say "wait again"; the waits below find every stop.
-        while matches!(rustix::io::read(&sigchld, &mut siginfo), Ok(n) if n > 0) {}
-        if !t.commands(&mut inbuf) {
-            return 0;
-        }
-        if sock_events.contains(PollFlags::HUP) && t.out.is_empty() {
-            return 0;
-        }
-        if t.out.len() < OUT_LIMIT {
-            t.reap();
-            t.expire_held();
-            t.expire_dying();
-        }
+        t.expire_held();
+        t.expire_dying();
         if !t.flush() {
             return 0;
+        }
+        if t.out.len() >= OUT_LIMIT {
+            // The watcher is behind: take no stop until it has read (backpressure, not
+            // loss); the tracees that stop meanwhile wait, stopped.
+            if !t.wait_for_watcher() {
+                return 0;
+            }
+            continue;
+        }
+        t.tick_for_deadlines(ticked);
+        ticked = false;
+        match pt::wait_any(true) {
+            Ok(Some((pid, status))) if pid == t.bell => {
+                if !t.doorbell(status) {
+                    return 0;
+                }
+            }
+            Ok(Some((tid, status))) => t.handle(tid, status),
+            Ok(None) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => ticked = true,
+            Err(_) => return 3, // ECHILD: the doorbell is always there
         }
     }
 }
@@ -250,7 +252,14 @@ impl Tracer {
 
     /// Reads and carries out the watcher's commands. False when told to stop, or when the
     /// watcher is gone.
-    fn commands(&mut self, buf: &mut [u8]) -> bool {
+    fn commands(&mut self) -> bool {
+        let mut buf = std::mem::take(&mut self.inbuf);
+        let go_on = self.read_commands(&mut buf);
+        self.inbuf = buf;
+        go_on
+    }
+
+    fn read_commands(&mut self, buf: &mut [u8]) -> bool {
         loop {
             let n = match rustix::net::recv(&self.sock, &mut *buf, RecvFlags::DONTWAIT) {
                 Ok((0, _)) => return false,
@@ -481,15 +490,67 @@ impl Tracer {
         self.emit(stamped(Kind::Hold, pid, 0, 0));
     }
 
-    /// Waits for every tracee with news and handles it, while the watcher keeps up.
-    fn reap(&mut self) {
-        while self.out.len() < OUT_LIMIT {
-            match pt::wait_any_tracee() {
-                Ok(Some((tid, status))) => self.handle(tid, status),
-                Ok(None) => return,
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(_) => return, // ECHILD: nothing traced
+    /// The doorbell rang (it stopped): reads the commands and lets it watch again. A
+    /// doorbell that died (killed by someone) is replaced. False when the tracer is to stop.
+    fn doorbell(&mut self, status: i32) -> bool {
+        if libc::WIFSTOPPED(status) {
+            if !self.commands() {
+                return false;
             }
+            pt::ring_again(self.bell);
+            return true;
+        }
+        match pt::fork_doorbell(&self.sock) {
+            Ok(bell) => {
+                self.bell = bell;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// While the watcher is behind: waits until the socket takes more, or a command comes,
+    /// or a deadline is due. False when the tracer is to stop.
+    fn wait_for_watcher(&mut self) -> bool {
+        let mut fds = [PollFd::new(&self.sock, PollFlags::IN | PollFlags::OUT)];
+        let tick = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 5_000_000,
+        };
+        let timeout = (!self.held.is_empty() || !self.dying.is_empty()).then_some(&tick);
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => return false,
+        }
+        let ready = fds[0].revents();
+        if ready.contains(PollFlags::IN) && !self.commands() {
+            return false;
+        }
+        // A hang-up with nothing left to read: the watcher is gone.
+        !ready.contains(PollFlags::HUP) || ready.contains(PollFlags::IN)
+    }
+
+    /// Keeps `SIGALRM` ticking while something waits for a deadline, or for the socket to
+    /// take more records: every 5 ms while an exit waits for orphans or records wait, every
+    /// 100 ms while only new processes wait for their creation events. A faster tick starts
+    /// at once; a slower one, or none, only once a tick has come (`ticked`), so that a busy
+    /// tracer does not re-arm the timer at every event.
+    fn tick_for_deadlines(&mut self, ticked: bool) {
+        let want = if !self.dying.is_empty() || !self.out.is_empty() {
+            Some(Duration::from_millis(5))
+        } else if !self.held.is_empty() {
+            Some(Duration::from_millis(100))
+        } else {
+            None
+        };
+        let faster = match (want, self.ticking) {
+            (Some(w), Some(now)) => w < now,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if want != self.ticking && (faster || ticked) {
+            pt::tick_every(want);
+            self.ticking = want;
         }
     }
 
@@ -504,23 +565,21 @@ impl Tracer {
         let event = (status >> 16) & 0xff;
         let Some(task) = self.tasks.get_mut(&tid) else {
             // A new task whose creation event has not come yet: keep it stopped until then.
-            let (tgid, ppid) = ids_of(tid);
+            let process = pt::thread_of(tid, tid);
             self.held.insert(
                 tid,
                 Held {
                     status,
-                    tgid,
-                    ppid,
+                    process,
+                    ids: None,
                     since: Instant::now(),
                 },
             );
-            if tgid == tid {
+            if process && !self.dying.is_empty() {
+                let (_, ppid) = self.held_ids(tid);
                 if let Some(creator) = self.dead_creator(ppid) {
                     return self.adopt_held(creator, tid);
                 }
-            }
-            if tgid == tid {
-                self.emit(stamped(Kind::Birth, tid, 0, 0));
             }
             return;
         };
@@ -681,21 +740,23 @@ impl Tracer {
         true
     }
 
-    /// Process `pid` is gone: the new processes it created whose creation event never came
-    /// (it was killed between creating them and reporting it: a tracee with a fatal signal
-    /// pending does not stop) are its children, and are let run; its new threads die with
-    /// it. Held processes whose parent is not traced were reparented when `pid` died, and
-    /// are its children too if it died abruptly.
-    fn orphaned_by(&mut self, pid: i32, abrupt: bool) {
-        let mine: Vec<(i32, bool)> = self
-            .held
-            .iter()
-            .filter(|(&tid, h)| {
-                let reparented = abrupt && !self.procs.contains_key(&h.ppid);
-                (h.tgid == tid && (h.ppid == pid || reparented)) || (h.tgid == pid && tid != pid)
-            })
-            .map(|(&tid, h)| (tid, h.tgid == tid))
-            .collect();
+    /// Process `pid` died abruptly: the new processes it created whose creation event never
+    /// came (it was killed between creating them and reporting it: a tracee with a fatal
+    /// signal pending does not stop) are its children, and are let run; its new threads die
+    /// with it. Held processes whose parent is not traced were reparented when `pid` died,
+    /// and are its children too. (A process that exits normally reported every creation
+    /// before its exit; a held process whose parent it was came from a `CLONE_PARENT`
+    /// creator, whose event names it.)
+    fn orphaned_by(&mut self, pid: i32) {
+        let tids: Vec<i32> = self.held.keys().copied().collect();
+        let mut mine = Vec::new();
+        for tid in tids {
+            let (tgid, ppid) = self.held_ids(tid);
+            let reparented = !self.procs.contains_key(&ppid);
+            if (tgid == tid && (ppid == pid || reparented)) || (tgid == pid && tid != pid) {
+                mine.push((tid, tgid == tid));
+            }
+        }
         for (tid, process) in mine {
             if process {
                 self.adopt_held(pid, tid);
@@ -720,6 +781,9 @@ impl Tracer {
 
     /// Reports the exits that waited long enough for orphans.
     fn expire_dying(&mut self) {
+        if self.dying.is_empty() {
+            return;
+        }
         let now = Instant::now();
         while self.dying.first().is_some_and(|d| d.until <= now) {
             let d = self.dying.remove(0);
@@ -757,22 +821,35 @@ impl Tracer {
         if self.held.is_empty() {
             return;
         }
-        let late: Vec<(i32, i32)> = self
+        let late: Vec<i32> = self
             .held
             .iter()
-            .filter(|(&tid, h)| h.tgid == tid && h.since.elapsed() >= HELD_PATIENCE)
-            .map(|(&tid, h)| (tid, h.ppid))
+            .filter(|(_, h)| h.process && h.since.elapsed() >= HELD_PATIENCE)
+            .map(|(&tid, _)| tid)
             .collect();
-        for (tid, ppid) in late {
+        for tid in late {
+            let (_, ppid) = self.held_ids(tid);
             self.adopt_held(ppid, tid);
         }
     }
 
+    /// The process and parent process of held task `tid` (read once, from `/proc`).
+    fn held_ids(&mut self, tid: i32) -> (i32, i32) {
+        let Some(h) = self.held.get_mut(&tid) else {
+            return (tid, 0);
+        };
+        *h.ids.get_or_insert_with(|| ids_of(tid))
+    }
+
     /// Task `tid` is gone, with wait status `status`.
     fn exited(&mut self, tid: i32, status: i32) {
-        if self.held.remove(&tid).is_some() {
-            // Killed while kept stopped: its creation event is still to come.
+        if let Some(h) = self.held.remove(&tid) {
+            // Killed while kept stopped: its creation event is still to come, so the watcher
+            // is told of it first.
             self.died_held.insert(tid);
+            if h.process {
+                self.emit(stamped(Kind::Birth, tid, 0, 0));
+            }
             self.emit(stamped(Kind::Exit, tid, 0, status));
             return;
         }
@@ -814,8 +891,8 @@ impl Tracer {
         let abrupt = libc::WIFSIGNALED(status) || self.procs.get(&tgid).is_some_and(|p| p.multi);
         self.tasks.retain(|_, t| t.tgid != tgid);
         self.procs.remove(&tgid);
-        if !self.held.is_empty() {
-            self.orphaned_by(tgid, abrupt);
+        if abrupt && !self.held.is_empty() {
+            self.orphaned_by(tgid);
         }
         if abrupt {
             self.dying.push(Dying {

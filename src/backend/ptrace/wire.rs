@@ -44,8 +44,8 @@ pub(crate) enum Kind {
     Exec = 12,
     /// Process `a` is gone; `c` is its wait status.
     Exit = 13,
-    /// Process `a` exists, and the event of its creation has not been seen yet: it is kept
-    /// stopped until it is.
+    /// Process `a` exists, and the event of its creation has not been seen yet; sent only
+    /// when an event about `a` (its exit) must go out before that creation.
     Birth = 14,
     /// Process `a`, reported by `Birth`, will not be claimed by a creation event.
     Abandon = 15,
