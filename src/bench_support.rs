@@ -249,3 +249,10 @@ fn check_lives(root: Pid, events: &VecDeque<ProcEvent>) -> HashSet<Pid> {
     }
     alive
 }
+
+/// For a watcher with a backend that stops new tasks (Ptrace): how many new tasks' first
+/// stops the kernel reported before their creators' events, and how many after, so far.
+/// `None` for other backends, or if the backend did not answer.
+pub fn first_stops(watcher: &crate::ProcWatcher) -> Option<(u64, u64)> {
+    watcher.backend_impl().first_stops()
+}

@@ -46,8 +46,9 @@ impl Interest {
     /// the stream's consumer polls for its next event (or drops the stream): the supervisor
     /// sees a new process, or a new program, before it runs a single instruction. Only the
     /// Ptrace backend can; a watch with `HOLD` on another fails with
-    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported). See the crate docs, "Held
-    /// events", for the deadlock to avoid.
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) (and
+    /// [`ProcEvents::set_interest`](crate::ProcEvents::set_interest) ignores it there). See
+    /// the crate docs, "Held events", for the deadlock to avoid.
     pub const HOLD: Interest = Interest(16);
 
     const NAMES: [(Interest, &'static str); 5] = [

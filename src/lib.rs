@@ -109,7 +109,9 @@
 //! `/proc` entry, set limits or kill it before it runs one instruction of its own (or of its
 //! new program). With several holding streams, the process runs on once all of them have
 //! moved past the event. A stalled holding stream is backpressure: its processes wait, none
-//! of their events is dropped, and memory stays bounded by the processes tracked.
+//! of their events is dropped, and memory stays bounded by the processes tracked. `HOLD` can
+//! also be added or taken away later with [`ProcEvents::set_interest`]: from then on, the
+//! stream's processes are held at their next events, or no more.
 //!
 //! **Do not wait for a held process while not polling its stream.** A consumer that, having
 //! received a held process's `Child`, waits for that process (or for anything it should

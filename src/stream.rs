@@ -143,14 +143,20 @@ impl ProcEvents {
     /// a later interest lets through about it must come after it.
     ///
     /// Removing [`Interest::TRACK`] stops new children from being tracked; processes already
-    /// tracked stay tracked. [`Interest::HOLD`] takes effect only if the stream was created
-    /// with it (the backend starts holding at `watch`); removing it lets the processes the
-    /// stream holds run on once their held event is read, and holds nothing after that. Removing [`Interest::EXIT`] does not keep the stream open: it
+    /// tracked stay tracked. Adding [`Interest::HOLD`] holds the stream's processes, and
+    /// the children they make, at their next `Child` and `Exec` events from now on (a backend
+    /// that cannot hold, Netlink, ignores it here; `watch` is where it refuses it); removing
+    /// it lets the processes the stream holds run on once their held event is read, and
+    /// holds nothing after that. Removing [`Interest::EXIT`] does not keep the stream open: it
     /// still ends when its processes are gone. An empty interest pauses the stream: it yields
     /// nothing but those `Child` events and [`ProcEvent::Lost`](crate::ProcEvent::Lost),
     /// tracks no new children, and ends when its processes are gone.
     pub fn set_interest(&mut self, interest: Interest) {
-        self.shared.lock().set_interest(self.id, interest);
+        let mut actions = Actions::default();
+        self.shared
+            .lock()
+            .set_interest(self.id, interest, &mut actions);
+        actions.run(&*self.backend);
     }
 
     /// How many processes this stream tracks now (alive, or gone with an exit not yet read).

@@ -305,6 +305,11 @@ pub struct ProcWatcher {
 }
 
 impl ProcWatcher {
+    #[cfg(any(test, feature = "bench-support"))]
+    pub(crate) fn backend_impl(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
     /// A watcher with the strongest backend available ([`BackendKind::Auto`]).
     ///
     /// # Errors

@@ -556,6 +556,65 @@ async fn hold_keeps_a_process_stopped_until_the_consumer_moves_on() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `HOLD` added to a stream after `watch` holds its processes, and the children they make,
+/// from then on; taken away again, it holds nothing more, and what it held runs on once read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_can_be_added_and_taken_away_after_watch() {
+    use tokio::io::AsyncWriteExt;
+    let w = require!(ptrace_watcher());
+    let dir = std::env::temp_dir().join(format!("procwatch-hold-later-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, second) = (dir.join("first"), dir.join("second"));
+    let script = format!(
+        "cd {}; read x; touch first; read x; touch second; exit 0",
+        dir.display()
+    );
+    let mut cmd = sh(&script);
+    cmd.stdin(Stdio::piped());
+    let mut started = w.spawn(cmd, Interest::ALL).expect("spawn");
+    let root = started.pid();
+    let mut stdin = started.child.stdin.take().expect("stdin");
+    assert!(matches!(
+        next(&mut started.events, DEADLINE).await,
+        Some(ProcEvent::Exec { pid, .. }) if pid == root
+    ));
+    // Holding from now on: the child that will run `touch first` stops at its creation.
+    started.events.set_interest(Interest::ALL | Interest::HOLD);
+    stdin.write_all(b"go\n").await.unwrap();
+    let child = loop {
+        match next(&mut started.events, DEADLINE).await {
+            Some(ProcEvent::Child { pid, parent, .. }) if parent == root => break pid,
+            Some(_) => {}
+            None => panic!("the stream ended before the child came"),
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(state_and_tracer(child).map(|(s, _)| s), Some('t'));
+        assert!(!first.exists(), "the held child ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Holding no more: once the consumer polls again the child runs, and is not stopped at
+    // its exec.
+    started.events.set_interest(Interest::ALL);
+    let limit = tokio::time::Instant::now() + DEADLINE;
+    while !first.exists() {
+        assert!(tokio::time::Instant::now() < limit, "touch first never ran");
+        let _ = tokio::time::timeout(Duration::from_millis(50), started.events.next()).await;
+    }
+    // The next child is not held at all, though nobody reads the stream.
+    stdin.write_all(b"go\n").await.unwrap();
+    wait_for(DEADLINE, "touch second, unread", || second.exists()).await;
+    drop(stdin);
+    assert!(wait_child(&mut started.child, "sh").await.success());
+    let rest = collect(&mut started.events, DEADLINE).await;
+    assert!(
+        rest.iter()
+            .any(|e| matches!(e, ProcEvent::Exit { pid, .. } if *pid == root)),
+        "{rest:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A holding stream that stalls for a second in the middle of a 2 x 10,000 fork storm: the
 /// new processes wait, stopped; nothing is lost, memory stays bounded, and once read the
 /// storm completes.
@@ -661,4 +720,50 @@ async fn netlink_refuses_hold() {
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(err.to_string().contains("HOLD"), "{err}");
     assert_eq!(w.tracked(), 0);
+}
+
+/// The kernel often reports a new child's first stop before its creator's fork event (it
+/// lists a new tracee ahead of its creator). Seen here for real, by the tracer's own count:
+/// such children are held until their creation is reported, so the stream still has every
+/// `Child` before anything else about it, and every new child's first stop is accounted for,
+/// before or after its creation. Once without `HOLD`, read as it comes; once with `HOLD`.
+#[cfg(feature = "bench-support")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_stop_before_the_creators_event_is_held_until_then() {
+    use procwatch::bench_support::first_stops;
+    const FORKS: usize = 300;
+    let script = format!("for i in $(seq {FORKS}); do (exit 0) & done; wait");
+    for interest in [Interest::ALL, Interest::ALL | Interest::HOLD] {
+        let w = require!(ptrace_watcher());
+        let mut storms = 0;
+        let (before, after) = loop {
+            let mut started = w.spawn(sh(&script), interest).expect("spawn");
+            let evs = collect(&mut started.events, DEADLINE).await;
+            assert!(wait_child(&mut started.child, "the storm").await.success());
+            storms += 1;
+            check_order(&evs);
+            // The subshells, and the one `$(seq …)` runs in; each exits, and so does the root.
+            assert_eq!(
+                children_and_exits(&evs),
+                (FORKS + 1, FORKS + 2),
+                "{interest:?}"
+            );
+            let (before, after) = first_stops(&w).expect("the tracer counts first stops");
+            assert_eq!(
+                before + after,
+                (storms * (FORKS + 1)) as u64,
+                "{interest:?}: every new child's first stop, before or after its creation"
+            );
+            if before > 0 || storms == 5 {
+                break (before, after);
+            }
+        };
+        eprintln!(
+            "{interest:?}: {storms} storms, first stops before the creator's event: {before}, after: {after}"
+        );
+        assert!(
+            before > 0,
+            "{interest:?}: no first stop came before its creator's event in {storms} storms"
+        );
+    }
 }

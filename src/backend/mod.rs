@@ -64,6 +64,16 @@ pub(crate) trait Backend: Send + Sync {
     fn can_hold(&self) -> bool {
         false
     }
+    /// How many new tasks' first stops came before their creation events, and how many
+    /// after, so far (a backend that stops tasks; for the test suite).
+    #[cfg(any(test, feature = "bench-support"))]
+    fn first_stops(&self) -> Option<(u64, u64)> {
+        None
+    }
+    /// Holds these processes (and what they create from then on) at their next creation
+    /// and exec events (`true`), or no more (`false`): a stream's `HOLD` interest changed.
+    /// Must not block.
+    fn set_hold(&self, _changes: &[(Pid, bool)]) {}
     /// Lets held processes run: no stream holds them any more. Must not block.
     fn release(&self, _pids: &[Pid]) {}
     /// No stream follows these pids any more (their processes may live on): stop following

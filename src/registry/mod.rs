@@ -160,6 +160,9 @@ pub(crate) struct Actions {
     detached: Vec<(Pid, u64)>,
     /// Held processes that no stream holds any more: to be let run.
     released: Vec<Pid>,
+    /// Processes to hold at their next events from now on (`true`), or no more (`false`):
+    /// a stream's [`Interest::HOLD`] changed.
+    hold_changes: Vec<(Pid, bool)>,
 }
 
 impl Actions {
@@ -168,6 +171,10 @@ impl Actions {
     pub(crate) fn wake_all(&mut self) {
         debug_assert!(self.detached.is_empty(), "detached pids would be forgotten");
         debug_assert!(self.released.is_empty(), "released pids would be forgotten");
+        debug_assert!(
+            self.hold_changes.is_empty(),
+            "hold changes would be forgotten"
+        );
         for w in self.wakers.drain(..) {
             w.wake();
         }
@@ -177,7 +184,11 @@ impl Actions {
     pub(crate) fn run(&mut self, backend: &dyn crate::backend::Backend) {
         let detached = std::mem::take(&mut self.detached);
         let released = std::mem::take(&mut self.released);
+        let hold_changes = std::mem::take(&mut self.hold_changes);
         self.wake_all();
+        if !hold_changes.is_empty() {
+            backend.set_hold(&hold_changes);
+        }
         if !released.is_empty() {
             backend.release(&released);
         }
@@ -431,10 +442,38 @@ impl Registry {
     }
 
     /// Changes what stream `id` wants from now on; pending events of kinds it dropped are
-    /// not delivered.
-    pub(crate) fn set_interest(&mut self, id: StreamId, interest: Interest) {
-        if let Some(s) = self.stream_mut(id) {
-            s.interest = interest;
+    /// not delivered. When [`Interest::HOLD`] comes or goes, the processes the stream follows
+    /// go to `actions`: to be held at their next events from now on, or no more where no
+    /// other stream following them holds.
+    pub(crate) fn set_interest(&mut self, id: StreamId, interest: Interest, actions: &mut Actions) {
+        let Some(s) = self.stream_mut(id) else {
+            return;
+        };
+        let was = std::mem::replace(&mut s.interest, interest);
+        let hold = interest.contains(Interest::HOLD);
+        if was.contains(Interest::HOLD) == hold {
+            return;
+        }
+        let pids: Vec<Pid> = s
+            .knotes
+            .iter()
+            .filter(|(_, k)| k.state == KnoteState::Attached)
+            .map(|(_, k)| k.pid)
+            .collect();
+        for pid in pids {
+            let Some(entry) = self.procs.get(&pid.as_raw()) else {
+                continue;
+            };
+            let held_by_another = entry.knotes.iter().any(|(sidx, _)| {
+                sidx != id.idx
+                    && self
+                        .streams
+                        .get(sidx)
+                        .is_some_and(|o| o.interest.contains(Interest::HOLD))
+            });
+            if !held_by_another {
+                actions.hold_changes.push((pid, hold));
+            }
         }
     }
 

@@ -452,7 +452,7 @@ fn set_interest_applies_to_one_stream_only() {
     let mut s = Script::new();
     let a = s.watch(10, Interest::ALL);
     let b = s.watch(10, Interest::ALL);
-    s.reg.set_interest(a, Interest::EXIT);
+    s.reg.set_interest(a, Interest::EXIT, &mut s.wake);
     s.fork(10, 11);
     s.exec(10);
     s.exit(10, 0);
@@ -483,8 +483,10 @@ fn two_streams_on_one_pid_change_to_different_masks() {
     assert_eq!(s.read(a), (both.clone(), false));
     assert_eq!(s.read(b), (both, false));
     // Each stream now tracks 10 and 11. They change to disjoint masks.
-    s.reg.set_interest(a, Interest::EXEC | Interest::EXIT);
-    s.reg.set_interest(b, Interest::FORK | Interest::TRACK);
+    s.reg
+        .set_interest(a, Interest::EXEC | Interest::EXIT, &mut s.wake);
+    s.reg
+        .set_interest(b, Interest::FORK | Interest::TRACK, &mut s.wake);
     assert_eq!(s.reg.interest(a), Some(Interest::EXEC | Interest::EXIT));
     assert_eq!(s.reg.interest(b), Some(Interest::FORK | Interest::TRACK));
     s.exec(10);
@@ -613,7 +615,7 @@ fn an_empty_interest_pauses_the_stream_until_its_processes_are_gone() {
     let mut s = Script::new();
     let id = s.watch(10, Interest::ALL);
     s.fork(10, 11);
-    s.reg.set_interest(id, Interest::empty());
+    s.reg.set_interest(id, Interest::empty(), &mut s.wake);
     // 11 is tracked already: its Child still comes (it announces the process, and anything
     // about 11 that a later interest lets through must come after it). Beyond that nothing
     // is delivered, no new child is tracked, no exit is shown.
@@ -636,7 +638,7 @@ fn a_pending_track_err_is_dropped_with_the_track_interest() {
     let mut s = Script::new();
     let id = s.watch_limit(10, Interest::TRACK | Interest::FORK, 1);
     s.fork(10, 11); // over the limit: a TrackErr waits on 10's knote, behind the Fork
-    s.reg.set_interest(id, Interest::FORK);
+    s.reg.set_interest(id, Interest::FORK, &mut s.wake);
     assert_eq!(s.read(id), (vec![fork(10, 11, 1)], false));
 }
 
@@ -1649,4 +1651,36 @@ fn an_exec_hold_is_taken_by_the_stream_that_delivers_the_exec() {
     assert_eq!(s.read_holding(a), (vec![], vec![]));
     s.reg.release(&held, &mut s.wake);
     assert_eq!(s.released(), vec![pid(10)]);
+}
+
+impl Script {
+    fn hold_changes(&mut self) -> Vec<(Pid, bool)> {
+        std::mem::take(&mut self.wake.hold_changes)
+    }
+}
+
+#[test]
+fn hold_coming_or_going_tells_the_backend_which_processes_to_hold() {
+    let mut s = Script::new();
+    let a = s.watch(10, Interest::ALL);
+    s.fork(10, 11);
+    let b = s.watch(11, Interest::ALL);
+    // `a` starts holding: both its processes, from now on.
+    s.reg
+        .set_interest(a, Interest::ALL | Interest::HOLD, &mut s.wake);
+    let mut changes = s.hold_changes();
+    changes.sort();
+    assert_eq!(changes, vec![(pid(10), true), (pid(11), true)]);
+    // Setting it again changes nothing.
+    s.reg
+        .set_interest(a, Interest::ALL | Interest::HOLD, &mut s.wake);
+    assert_eq!(s.hold_changes(), vec![]);
+    // `b` holds 11 too; `a` stops holding: 10 is held by no one, 11 still by `b`.
+    s.reg
+        .set_interest(b, Interest::ALL | Interest::HOLD, &mut s.wake);
+    assert_eq!(s.hold_changes(), vec![], "11 is held already");
+    s.reg.set_interest(a, Interest::ALL, &mut s.wake);
+    assert_eq!(s.hold_changes(), vec![(pid(10), false)]);
+    s.reg.set_interest(b, Interest::EXIT, &mut s.wake);
+    assert_eq!(s.hold_changes(), vec![(pid(11), false)]);
 }

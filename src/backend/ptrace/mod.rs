@@ -323,6 +323,19 @@ impl Backend for Ptrace {
         true
     }
 
+    #[cfg(any(test, feature = "bench-support"))]
+    fn first_stops(&self) -> Option<(u64, u64)> {
+        let r = self.ask(Record::new(Kind::Count, 0), "count").ok()?;
+        Some((r.mono, r.boot))
+    }
+
+    fn set_hold(&self, changes: &[(Pid, bool)]) {
+        let records = changes
+            .iter()
+            .map(|&(pid, hold)| Record::new(Kind::HoldFrom, pid.as_raw()).with(0, hold.into()));
+        send_records(&self.sock, records);
+    }
+
     fn release(&self, pids: &[Pid]) {
         send_releases(&self.sock, pids);
     }
@@ -438,12 +451,18 @@ fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
 
 /// Tells the tracer to let these held processes run.
 fn send_releases(sock: &OwnedFd, pids: &[Pid]) {
-    if pids.is_empty() {
-        return;
-    }
-    let mut bytes = Vec::with_capacity(wire::RECORD * pids.len());
-    for &pid in pids {
-        Record::new(Kind::Release, pid.as_raw()).put(&mut bytes);
+    send_records(
+        sock,
+        pids.iter()
+            .map(|&pid| Record::new(Kind::Release, pid.as_raw())),
+    );
+}
+
+/// Sends commands that need no answer, as few datagrams as they fit in.
+fn send_records(sock: &OwnedFd, records: impl Iterator<Item = Record>) {
+    let mut bytes = Vec::new();
+    for r in records {
+        r.put(&mut bytes);
     }
     for chunk in bytes.chunks(DATAGRAM) {
         // Fails only once the tracer is gone, and then nothing is held any more.

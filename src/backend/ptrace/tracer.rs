@@ -144,6 +144,8 @@ struct Tracer {
     awaiting: HashMap<i32, Awaited>,
     out: Vec<u8>,
     inbuf: Vec<u8>,
+    /// New tasks' first stops seen before their creation events, and after.
+    first_stops: [u64; 2],
 }
 
 /// Runs the tracer on `sock` until told to stop or the watcher goes away; the return value is
@@ -174,6 +176,7 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         awaiting: HashMap::new(),
         out: Vec::with_capacity(DATAGRAM),
         inbuf: vec![0u8; DATAGRAM],
+        first_stops: [0; 2],
     };
     let mut ticked = false;
     loop {
@@ -274,8 +277,19 @@ impl Tracer {
                     Kind::Attach => self.attach(r.a, r.b, r.mono, r.c != 0),
                     Kind::Detach => self.detach(r.a, r.mono),
                     Kind::Release => self.release(r.a),
+                    Kind::HoldFrom => {
+                        if let Some(p) = self.procs.get_mut(&r.a) {
+                            p.hold = r.c != 0;
+                        }
+                    }
                     Kind::Stop => return false,
                     Kind::Clock => self.emit(stamped(Kind::Reply, 0, r.b, 0)),
+                    Kind::Count => {
+                        let mut answer = Record::new(Kind::Reply, 0).with(r.b, 0);
+                        answer.mono = self.first_stops[0];
+                        answer.boot = self.first_stops[1];
+                        self.emit(answer);
+                    }
                     _ => {}
                 }
             }
@@ -565,6 +579,7 @@ impl Tracer {
         let event = (status >> 16) & 0xff;
         let Some(task) = self.tasks.get_mut(&tid) else {
             // A new task whose creation event has not come yet: keep it stopped until then.
+            self.first_stops[0] += 1;
             let process = pt::thread_of(tid, tid);
             self.held.insert(
                 tid,
@@ -585,6 +600,7 @@ impl Tracer {
         };
         if !task.started {
             task.started = true;
+            self.first_stops[1] += 1;
             if let Some(a) = self.awaiting.remove(&tid) {
                 // A process to hold, stopped now: report it, and let its creator go on.
                 if !a.reported {

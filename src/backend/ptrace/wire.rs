@@ -36,6 +36,12 @@ pub(crate) enum Kind {
     Clock = 4,
     /// Let process `a` run on from the event it is held at.
     Release = 5,
+    /// Hold process `a` (and what it creates from then on) at its next events if `c` is 1;
+    /// no more if 0.
+    HoldFrom = 7,
+    /// Count new tasks' first stops (request `b`); answered by a `Reply` whose `mono` is how
+    /// many came before their creation events and `boot` how many after.
+    Count = 6,
     /// The answer to request `b`: 0, or the errno in `c`.
     Reply = 10,
     /// Process `a` created process `b`.
@@ -64,6 +70,8 @@ impl Kind {
             3 => Kind::Stop,
             4 => Kind::Clock,
             5 => Kind::Release,
+            6 => Kind::Count,
+            7 => Kind::HoldFrom,
             10 => Kind::Reply,
             11 => Kind::Fork,
             12 => Kind::Exec,
