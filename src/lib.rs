@@ -165,7 +165,8 @@
 //! * Event times ([`Timestamp`]) are the kernel's; a process started by the kernel before
 //!   the watch and read from `/proc` has a start time with clock-tick (10 ms) precision.
 //! * `Ptrace`: the tracer is a child process of the program (`procwatch-trace` in `ps`),
-//!   forked by the watcher's thread and killed with it. It is a process of its own so that
+//!   forked by the watcher's thread and killed with it, with a helper of its own
+//!   (`procwatch-bell`) that wakes it for the watcher's requests. It is a process of its own so that
 //!   the program's own children, when watched, keep reporting their exit to their parent
 //!   exactly as without the watcher (a process traced by its own parent's process would show
 //!   its tracing stops to that parent's `waitpid`). A process has one tracer at a time: one
@@ -177,6 +178,10 @@
 //!   process a stop and a resume by the tracer; a set-user-ID program run by a traced process
 //!   runs without its privilege unless the watcher has `CAP_SYS_PTRACE` (the kernel's rule for
 //!   every tracer); and events come as the tracer sees the stops, with its clock's time.
+//!   While events are sparse each reaches the stream at once; in a storm the tracer sends
+//!   them in batches, at most 0.5 ms apart (each batch wakes the watcher's thread and the
+//!   consumer, which per event would cost them more CPU than the tracer itself). A held
+//!   process's event is never batched.
 //! * `Ptrace`: a `watch` of a running process stops each of its threads once, to make sure a
 //!   `clone` it was in the middle of is seen (the child is then reported as its fork). A
 //!   process killed while creating a child does not stop to report it: its `Exit` then waits

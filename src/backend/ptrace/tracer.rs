@@ -143,6 +143,10 @@ struct Tracer {
     /// New processes to hold whose first stop has not come yet.
     awaiting: HashMap<i32, Awaited>,
     out: Vec<u8>,
+    /// Whether `out` holds a record that is waited for.
+    urgent: bool,
+    /// When `out` was last sent.
+    last_flush: Instant,
     inbuf: Vec<u8>,
     /// New tasks' first stops seen before their creation events, and after.
     first_stops: [u64; 2],
@@ -153,9 +157,13 @@ struct Tracer {
 /// `PTRACE_O_EXITKILL` in `options`, kills them).
 ///
 /// The tracer sleeps in a blocking `waitpid` alone, as the smallest follower would, and
-/// handles one stop or exit per call, sending what that produced before it waits again.
-/// Its commands are announced by its doorbell process, whose stop that `waitpid` reports
-/// (`pt::fork_doorbell`); its deadlines by `SIGALRM`, which interrupts the wait.
+/// handles one stop or exit per call. Its commands are announced by its doorbell process,
+/// whose stop that `waitpid` reports (`pt::fork_doorbell`); its deadlines by `SIGALRM`,
+/// which interrupts the wait. What a stop produced is sent before the next wait if nothing
+/// was sent for [`FLUSH_GAP`], or if it is waited for (an answer, a held process);
+/// otherwise at the next tick, at most [`FLUSH_GAP`] later: each send wakes the watcher's
+/// reader thread and the stream's consumer, which in a storm of events would cost the two
+/// of them more CPU than the tracer itself.
 pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
     if rustix::io::ioctl_fionbio(&sock, true).is_err() || pt::interruptible_by_ticks().is_err() {
         return 2;
@@ -168,6 +176,8 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         options,
         bell,
         ticking: None,
+        urgent: false,
+        last_flush: Instant::now(),
         tasks: HashMap::new(),
         procs: HashMap::new(),
         held: HashMap::new(),
@@ -182,16 +192,23 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
     loop {
         t.expire_held();
         t.expire_dying();
-        if !t.flush() {
-            return 0;
-        }
-        if t.out.len() >= OUT_LIMIT {
-            // The watcher is behind: take no stop until it has read (backpressure, not
-            // loss); the tracees that stop meanwhile wait, stopped.
-            if !t.wait_for_watcher() {
+        if !t.out.is_empty()
+            && (t.urgent
+                || ticked
+                || t.out.len() >= DATAGRAM
+                || t.last_flush.elapsed() >= FLUSH_GAP)
+        {
+            if !t.flush() {
                 return 0;
             }
-            continue;
+            if t.out.len() >= OUT_LIMIT {
+                // The watcher is behind: take no stop until it has read (backpressure, not
+                // loss); the tracees that stop meanwhile wait, stopped.
+                if !t.wait_for_watcher() {
+                    return 0;
+                }
+                continue;
+            }
         }
         t.tick_for_deadlines(ticked);
         ticked = false;
@@ -208,6 +225,9 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         }
     }
 }
+
+/// How long records may wait to be sent while events keep coming (see [`run`]).
+const FLUSH_GAP: Duration = Duration::from_micros(500);
 
 fn stamped(kind: Kind, a: i32, b: i32, c: i32) -> Record {
     let now = clock::now();
@@ -234,6 +254,8 @@ fn is_stop_signal(sig: i32) -> bool {
 
 impl Tracer {
     fn emit(&mut self, r: Record) {
+        // An answer, and a process kept stopped, are waited for: they go out at once.
+        self.urgent |= matches!(r.kind, Kind::Reply | Kind::Hold);
         r.put(&mut self.out);
     }
 
@@ -250,6 +272,8 @@ impl Tracer {
             }
         }
         self.out.drain(..sent);
+        self.last_flush = Instant::now();
+        self.urgent &= !self.out.is_empty();
         true
     }
 
@@ -544,13 +568,15 @@ impl Tracer {
         !ready.contains(PollFlags::HUP) || ready.contains(PollFlags::IN)
     }
 
-    /// Keeps `SIGALRM` ticking while something waits for a deadline, or for the socket to
-    /// take more records: every 5 ms while an exit waits for orphans or records wait, every
-    /// 100 ms while only new processes wait for their creation events. A faster tick starts
-    /// at once; a slower one, or none, only once a tick has come (`ticked`), so that a busy
-    /// tracer does not re-arm the timer at every event.
+    /// Keeps `SIGALRM` ticking while something waits: every [`FLUSH_GAP`] while records
+    /// wait to be sent, every 5 ms while an exit waits for orphans, every 100 ms while only
+    /// new processes wait for their creation events. A faster tick starts at once; a slower
+    /// one, or none, only once a tick has come (`ticked`), so that a busy tracer does not
+    /// re-arm the timer at every event.
     fn tick_for_deadlines(&mut self, ticked: bool) {
-        let want = if !self.dying.is_empty() || !self.out.is_empty() {
+        let want = if !self.out.is_empty() {
+            Some(FLUSH_GAP)
+        } else if !self.dying.is_empty() {
             Some(Duration::from_millis(5))
         } else if !self.held.is_empty() {
             Some(Duration::from_millis(100))
