@@ -767,3 +767,54 @@ async fn a_first_stop_before_the_creators_event_is_held_until_then() {
         );
     }
 }
+
+/// The tracer's doorbell (`procwatch-bell`, the helper that wakes it for requests) killed by
+/// someone: the tracer starts a new one, and requests still get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_doorbell_is_replaced() {
+    let w = require!(ptrace_watcher());
+    // The child of process `parent` named `name`, from `/proc/*/stat`.
+    let child_named = |parent: i32, name: &str| {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                    let Some((head, rest)) = s.rsplit_once(')') else {
+                        return false;
+                    };
+                    head.ends_with(&format!("({name}"))
+                        && rest.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+                })
+            })
+    };
+    let bell = || {
+        let tracer = child_named(std::process::id() as i32, "procwatch-trace")?;
+        child_named(tracer, "procwatch-bell")
+    };
+    let first = bell().expect("the doorbell runs");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill the doorbell");
+    let mut replaced = None;
+    wait_for(DEADLINE, "a new doorbell", || {
+        replaced = bell().filter(|&b| b != first);
+        replaced.is_some()
+    })
+    .await;
+    // Requests still reach the tracer: a spawn is an attach, answered.
+    let mut started = w.spawn(sh("exit 3"), Interest::ALL).expect("spawn");
+    let evs = collect(&mut started.events, DEADLINE).await;
+    assert_eq!(
+        wait_child(&mut started.child, "sh").await.code(),
+        Some(3),
+        "{evs:?}"
+    );
+    assert!(
+        evs.iter().any(|e| matches!(e, ProcEvent::Exit { .. })),
+        "{evs:?}"
+    );
+}

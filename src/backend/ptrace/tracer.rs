@@ -41,8 +41,33 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap as StdMap, HashSet as StdSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
+
+/// Hashes a task id with one multiplication: the tracer looks tasks up at every stop, and
+/// ids come from the kernel, not from someone choosing collisions.
+#[derive(Default)]
+struct TidHasher(u64);
+
+impl Hasher for TidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_i32(&mut self, id: i32) {
+        self.0 = (id as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type HashMap<K, V> = StdMap<K, V, BuildHasherDefault<TidHasher>>;
+type HashSet<K> = StdSet<K, BuildHasherDefault<TidHasher>>;
 
 /// Above this many bytes of records not yet sent, the tracer stops taking new stops: the
 /// tracees that stop wait, stopped, until the watcher has read (backpressure, not loss).
@@ -178,12 +203,12 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         ticking: None,
         urgent: false,
         last_flush: Instant::now(),
-        tasks: HashMap::new(),
-        procs: HashMap::new(),
-        held: HashMap::new(),
-        died_held: HashSet::new(),
+        tasks: HashMap::default(),
+        procs: HashMap::default(),
+        held: HashMap::default(),
+        died_held: HashSet::default(),
         dying: Vec::new(),
-        awaiting: HashMap::new(),
+        awaiting: HashMap::default(),
         out: Vec::with_capacity(DATAGRAM),
         inbuf: vec![0u8; DATAGRAM],
         first_stops: [0; 2],
@@ -569,12 +594,15 @@ impl Tracer {
     }
 
     /// Keeps `SIGALRM` ticking while something waits: every [`FLUSH_GAP`] while records
-    /// wait to be sent, every 5 ms while an exit waits for orphans, every 100 ms while only
+    /// wait to be sent or have just been, every 5 ms while an exit waits for orphans, every 100 ms while only
     /// new processes wait for their creation events. A faster tick starts at once; a slower
     /// one, or none, only once a tick has come (`ticked`), so that a busy tracer does not
     /// re-arm the timer at every event.
     fn tick_for_deadlines(&mut self, ticked: bool) {
-        let want = if !self.out.is_empty() {
+        // Records sent within the last two gaps say that more are likely to come: the tick
+        // stays, rather than being stopped and started again with each batch.
+        let flowing = !self.out.is_empty() || self.last_flush.elapsed() < 2 * FLUSH_GAP;
+        let want = if flowing {
             Some(FLUSH_GAP)
         } else if !self.dying.is_empty() {
             Some(Duration::from_millis(5))
