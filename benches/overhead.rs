@@ -1,8 +1,10 @@
 //! What watching costs: the same process workloads run unwatched and watched by procwatch
 //! (`TRACK`, every event consumed by a tokio task) with its Netlink backend and with its Ptrace
 //! backend, by two minimal C peers built here with `cc` — a proc-connector listener
-//! (`benches/peer/cn_listener.c`) and a ptrace follower (`benches/peer/ptrace_follower.c`) —
-//! and, when installed, by `forkstat`, `strace -f` and `strace -f --seccomp-bpf`, in
+//! (`benches/peer/cn_listener.c`) and a ptrace follower (`benches/peer/ptrace_follower.c`,
+//! run twice: resuming every stop and nothing else, and also naming each child and writing a
+//! record per event to a pipe another process drains, the least a follower that reports does)
+//! — and, when installed, by `forkstat`, `strace -f` and `strace -f --seccomp-bpf`, in
 //! alternating rounds. Prints the median wall-time ratio of each watcher over the unwatched
 //! run and kernel-to-consumer latency percentiles; then the latency at a light load, procwatch
 //! and the C listener alternating; then a consumer that stalls for a second in the middle of a
@@ -21,7 +23,8 @@
 //! `--netlink` and `--ptrace` each run about half of the watchers, so that a round takes
 //! half the time: `--netlink` the proc-connector listeners (procwatch's Netlink backend, the
 //! C listener, `forkstat`) and `strace -f`; `--ptrace` the ptrace followers (procwatch's
-//! Ptrace backend, the C follower, `strace -f` and `strace -f --seccomp-bpf`). Both run the
+//! Ptrace backend, the C follower in both forms, `strace -f` and `strace -f --seccomp-bpf`).
+//! Both run the
 //! workloads unwatched too. The light-load and stalled-consumer parts are about the proc
 //! connector, so `--ptrace` leaves them out. Without either, every watcher runs, in 5 rounds
 //! rather than 7 so that the whole bench stays within about a quarter of an hour on a 2-core
@@ -115,6 +118,9 @@ enum Mode {
     CListener,
     /// `benches/peer/ptrace_follower.c`, which runs the workload as its child.
     CFollower,
+    /// The same follower with `PTRACE_FOLLOWER_REPORT=1`: it also names each new child and
+    /// writes a record per event into a pipe that another process drains.
+    CFollowerReporting,
     Forkstat,
     Strace,
     /// `strace -f` with a seccomp filter that lets every system call through without a stop,
@@ -135,12 +141,13 @@ const STRACE: [&str; 7] = ["strace", "-f", "-qq", "-e", "trace=none", "-o", "/de
 
 impl Mode {
     /// Every mode, in the order of the table's columns.
-    const ALL: [Mode; 8] = [
+    const ALL: [Mode; 9] = [
         Mode::Unwatched,
         Mode::ProcwatchNetlink,
         Mode::ProcwatchPtrace,
         Mode::CListener,
         Mode::CFollower,
+        Mode::CFollowerReporting,
         Mode::Forkstat,
         Mode::Strace,
         Mode::StraceSeccomp,
@@ -153,6 +160,7 @@ impl Mode {
             Mode::ProcwatchPtrace => "procwatch (ptrace)",
             Mode::CListener => "C listener",
             Mode::CFollower => "C ptrace follower",
+            Mode::CFollowerReporting => "C ptrace follower, reporting",
             Mode::Forkstat => "forkstat",
             Mode::Strace => "strace -f",
             Mode::StraceSeccomp => "strace -f --seccomp-bpf",
@@ -168,7 +176,10 @@ impl Mode {
         );
         let ptrace = matches!(
             self,
-            Mode::ProcwatchPtrace | Mode::CFollower | Mode::StraceSeccomp
+            Mode::ProcwatchPtrace
+                | Mode::CFollower
+                | Mode::CFollowerReporting
+                | Mode::StraceSeccomp
         );
         match set {
             ModeSet::All => true,
@@ -201,12 +212,17 @@ impl Mode {
                 .chain(&["--seccomp-bpf"])
                 .map(OsString::from)
                 .collect(),
-            Mode::CFollower => vec![env.c_follower.clone().expect("C follower built").into()],
+            Mode::CFollower | Mode::CFollowerReporting => {
+                vec![env.c_follower.clone().expect("C follower built").into()]
+            }
             _ => Vec::new(),
         };
         words.extend(argv.iter().map(OsString::from));
         let mut cmd = tokio::process::Command::new(&words[0]);
         cmd.args(&words[1..]);
+        if self == Mode::CFollowerReporting {
+            cmd.env("PTRACE_FOLLOWER_REPORT", "1");
+        }
         cmd
     }
 
@@ -216,7 +232,7 @@ impl Mode {
         match self {
             Mode::Unwatched | Mode::ProcwatchNetlink | Mode::ProcwatchPtrace => None,
             Mode::CListener => env.c_listener.as_ref().err().cloned(),
-            Mode::CFollower => env.c_follower.as_ref().err().cloned(),
+            Mode::CFollower | Mode::CFollowerReporting => env.c_follower.as_ref().err().cloned(),
             Mode::Forkstat => not_installed("forkstat"),
             Mode::Strace => not_installed("strace"),
             Mode::StraceSeccomp => not_installed("strace").or_else(|| {

@@ -15,6 +15,11 @@
  *
  * Exits with COMMAND's exit code (128 + the signal if a signal killed it) once COMMAND is
  * gone and no tracee is left; 127 if COMMAND could not be run.
+ *
+ * With PTRACE_FOLLOWER_REPORT=1 in the environment it also does the least a follower that
+ * reports events must: it names each new child (PTRACE_GETEVENTMSG at each fork, vfork and
+ * clone event) and writes one 32-byte record per fork, exec and exit into a pipe, which a
+ * reader process drains (a blocking read per wake-up, nothing else).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +27,8 @@
 #include <stdio.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define OPTIONS                                                                             \
@@ -32,7 +39,37 @@ static int is_stop_signal(int sig) {
     return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }
 
+/* The reporting variant's pipe; -1 when not reporting. */
+static int report_fd = -1;
+
+static void report(int kind, pid_t a, long b) {
+    if (report_fd < 0) return;
+    long rec[4] = {kind, a, b, 0};
+    (void)!write(report_fd, rec, sizeof rec);
+}
+
+static void start_reader(void) {
+    int p[2];
+    if (pipe(p) < 0) { perror("pipe"); exit(127); }
+    /* Forked twice, so that it is not this process's child: the loop below waits for
+     * every child, and ends when none is left. It ends at the pipe's end of file. */
+    pid_t r = fork();
+    if (r == 0) {
+        if (fork() == 0) {
+            close(p[1]);
+            char buf[65536];
+            while (read(p[0], buf, sizeof buf) > 0) {}
+        }
+        _exit(0);
+    }
+    waitpid(r, NULL, 0);
+    close(p[0]);
+    report_fd = p[1];
+}
+
 int main(int argc, char **argv) {
+    const char *rep = getenv("PTRACE_FOLLOWER_REPORT");
+    if (rep && strcmp(rep, "1") == 0) start_reader();
     if (argc < 2) {
         fprintf(stderr, "usage: %s COMMAND [ARG]...\n", argv[0]);
         return 2;
@@ -68,6 +105,7 @@ int main(int argc, char **argv) {
             break; /* ECHILD: no child and no tracee left */
         }
         if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            report(3, pid, status);
             if (pid == root)
                 code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
             continue;
@@ -75,6 +113,14 @@ int main(int argc, char **argv) {
         if (!WIFSTOPPED(status)) continue;
         int sig = WSTOPSIG(status), event = (unsigned)status >> 16;
         /* A tracee killed meanwhile makes these fail with ESRCH; its exit comes next. */
+        if (report_fd >= 0 && (event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK ||
+                               event == PTRACE_EVENT_CLONE)) {
+            unsigned long child = 0;
+            ptrace(PTRACE_GETEVENTMSG, pid, 0L, &child);
+            report(1, pid, (long)child);
+        } else if (event == PTRACE_EVENT_EXEC) {
+            report(2, pid, 0);
+        }
         if (event == PTRACE_EVENT_STOP && is_stop_signal(sig))
             ptrace(PTRACE_LISTEN, pid, 0L, 0L);
         else if (event != 0)
