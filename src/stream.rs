@@ -144,7 +144,8 @@ impl ProcEvents {
     ///
     /// Removing [`Interest::TRACK`] stops new children from being tracked; processes already
     /// tracked stay tracked. Adding [`Interest::HOLD`] holds the stream's processes, and
-    /// the children they make, at their next `Child` and `Exec` events from now on (a backend
+    /// the children they make, at their next `Child` and `Exec` events from now on (the call
+    /// waits for the Ptrace backend's tracer to take the change, as `watch` does; a backend
     /// that cannot hold, Netlink, ignores it here; `watch` is where it refuses it); removing
     /// it lets the processes the stream holds run on once their held event is read, and
     /// holds nothing after that. Removing [`Interest::EXIT`] does not keep the stream open: it

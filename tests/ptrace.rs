@@ -818,3 +818,66 @@ async fn a_killed_doorbell_is_replaced() {
         "{evs:?}"
     );
 }
+
+const SUBREAPER_HELPER_ENV: &str = "PROCWATCH_PTRACE_SUBREAPER_HELPER";
+
+/// Not a test on its own: run again by [`a_dropped_watcher_leaves_a_subreaper_nothing`], in a
+/// process of its own that is a child subreaper.
+#[test]
+fn subreaper_helper() {
+    if std::env::var(SUBREAPER_HELPER_ENV).is_err() {
+        return;
+    }
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let w = ptrace_watcher().expect("a Ptrace watcher");
+        let mut started = w.spawn(sh("exit 0"), Interest::ALL).expect("spawn");
+        let _ = collect(&mut started.events, DEADLINE).await;
+        assert!(wait_child(&mut started.child, "sh").await.success());
+        drop(started);
+        drop(w);
+    });
+    // The tracer is reaped by the watcher's thread, and the tracer reaps its doorbell: no
+    // child is left for this subreaper, dead or alive.
+    std::thread::sleep(Duration::from_millis(300));
+    let me = std::process::id().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(|p| p == me))
+                .unwrap_or(false)
+        })
+        .collect();
+    println!("RESULT=children left: {left:?}");
+}
+
+/// A program that is a child subreaper (an init, a supervisor) and drops a Ptrace watcher
+/// inherits nothing from it: no tracer and no doorbell, as zombies or alive.
+#[tokio::test]
+async fn a_dropped_watcher_leaves_a_subreaper_nothing() {
+    let exe = std::env::current_exe().unwrap();
+    let out = tokio::process::Command::new(exe)
+        .args([
+            "--exact",
+            "subreaper_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SUBREAPER_HELPER_ENV, "1")
+        .output();
+    let out = tokio::time::timeout(DEADLINE, out)
+        .await
+        .expect("the helper within the deadline")
+        .expect("run the helper");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("RESULT=children left: []"), "{text}");
+}

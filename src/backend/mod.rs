@@ -72,7 +72,8 @@ pub(crate) trait Backend: Send + Sync {
     }
     /// Holds these processes (and what they create from then on) at their next creation
     /// and exec events (`true`), or no more (`false`): a stream's `HOLD` interest changed.
-    /// Must not block.
+    /// Returns once the change is in effect (like `attach`, it may wait for the backend's
+    /// thread; never called from it).
     fn set_hold(&self, _changes: &[(Pid, bool)]) {}
     /// Lets held processes run: no stream holds them any more. Must not block.
     fn release(&self, _pids: &[Pid]) {}

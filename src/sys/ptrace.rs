@@ -230,6 +230,18 @@ pub(crate) fn ring_again(doorbell: i32) {
     unsafe { libc::kill(doorbell, libc::SIGCONT) };
 }
 
+/// Kills the doorbell and reaps it.
+pub(crate) fn end_doorbell(doorbell: i32) {
+    // SAFETY: integer arguments, and a null status pointer the kernel does not write. The
+    // doorbell is the caller's unreaped child, so its pid names it.
+    unsafe {
+        libc::kill(doorbell, libc::SIGKILL);
+        while libc::waitpid(doorbell, std::ptr::null_mut(), 0) == -1
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+    }
+}
+
 extern "C" fn on_tick(_: libc::c_int) {}
 
 /// Makes `SIGALRM` interrupt the tracer's blocking calls (`EINTR`, no restart), so that

@@ -334,6 +334,10 @@ impl Backend for Ptrace {
             .iter()
             .map(|&(pid, hold)| Record::new(Kind::HoldFrom, pid.as_raw()).with(0, hold.into()));
         send_records(&self.sock, records);
+        // The tracer reads its commands in order: once it answers this one, the changes
+        // above are in effect, and a process created after `set_interest` returns is held.
+        // If it is gone, nothing is traced any more.
+        let _ = self.ask(Record::new(Kind::Clock, 0), "set_interest");
     }
 
     fn release(&self, pids: &[Pid]) {

@@ -213,40 +213,50 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         inbuf: vec![0u8; DATAGRAM],
         first_stops: [0; 2],
     };
-    let mut ticked = false;
-    loop {
-        t.expire_held();
-        t.expire_dying();
-        if !t.out.is_empty()
-            && (t.urgent
-                || ticked
-                || t.out.len() >= DATAGRAM
-                || t.last_flush.elapsed() >= FLUSH_GAP)
-        {
-            if !t.flush() {
-                return 0;
-            }
-            if t.out.len() >= OUT_LIMIT {
-                // The watcher is behind: take no stop until it has read (backpressure, not
-                // loss); the tracees that stop meanwhile wait, stopped.
-                if !t.wait_for_watcher() {
+    let code = t.serve();
+    // Reaped here, not left to whoever would inherit it (a subreaper program's own reaper).
+    pt::end_doorbell(t.bell);
+    code
+}
+
+impl Tracer {
+    /// The tracer's loop (see [`run`]); its return value is the exit code.
+    fn serve(&mut self) -> i32 {
+        let mut ticked = false;
+        loop {
+            self.expire_held();
+            self.expire_dying();
+            if !self.out.is_empty()
+                && (self.urgent
+                    || ticked
+                    || self.out.len() >= DATAGRAM
+                    || self.last_flush.elapsed() >= FLUSH_GAP)
+            {
+                if !self.flush() {
                     return 0;
                 }
-                continue;
-            }
-        }
-        t.tick_for_deadlines(ticked);
-        ticked = false;
-        match pt::wait_any(true) {
-            Ok(Some((pid, status))) if pid == t.bell => {
-                if !t.doorbell(status) {
-                    return 0;
+                if self.out.len() >= OUT_LIMIT {
+                    // The watcher is behind: take no stop until it has read (backpressure, not
+                    // loss); the tracees that stop meanwhile wait, stopped.
+                    if !self.wait_for_watcher() {
+                        return 0;
+                    }
+                    continue;
                 }
             }
-            Ok(Some((tid, status))) => t.handle(tid, status),
-            Ok(None) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => ticked = true,
-            Err(_) => return 3, // ECHILD: the doorbell is always there
+            self.tick_for_deadlines(ticked);
+            ticked = false;
+            match pt::wait_any(true) {
+                Ok(Some((pid, status))) if pid == self.bell => {
+                    if !self.doorbell(status) {
+                        return 0;
+                    }
+                }
+                Ok(Some((tid, status))) => self.handle(tid, status),
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => ticked = true,
+                Err(_) => return 3, // ECHILD: the doorbell is always there
+            }
         }
     }
 }
