@@ -166,8 +166,8 @@
 //!   the watch and read from `/proc` has a start time with clock-tick (10 ms) precision.
 //! * `Ptrace`: the tracer is a child process of the program (`procwatch-trace` in `ps`),
 //!   forked by the watcher's thread and killed with it, with a helper of its own
-//!   (`procwatch-bell`) that wakes it for the watcher's requests. It is a process of its own so that
-//!   the program's own children, when watched, keep reporting their exit to their parent
+//!   (`procwatch-bell`) that wakes it for the watcher's requests. It is a process of its own
+//!   so that the program's own children, when watched, keep reporting their exit to their parent
 //!   exactly as without the watcher (a process traced by its own parent's process would show
 //!   its tracing stops to that parent's `waitpid`). A process has one tracer at a time: one
 //!   that a debugger or `strace` traces cannot be watched (`PermissionDenied` saying by

@@ -759,7 +759,8 @@ async fn a_first_stop_before_the_creators_event_is_held_until_then() {
             }
         };
         eprintln!(
-            "{interest:?}: {storms} storms, first stops before the creator's event: {before}, after: {after}"
+            "{interest:?}: {storms} storms; first stops before the creator's event: {before}, \
+             after: {after}"
         );
         assert!(
             before > 0,

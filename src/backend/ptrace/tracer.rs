@@ -604,10 +604,10 @@ impl Tracer {
     }
 
     /// Keeps `SIGALRM` ticking while something waits: every [`FLUSH_GAP`] while records
-    /// wait to be sent or have just been, every 5 ms while an exit waits for orphans, every 100 ms while only
-    /// new processes wait for their creation events. A faster tick starts at once; a slower
-    /// one, or none, only once a tick has come (`ticked`), so that a busy tracer does not
-    /// re-arm the timer at every event.
+    /// wait to be sent or have just been, every 5 ms while an exit waits for orphans, every
+    /// 100 ms while only new processes wait for their creation events. A faster tick starts
+    /// at once; a slower one, or none, only once a tick has come (`ticked`), so that a busy
+    /// tracer does not re-arm the timer at every event.
     fn tick_for_deadlines(&mut self, ticked: bool) {
         // Records sent within the last two gaps say that more are likely to come: the tick
         // stays, rather than being stopped and started again with each batch.
