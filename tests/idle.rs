@@ -35,24 +35,11 @@ fn switches_in(status: &std::path::Path) -> Option<u64> {
 /// Voluntary context switches of the child process named `name` of process `parent`, and
 /// that child's pid.
 fn switches_of_child(parent: u32, name: &str) -> Option<(u64, u32)> {
-    let me = parent.to_string();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let path = entry.path();
-        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
-            continue;
-        };
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_owned())
-        };
-        if field("Name:").as_deref() == Some(name) && field("PPid:").as_deref() == Some(&me) {
-            let pid = entry.file_name().to_str()?.parse().ok()?;
-            return Some((switches_in(&path.join("status"))?, pid));
-        }
-    }
-    None
+    let (pid, _, _) = children_of(parent as i32)
+        .into_iter()
+        .find(|(_, _, n)| n == name)?;
+    let path = std::path::Path::new("/proc").join(pid.as_raw().to_string());
+    Some((switches_in(&path.join("status"))?, pid.as_raw() as u32))
 }
 
 #[tokio::test(flavor = "current_thread")]

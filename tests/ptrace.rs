@@ -774,21 +774,11 @@ async fn a_first_stop_before_the_creators_event_is_held_until_then() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_doorbell_is_replaced() {
     let w = require!(ptrace_watcher());
-    // The child of process `parent` named `name`, from `/proc/*/stat`.
     let child_named = |parent: i32, name: &str| {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .find(|&p| {
-                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
-                    let Some((head, rest)) = s.rsplit_once(')') else {
-                        return false;
-                    };
-                    head.ends_with(&format!("({name}"))
-                        && rest.split_whitespace().nth(1) == Some(parent.to_string().as_str())
-                })
-            })
+        children_of(parent)
+            .into_iter()
+            .find(|(_, _, n)| n == name)
+            .map(|(pid, _, _)| pid.as_raw())
     };
     let bell = || {
         let tracer = child_named(std::process::id() as i32, "procwatch-trace")?;
@@ -842,17 +832,7 @@ fn subreaper_helper() {
     // The tracer is reaped by the watcher's thread, and the tracer reaps its doorbell: no
     // child is left for this subreaper, dead or alive.
     std::thread::sleep(Duration::from_millis(300));
-    let me = std::process::id().to_string();
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(|p| p == me))
-                .unwrap_or(false)
-        })
-        .collect();
+    let left = children_of_this_process();
     println!("RESULT=children left: {left:?}");
 }
 

@@ -360,7 +360,14 @@ impl Drop for Watchdog {
 /// The processes whose parent is this test process, with their state letters: what a test
 /// looks at to prove it left no zombie or stray process behind.
 pub fn children_of_this_process() -> Vec<(Pid, char)> {
-    let me = std::process::id() as i32;
+    children_of(std::process::id() as i32)
+        .into_iter()
+        .map(|(pid, state, _)| (pid, state))
+        .collect()
+}
+
+/// The processes whose parent is process `parent`, with their state letters and names.
+pub fn children_of(parent: i32) -> Vec<(Pid, char, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -374,15 +381,16 @@ pub fn children_of_this_process() -> Vec<(Pid, char)> {
         let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue; // gone meanwhile
         };
-        let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
+        let (Some(open), Some(close)) = (text.find('('), text.rfind(')')) else {
             continue;
         };
-        let mut f = rest.split_ascii_whitespace();
+        let name = text[open + 1..close].to_owned();
+        let mut f = text[close + 1..].split_ascii_whitespace();
         let state = f.next().and_then(|s| s.chars().next());
         let ppid: Option<i32> = f.next().and_then(|p| p.parse().ok());
         if let (Some(state), Some(ppid)) = (state, ppid) {
-            if ppid == me {
-                out.push((pid, state));
+            if ppid == parent {
+                out.push((pid, state, name));
             }
         }
     }
