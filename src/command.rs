@@ -53,7 +53,7 @@ impl fmt::Debug for WatchedChild {
 
 /// A child whose watch is armed: its pid, its stream, and a pidfd on it where the kernel has
 /// `pidfd_open` (Linux 5.3+).
-type Armed = (Pid, ProcEvents, Option<OwnedFd>);
+type Armed = (Pid, Vec<ProcEvents>, Option<OwnedFd>);
 
 fn os(op: &'static str, e: Errno) -> Error {
     Error::io(op, e.into())
@@ -126,7 +126,21 @@ impl ProcWatcher {
                     "the interest is empty; ask for at least one of FORK, EXEC, EXIT, TRACK",
                 ));
         }
-        let mut cmd: tokio::process::Command = cmd.into();
+        let (child, mut streams, pid) = self.spawn_armed(cmd.into(), &[interest], &|_| {})?;
+        let events = streams.pop().expect("one stream per interest");
+        Ok(WatchedChild { child, events, pid })
+    }
+
+    /// What `spawn` does, with one stream per entry of `interests`, and `prepare` called
+    /// with the child's pid once its watches are armed, before it runs its program (while it
+    /// is still held, so it has created nothing and cannot have exited).
+    pub(crate) fn spawn_armed(
+        &self,
+        mut cmd: tokio::process::Command,
+        interests: &[Interest],
+        prepare: &(dyn Fn(Pid) + Sync),
+    ) -> Result<(tokio::process::Child, Vec<ProcEvents>, Pid), Error> {
+        let backend = self.backend();
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         let (report_r, report_w) = hold_pipe().map_err(|e| e.with_backend(backend))?;
         let (release_r, release_w) = hold_pipe().map_err(|e| e.with_backend(backend))?;
@@ -146,7 +160,7 @@ impl ProcWatcher {
             let armer = std::thread::Builder::new()
                 .name("procwatch-spawn".into())
                 .spawn_scoped(scope, move || {
-                    self.arm_child(report_r, release_w, done, interest)
+                    self.arm_child(report_r, release_w, done, interests, prepare)
                 });
             let armer = match armer {
                 Ok(h) => h,
@@ -159,7 +173,7 @@ impl ProcWatcher {
         });
         drop((report_w, release_r));
         match (spawned, armed) {
-            (Ok(child), Some(Ok((pid, events, _)))) => Ok(WatchedChild { child, events, pid }),
+            (Ok(child), Some(Ok((pid, events, _)))) => Ok((child, events, pid)),
             (Ok(mut child), Some(Err(e))) => {
                 // Cannot happen in practice (the child only execs once released), but never
                 // leave a process behind.
@@ -210,7 +224,8 @@ impl ProcWatcher {
         report_r: OwnedFd,
         release_w: OwnedFd,
         done: &OwnedFd,
-        interest: Interest,
+        interests: &[Interest],
+        prepare: &(dyn Fn(Pid) + Sync),
     ) -> Option<Result<Armed, Error>> {
         // An explicit answer, not only EOF: a child forked at the same moment by another
         // thread holds a copy of `release_w` until it execs, which would delay the EOF.
@@ -224,16 +239,21 @@ impl ProcWatcher {
         // A handle on this very process while it is certainly alive (it is waiting for us),
         // so that a failure after its release can never hit a reused pid.
         let pidfd = rustix::process::pidfd_open(pid.to_rustix(), PidfdFlags::empty()).ok();
-        match self.watch(pid, interest) {
-            Ok(events) => {
-                answer(sys::HOLD_GO);
-                Some(Ok((pid, events, pidfd)))
-            }
-            Err(e) => {
-                answer(sys::HOLD_ABORT);
-                Some(Err(e))
+        let mut streams = Vec::with_capacity(interests.len());
+        for &interest in interests {
+            match self.watch(pid, interest) {
+                Ok(events) => streams.push(events),
+                Err(e) => {
+                    answer(sys::HOLD_ABORT);
+                    return Some(Err(e));
+                }
             }
         }
+        // Its status is tokio's: a reaper must never take it.
+        crate::orphans::orphans().note_own(pid);
+        prepare(pid);
+        answer(sys::HOLD_GO);
+        Some(Ok((pid, streams, pidfd)))
     }
 }
 

@@ -197,18 +197,23 @@ mod backend;
 #[cfg(any(test, feature = "bench-support"))]
 #[doc(hidden)]
 pub mod bench_support;
+mod cgroup;
 mod clock;
 mod command;
 mod error;
 mod event;
 mod interest;
 mod loom;
+mod orphans;
 mod pid;
 mod procfs;
+mod reaper;
 mod registry;
 mod shared;
+mod signal;
 mod stream;
 mod sys;
+mod tree;
 mod watcher;
 
 pub use command::WatchedChild;
@@ -216,7 +221,10 @@ pub use error::{Error, ErrorKind};
 pub use event::{ProcEvent, Timestamp, TrackErrReason};
 pub use interest::Interest;
 pub use pid::Pid;
+pub use reaper::{Reaper, ReaperBuilder, ReaperExits};
+pub use signal::Signal;
 pub use stream::{Finished, ProcEvents};
+pub use tree::{Adoption, KillReport, Mechanism, ProcessEnd, Tree, TreeReport};
 pub use watcher::{
     BackendKind, Builder, NetlinkOptions, ProcWatcher, PtraceOptions, DEFAULT_MAX_TRACKED,
 };

@@ -46,7 +46,7 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
 }
 
 /// Nanoseconds per clock tick (`sysconf(_SC_CLK_TCK)`).
-fn ns_per_tick() -> u64 {
+pub(crate) fn ns_per_tick() -> u64 {
     let hz = rustix::param::clock_ticks_per_second().max(1);
     1_000_000_000 / hz
 }
@@ -337,6 +337,20 @@ pub(crate) fn recheck(raw: i32) -> Recheck {
     }
 }
 
+/// Whether the process a pidfd refers to has exited (is a zombie or reaped): the pidfd polls
+/// readable then (`pidfd_open(2)`, "poll"). `None` if the poll fails.
+pub(crate) fn exited(fd: &rustix::fd::OwnedFd) -> Option<bool> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&zero))
+        .ok()
+        .map(|_| !fds[0].revents().is_empty())
+}
+
 /// What a pidfd says of a process that `/proc` would not show.
 #[derive(Debug, Copy, Clone, PartialEq, Eq)]
 pub(crate) enum Probe {
@@ -353,7 +367,6 @@ pub(crate) enum Probe {
 /// readable once the process has exited (`pidfd_open(2)`, "poll"). `None` if the kernel cannot
 /// tell (no `pidfd_open`, out of file descriptors).
 pub(crate) fn probe(raw: i32) -> Option<Probe> {
-    use rustix::event::{poll, PollFd, PollFlags};
     use rustix::io::Errno;
     let pid = rustix::process::Pid::from_raw(raw)?;
     let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
@@ -363,15 +376,9 @@ pub(crate) fn probe(raw: i32) -> Option<Probe> {
         Err(Errno::SRCH) | Err(Errno::NOENT) | Err(Errno::INVAL) => return Some(Probe::Gone),
         Err(_) => return None,
     };
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    match poll(&mut fds, Some(&zero)) {
-        Ok(_) if !fds[0].revents().is_empty() => Some(Probe::Exited),
-        Ok(_) => Some(Probe::Running),
-        Err(_) => None,
+    match exited(&fd)? {
+        true => Some(Probe::Exited),
+        false => Some(Probe::Running),
     }
 }
 

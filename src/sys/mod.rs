@@ -2,7 +2,7 @@
 //!
 //! # Safety
 //!
-//! The crate root denies `unsafe_code`; this module alone allows it, for two jobs:
+//! The crate root denies `unsafe_code`; this module alone allows it, for these jobs:
 //!
 //! * the hook that holds a freshly forked child before `execve` until its watch is armed.
 //!   That hook runs in the child between `fork` and `exec`, where only async-signal-safe
@@ -10,7 +10,9 @@
 //!   rustix, allocates nothing, takes no lock, and touches only file descriptor numbers copied
 //!   into the closure;
 //! * registering the netlink socket with tokio's reactor, which requires the descriptor to
-//!   stay open and the same for as long as the registration lives.
+//!   stay open and the same for as long as the registration lives;
+//! * two pidfd calls rustix lacks: `pidfd_send_signal` with any signal number, and the
+//!   `PIDFD_GET_INFO` ioctl (a fixed-size struct the kernel fills in).
 
 #![allow(unsafe_code)]
 
@@ -118,5 +120,76 @@ pub(crate) fn register_readable(
             tracing::debug!("the tokio runtime has no I/O driver; draining from a thread");
             None
         }
+    }
+}
+
+/// Sends signal `sig` (any number the kernel takes, real-time ones included) to the process
+/// `pidfd` refers to: `pidfd_send_signal(2)`, which rustix offers only for named signals.
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a raw syscall with an open descriptor, an integer, a null `siginfo` pointer
+    // (the kernel then fills it in as `kill(2)` would) and zero flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::INVAL))
+    }
+}
+
+/// The first version of the kernel's `struct pidfd_info` (Linux 6.13+), enough for
+/// `PIDFD_INFO_EXIT` (6.15+).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    exit_code: i32,
+}
+
+/// `PIDFD_GET_INFO`: `_IOWR(0xFF, 11, struct pidfd_info)` for the 64-byte first version.
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// The `waitpid` status of the process `pidfd` refers to, once it has been reaped by
+/// whichever process was its parent (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15+).
+/// `None` while it runs or is a zombie, or where the kernel lacks the call.
+pub(crate) fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: the kernel writes at most the 64 bytes the request number encodes into `info`,
+    // a `repr(C)` struct of that size that lives across the call.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO as _, &mut info) };
+    (r == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
+}
+
+#[cfg(test)]
+mod pidfd_info_tests {
+    #[test]
+    fn the_info_struct_has_the_size_the_request_number_encodes() {
+        assert_eq!(std::mem::size_of::<super::PidfdInfo>(), 64);
+        assert_eq!((super::PIDFD_GET_INFO >> 16) & 0x3fff, 64);
     }
 }

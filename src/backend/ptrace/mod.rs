@@ -96,6 +96,10 @@ impl Ptrace {
                         return;
                     }
                 };
+                // The tracer's status is this thread's to take, never a reaper's.
+                if let Some(pid) = crate::Pid::from_raw(tracer) {
+                    crate::orphans::orphans().note_own(pid);
+                }
                 let pidfd = rustix::process::Pid::from_raw(tracer).and_then(|p| {
                     rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
                 });

@@ -1,0 +1,4 @@
+//! `supervise.rs` against the Ptrace backend (see `ptrace_tree.rs`).
+
+#[path = "supervise.rs"]
+mod supervise;
