@@ -256,3 +256,9 @@ fn check_lives(root: Pid, events: &VecDeque<ProcEvent>) -> HashSet<Pid> {
 pub fn first_stops(watcher: &crate::ProcWatcher) -> Option<(u64, u64)> {
     watcher.backend_impl().first_stops()
 }
+
+/// How many exited processes the program-wide orphan table still holds (each with a pidfd)
+/// until it reaps them, or sees that someone else did: for the tests that check it empties.
+pub fn orphans_pending() -> usize {
+    crate::orphans::orphans().pending()
+}

@@ -166,6 +166,12 @@ impl Orphans {
         self.sweep();
     }
 
+    /// How many exited processes wait in the table.
+    #[cfg(any(test, feature = "bench-support"))]
+    pub(crate) fn pending(&self) -> usize {
+        lock(&self.table).dead.len()
+    }
+
     /// Adds an `exits()` subscriber.
     pub(crate) fn subscribe(&self) -> Arc<Subscriber> {
         let sub = Arc::new(Subscriber::default());
