@@ -119,6 +119,68 @@
 //! waits forever: the process is stopped until the consumer polls. Poll the stream from its
 //! own task, or act on the event and move on before waiting.
 //!
+//! # Supervision
+//!
+//! A supervisor, a CI runner or an init must *own* a tree: know every process in it, stop it
+//! whatever its members did to get away, and collect every exit status without taking the
+//! ones other code waits for. [`ProcWatcher::spawn_tree`] starts a command as a [`Tree`], and
+//! [`Reaper`] makes the program the reaper of orphans.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use procwatch::{ProcWatcher, Reaper};
+//! use std::time::Duration;
+//!
+//! let reaper = Reaper::install()?; // orphans of the tree come here, and are reaped
+//! let watcher = ProcWatcher::new()?;
+//! let mut tree = watcher.spawn_tree(tokio::process::Command::new("./run-tests.sh"))?;
+//! let status = tree.wait().await?; // the root
+//! let report = tree.shutdown(Duration::from_secs(5)).await?; // and whatever it left behind
+//! println!("{status}; {} processes in all", report.processes.len());
+//! # Ok(()) }
+//! ```
+//!
+//! What a tree guarantees:
+//!
+//! 1. **Membership is what was tracked.** Every process the command creates, and every
+//!    process those create, is a member from its creation: `setsid`, a double fork, `nohup`, a
+//!    new process group or reparenting (to this program or to init) does not take it out.
+//!    The only way out is what the backend says on the tree's stream (`TrackErr`, or `Lost`
+//!    under Netlink) — and, where the tree has its own cgroup, not even that for `SIGKILL`.
+//! 2. **No reused pid is signalled.** Members are signalled through pidfds opened when their
+//!    `Child` event was read, after checking the pid still names the process that event
+//!    announced (its start time), never through a number.
+//! 3. **`kill` makes passes until nobody new**: each pass signals the members known so far
+//!    and the children `/proc` shows for them that no event has announced yet. For `SIGKILL`
+//!    that reaches every member (a process with `SIGKILL` pending cannot complete a fork);
+//!    with a cgroup, `cgroup.kill` follows.
+//! 4. **`shutdown` waits for every member, not only the root**: `SIGTERM` (or another
+//!    signal) then `SIGCONT` to each member, newest first, so that a stopped member sees it and
+//!    is not sent `SIGHUP` by the kernel first (a stopped process group whose last outside
+//!    parent dies gets `SIGHUP`); members that appear meanwhile get the same at once; after the
+//!    grace period, the cgroup is frozen (if any) and what is left gets `SIGKILL`, again until
+//!    nothing is left. A member that could not be signalled (`EPERM`) is reported, not waited
+//!    for.
+//! 5. **Every member's status**: from the backend's `Exit`, else from `PIDFD_INFO_EXIT` on its
+//!    pidfd (Linux 6.15+, once reaped); `None` only with the reason.
+//! 6. **Nothing is stolen.** The root is reaped by [`Tree::wait`]. Orphans reparented to
+//!    this program are reaped by procwatch only when it followed them from their creation by a
+//!    process other than this program (see [`Reaper`]); a `tokio::process::Child` or
+//!    `std::process::Child` of the program keeps its status whatever dies first. Nothing calls
+//!    `waitpid(-1)`.
+//!
+//! What needs what:
+//!
+//! | piece | needs | without it |
+//! |---|---|---|
+//! | tracking every member | a backend: Netlink (root or `CAP_NET_ADMIN`, initial namespaces) or Ptrace (any user, its own processes) | — |
+//! | orphans reaped here, first-hand statuses | [`Reaper::install`] (`PR_SET_CHILD_SUBREAPER`, no privilege) or being PID 1 | orphans go to init, which reaps them; statuses still come from the backend |
+//! | a cgroup of the tree's own: `cgroup.kill`, freezing | write access to the program's cgroup v2 (root, or a delegated subtree such as systemd's `Delegate=yes`); Linux 5.14+ for `cgroup.kill` | `SIGKILL` through pidfds only; a process the backend missed can escape it |
+//! | signalling members | the right to signal them (same user, or `CAP_KILL`) | `PermissionDenied` in the report |
+//! | statuses through pidfds | Linux 6.15+ (`PIDFD_INFO_EXIT`) | the backend's status only |
+//!
+//! [`Tree::mechanism`] says which of these a tree got.
+//!
 //! # Caveats
 //!
 //! * Dropping a [`ProcEvents`] detaches it at once; dropping the [`ProcWatcher`] stops the

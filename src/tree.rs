@@ -591,7 +591,7 @@ impl Tree {
         let began = Instant::now();
         let root_status = self.wait().await?;
         self.inner.ended().await;
-        Ok(self.report(root_status, Vec::new(), false, began))
+        Ok(self.report(Some(root_status), Vec::new(), false, began))
     }
 
     /// Sends `signal` to every live member of the tree, whatever its session, process group
@@ -797,20 +797,26 @@ impl Tree {
                     break;
                 }
                 // Done when nothing is left but members that cannot be signalled.
-                let left: Vec<Pid> = self.pids();
-                if left.iter().all(|p| cannot.contains(p)) && !left.contains(&self.inner.root) {
+                if self.pids().iter().all(|p| cannot.contains(p)) {
                     break;
                 }
             }
         }
         failed.dedup_by_key(|(p, _)| *p);
-        let root_status = self.wait().await?;
+        // A root that could not be signalled still runs: not waited for.
+        let root_alive = self.pids().first() == Some(&self.inner.root)
+            && failed.iter().any(|(p, _)| *p == self.inner.root);
+        let root_status = if root_alive {
+            None
+        } else {
+            Some(self.wait().await?)
+        };
         Ok(self.report(root_status, failed, !in_time, began))
     }
 
     fn report(
         &self,
-        root_status: ExitStatus,
+        root_status: Option<ExitStatus>,
         failed: Vec<(Pid, Error)>,
         forced: bool,
         began: Instant,
@@ -822,8 +828,8 @@ impl Tree {
             .iter()
             .map(|m| {
                 let mut status = m.status;
-                if m.pid == self.inner.root && m.parent.is_none() {
-                    status = Some(root_status);
+                if m.pid == self.inner.root && m.parent.is_none() && root_status.is_some() {
+                    status = root_status;
                 }
                 if status.is_none() {
                     status = m

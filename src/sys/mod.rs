@@ -188,6 +188,30 @@ pub(crate) fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Option<i32> {
 #[cfg(test)]
 mod pidfd_info_tests {
     #[test]
+    fn a_reaped_process_status_comes_through_its_pidfd() {
+        use rustix::fd::AsFd;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(7));
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+        match super::pidfd_exit_status(fd.as_fd()) {
+            Some(status) => assert_eq!(status, 7 << 8),
+            None => assert!(
+                (major, minor) < (6, 15),
+                "Linux {release} has PIDFD_INFO_EXIT, and it gave nothing"
+            ),
+        }
+    }
+
+    #[test]
     fn the_info_struct_has_the_size_the_request_number_encodes() {
         assert_eq!(std::mem::size_of::<super::PidfdInfo>(), 64);
         assert_eq!((super::PIDFD_GET_INFO >> 16) & 0x3fff, 64);
