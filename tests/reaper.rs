@@ -91,17 +91,11 @@ async fn storm(own_first: bool) {
         .await
         .unwrap();
     // The orphans: the members whose parent was a subshell, not the root.
-    let root = tree.pid();
-    let subshells: std::collections::HashSet<Pid> = report
-        .processes
-        .iter()
-        .filter(|p| p.parent == Some(root))
-        .map(|p| p.pid)
-        .collect();
+    let grandchildren = support::grandchildren(&report);
     let orphans: HashMap<Pid, Option<ExitStatus>> = report
         .processes
         .iter()
-        .filter(|p| p.parent.is_some_and(|q| subshells.contains(&q)))
+        .filter(|p| grandchildren.contains(&p.pid))
         .map(|p| (p.pid, p.status))
         .collect();
     assert_eq!(

@@ -5,7 +5,7 @@
 mod support;
 
 use futures::StreamExt;
-use procwatch::{Pid, Reaper};
+use procwatch::Reaper;
 use std::collections::HashSet;
 use std::time::Duration;
 use support::{within, DEADLINE};
@@ -21,20 +21,10 @@ async fn a_full_subscriber_is_backpressure_not_loss() {
     // Each subshell backgrounds a builtin and exits: one orphan per iteration.
     let script = format!("for i in $(seq {ORPHANS}); do ( true & ); done");
     let mut tree = w.spawn_tree(support::sh(&script)).unwrap();
-    let report = within(DEADLINE * 2, "the storm", tree.wait_all()).await.unwrap();
-    let root = tree.pid();
-    let subshells: HashSet<Pid> = report
-        .processes
-        .iter()
-        .filter(|p| p.parent == Some(root))
-        .map(|p| p.pid)
-        .collect();
-    let orphans: HashSet<Pid> = report
-        .processes
-        .iter()
-        .filter(|p| p.parent.is_some_and(|q| subshells.contains(&q)))
-        .map(|p| p.pid)
-        .collect();
+    let report = within(DEADLINE * 2, "the storm", tree.wait_all())
+        .await
+        .unwrap();
+    let orphans = support::grandchildren(&report);
     assert_eq!(orphans.len(), ORPHANS);
     // The reader gets what the stalled queue had room for, then nothing more.
     let mut got = HashSet::new();
@@ -44,12 +34,20 @@ async fn a_full_subscriber_is_backpressure_not_loss() {
         }
     })
     .await;
-    assert_eq!(got.len(), Reaper::EXITS_CAPACITY, "reaping went on past a full queue");
+    assert_eq!(
+        got.len(),
+        Reaper::EXITS_CAPACITY,
+        "reaping went on past a full queue"
+    );
     let zombies = support::children_of_this_process()
         .into_iter()
         .filter(|(p, s)| *s == 'Z' && orphans.contains(p))
         .count();
-    assert_eq!(zombies, ORPHANS - Reaper::EXITS_CAPACITY, "the rest wait as zombies");
+    assert_eq!(
+        zombies,
+        ORPHANS - Reaper::EXITS_CAPACITY,
+        "the rest wait as zombies"
+    );
     // Reading the stalled stream lets reaping go on, to the last orphan.
     let drain = tokio::spawn(async move {
         let mut n = 0;

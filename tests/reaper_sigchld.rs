@@ -51,19 +51,7 @@ async fn orphans_are_reaped(reaper: &Reaper) {
     let script = "for i in $(seq 50); do ( sh -c \"sleep 0.05; exit $i\" & ); done; sleep 0.5";
     let mut tree = w.spawn_tree(support::sh(script)).unwrap();
     let report = within(DEADLINE, "tree", tree.wait_all()).await.unwrap();
-    let root = tree.pid();
-    let subshells: HashSet<Pid> = report
-        .processes
-        .iter()
-        .filter(|p| p.parent == Some(root))
-        .map(|p| p.pid)
-        .collect();
-    let orphans: HashSet<Pid> = report
-        .processes
-        .iter()
-        .filter(|p| p.parent.is_some_and(|q| subshells.contains(&q)))
-        .map(|p| p.pid)
-        .collect();
+    let orphans = support::grandchildren(&report);
     assert_eq!(orphans.len(), 50);
     let mut got = HashSet::new();
     within(DEADLINE, "50 orphans reaped", async {

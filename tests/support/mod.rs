@@ -798,3 +798,22 @@ pub unsafe fn raw_clone3(flags: u64, exit_signal: u64) -> libc::c_long {
         )
     }
 }
+
+// ---- Added with supervise.rs and reaper.rs ----
+
+/// The grandchildren of a tree's root in its report: in the reaper tests, the processes a
+/// `( cmd & )` subshell leaves behind, orphaned when the subshell exits.
+pub fn grandchildren(report: &procwatch::TreeReport) -> HashSet<Pid> {
+    let children: HashSet<Pid> = report
+        .processes
+        .iter()
+        .filter(|p| p.parent == Some(report.root))
+        .map(|p| p.pid)
+        .collect();
+    report
+        .processes
+        .iter()
+        .filter(|p| p.parent.is_some_and(|q| children.contains(&q)))
+        .map(|p| p.pid)
+        .collect()
+}
