@@ -7,7 +7,7 @@
 mod support;
 
 use futures::StreamExt;
-use procwatch::{Pid, Reaper};
+use procwatch::Reaper;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use support::{within, DEADLINE};
