@@ -396,8 +396,11 @@ async fn kill_on_drop_kills_the_traced_tree() {
         }
     }
     let sleeper = sleeper.expect("the sleep child execs");
-    drop(started.events);
+    // The watcher goes while its stream lives: dropping the stream first would detach the
+    // processes (at once, by design), and then which of them the tracer still had when it
+    // died would be a race.
     drop(w);
+    drop(started.events);
     let status = wait_child(&mut started.child, "sh").await;
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     wait_for(DEADLINE, "the sleeper is gone", || {
