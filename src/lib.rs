@@ -40,7 +40,8 @@
 //! [`BackendKind::Auto`] (what [`ProcWatcher::new`] uses) picks the strongest available;
 //! [`ProcWatcher::backend`] says which: `Netlink` where the proc connector answers (root, or
 //! `CAP_NET_ADMIN`, in the initial namespaces), `Ptrace` where it refuses (an unprivileged
-//! user, a container's user namespace).
+//! user) and, without asking the proc connector, in any other user or pid namespace (a
+//! container), where the kernel would ignore the subscription without an answer.
 //!
 //! # Guarantees, per stream
 //!

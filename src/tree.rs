@@ -802,7 +802,8 @@ impl Tree {
                 }
             }
         }
-        failed.dedup_by_key(|(p, _)| *p);
+        let mut seen = std::collections::HashSet::new();
+        failed.retain(|(p, _)| seen.insert(*p));
         // A root that could not be signalled still runs: not waited for.
         let root_alive = self.pids().first() == Some(&self.inner.root)
             && failed.iter().any(|(p, _)| *p == self.inner.root);

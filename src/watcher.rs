@@ -236,6 +236,12 @@ impl Builder {
         let backend: std::sync::Arc<dyn Backend> = match self.backend {
             BackendKind::Netlink => std::sync::Arc::new(Netlink::start(shared.clone(), &self.netlink)?),
             BackendKind::Ptrace => std::sync::Arc::new(Ptrace::start(shared.clone(), &self.ptrace)?),
+            BackendKind::Auto if !in_initial_namespaces() => {
+                // The proc connector ignores a subscription from any other namespace without
+                // a word: asking would only wait out the acknowledgement's timeout.
+                tracing::debug!("not in the initial user and pid namespaces: the ptrace backend");
+                std::sync::Arc::new(Ptrace::start(shared.clone(), &self.ptrace)?)
+            }
             BackendKind::Auto => match Netlink::start(shared.clone(), &self.netlink) {
                 Ok(n) => std::sync::Arc::new(n),
                 // Where the proc connector is refused or ignored (an unprivileged user, a
@@ -263,6 +269,20 @@ impl Builder {
             max_tracked: self.max_tracked,
         })
     }
+}
+
+/// Whether this process is in the initial user and pid namespaces, where the proc connector
+/// answers: their `/proc/self/ns` entries have the kernel's fixed inode numbers there
+/// (`PROC_USER_INIT_INO`, `PROC_PID_INIT_INO`). `true` when it cannot tell.
+fn in_initial_namespaces() -> bool {
+    let ino = |ns: &str| {
+        rustix::fs::stat(format!("/proc/self/ns/{ns}"))
+            .ok()
+            .map(|st| st.st_ino)
+    };
+    let user = ino("user").is_none_or(|i| i == 0xEFFF_FFFD);
+    let pid = ino("pid").is_none_or(|i| i == 0xEFFF_FFFC);
+    user && pid
 }
 
 /// Watches processes and hands out [`ProcEvents`] streams.
