@@ -212,7 +212,7 @@ async fn supervise(
                 service = %name,
                 restarts,
                 failures,
-                "failed {failures} times in a row; giving up"
+                "too many failures in a row; giving up"
             );
             return Outcome::GaveUp;
         }
