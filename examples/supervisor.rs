@@ -258,17 +258,15 @@ async fn run(
     let root = tree.pid();
     info!(service = %name, pid = %root, restarts, "started");
 
-    // The root's `Exit` on the tree's stream says when to act; `Tree::wait` then reaps it.
+    // Until the root exits (then `Tree::wait` reaps it) or the supervisor stops, log what
+    // the tree does.
+    let mut root_exit = tree.root_exit();
     let stopped = loop {
         tokio::select! {
             biased;
             _ = stopping.wait_for(|&stop| stop) => break true,
-            event = tree.events().next() => match event {
-                Some(ProcEvent::Exit { pid, .. }) if pid == root => break false,
-                Some(event) => log_event(name, &event),
-                // The stream ends once every process has exited, the root included.
-                None => break false,
-            },
+            _ = &mut root_exit => break false,
+            Some(event) = tree.events().next() => log_event(name, &event),
         }
     };
     if stopped {

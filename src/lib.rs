@@ -287,7 +287,7 @@ pub use pid::Pid;
 pub use reaper::{Reaper, ReaperBuilder, ReaperExits};
 pub use signal::Signal;
 pub use stream::{Finished, ProcEvents};
-pub use tree::{Adoption, KillReport, Mechanism, ProcessEnd, Tree, TreeReport};
+pub use tree::{Adoption, KillReport, Mechanism, ProcessEnd, RootExit, Tree, TreeReport};
 pub use watcher::{
     BackendKind, Builder, NetlinkOptions, ProcWatcher, PtraceOptions, DEFAULT_MAX_TRACKED,
 };

@@ -537,7 +537,8 @@ impl Tree {
         &mut self.events
     }
 
-    /// The members alive now (as far as their events have been read), root first.
+    /// The members alive now, root first: every member whose `Child` event has been read
+    /// and that has not exited (its pidfd says so even before its `Exit` is read).
     pub fn pids(&self) -> Vec<Pid> {
         let mut st = lock(&self.inner.state);
         if st.ended {
@@ -546,6 +547,11 @@ impl Tree {
         st.members
             .iter()
             .filter(|m| !m.exited && m.no_pidfd != Some(REAPED_EARLY))
+            .filter(|m| {
+                m.pidfd
+                    .as_deref()
+                    .is_none_or(|fd| crate::procfs::exited(fd) != Some(true))
+            })
             .map(|m| m.pid)
             .collect()
     }
@@ -563,6 +569,40 @@ impl Tree {
     /// The root process, as tokio manages it (its stdio pipes, `id`, `start_kill`).
     pub fn root(&mut self) -> &mut tokio::process::Child {
         &mut self.child
+    }
+
+    /// A future that completes when the root exits, with its status as the backend reported
+    /// it (`None` only where it could not), without reaping it ([`Tree::wait`] does). It
+    /// borrows nothing, so it can sit in a `tokio::select!` beside [`Tree::events`]:
+    ///
+    /// ```no_run
+    /// # async fn f(mut tree: procwatch::Tree) {
+    /// use futures::StreamExt;
+    ///
+    /// let mut root_exit = tree.root_exit();
+    /// loop {
+    ///     tokio::select! {
+    ///         status = &mut root_exit => { println!("root: {status:?}"); break }
+    ///         Some(ev) = tree.events().next() => println!("{ev:?}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn root_exit(&self) -> RootExit {
+        let inner = self.inner.clone();
+        RootExit(Box::pin(async move {
+            loop {
+                let notified = inner.changed.notified();
+                {
+                    let st = lock(&inner.state);
+                    let root = &st.members[0];
+                    if root.exited || st.ended {
+                        return root.status;
+                    }
+                }
+                notified.await;
+            }
+        }))
     }
 
     /// Waits for the root to exit and returns its status (reaping it). Other members may
@@ -728,6 +768,8 @@ impl Tree {
             if let Some(cg) = &self.inner.cgroup {
                 match cg.kill() {
                     Ok(()) => report.cgroup = true,
+                    // Removed: it was empty.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => tracing::debug!(error = %e, "cgroup.kill failed"),
                 }
             }
@@ -875,9 +917,30 @@ impl Tree {
     }
 }
 
+/// The root's exit, from [`Tree::root_exit`]: resolves to its status as the backend
+/// reported it.
+pub struct RootExit(Pin<Box<dyn std::future::Future<Output = Option<ExitStatus>> + Send>>);
+
+impl std::future::Future for RootExit {
+    type Output = Option<ExitStatus>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ExitStatus>> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for RootExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RootExit")
+    }
+}
+
 impl Drop for Tree {
     fn drop(&mut self) {
-        if self.kill_on_drop {
+        if self.kill_on_drop && !lock(&self.inner.state).ended {
             lock(&self.inner.state).stopping = Some(Signal::KILL);
             let _ = self.kill(Signal::KILL);
         }

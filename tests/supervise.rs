@@ -450,3 +450,34 @@ async fn works_on_a_current_thread_runtime() {
     // The root, `sleep 0.1`, and the two inner shells.
     assert_eq!(codes, vec![0, 0, 4, 6], "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_exit_sits_in_a_select_beside_the_events() {
+    use futures::StreamExt;
+    let Some(w) = support::watcher() else { return };
+    let mut tree = w
+        .spawn_tree(support::sh("setsid sleep 0.5 & exit 3"))
+        .expect("spawn_tree");
+    let mut root_exit = tree.root_exit();
+    let mut children = 0;
+    let status = within(DEADLINE, "root exit", async {
+        loop {
+            tokio::select! {
+                status = &mut root_exit => break status,
+                Some(ev) = tree.events().next() => {
+                    if matches!(ev, procwatch::ProcEvent::Child { .. }) {
+                        children += 1;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(status.and_then(|s| s.code()), Some(3));
+    // The escapee still runs; `pids` says so, and not the root.
+    assert_eq!(tree.pids().len(), 1, "{:?}", tree.pids());
+    assert_eq!(tree.wait().await.unwrap().code(), Some(3));
+    let report = within(DEADLINE, "wait_all", tree.wait_all()).await.unwrap();
+    assert_eq!(report.processes.len(), 2);
+    assert!(children <= 1);
+}
