@@ -182,6 +182,27 @@
 //!
 //! [`Tree::mechanism`] says which of these a tree got.
 //!
+//! How this differs from what such programs use today, measured on one Linux 6.18 machine
+//! with a script that starts six kinds of escapee: a plain background child, a grandchild,
+//! a `setsid` process, a double fork into a new session, a `nohup` job and a job in a new
+//! process group (`set -m`). Each tool got `SIGTERM` (or its kill call), then we looked at
+//! what still ran:
+//!
+//! | tool | how it signals | escapees still running afterwards |
+//! |---|---|---|
+//! | tini 0.19.0, `tini -s` | the direct child only | all six |
+//! | tini 0.19.0, `tini -s -g` | the child's process group | `setsid`, double fork, new group |
+//! | dumb-init 1.2.5 | the child's process group (it is no subreaper: orphans go to init) | `setsid`, double fork, new group |
+//! | command-group 5.0.1 / process-wrap 10.0.1, group `kill` | the child's process group | `setsid`, double fork, new group |
+//! | the same, dropped with kill-on-drop | the leader only | the other five |
+//! | [`Tree::kill`], [`Tree::shutdown`] | every tracked member, through pidfds | none |
+//!
+//! As PID 1 of a pid namespace nothing survives tini or dumb-init either, but only because
+//! the kernel kills every process of the namespace when its PID 1 exits (an escapee set to
+//! log a `SIGTERM` logged none). The `mini_init` example (a tini-class init on `Tree` and
+//! `Reaper`) leaves none as a subreaper too; the price is that it waits the grace period for
+//! a member that ignores `SIGTERM`, where tini exits at once and leaves it running.
+//!
 //! # Caveats
 //!
 //! * Dropping a [`ProcEvents`] detaches it at once; dropping the [`ProcWatcher`] stops the
