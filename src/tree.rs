@@ -665,11 +665,18 @@ impl Tree {
         let mut done: std::collections::HashSet<usize> = Default::default();
         for _ in 0..KILL_PASSES {
             // Children of live members that `/proc` shows but no event has announced yet.
+            // Only of members whose pidfds say they run: a pid whose member has exited may
+            // name another process by now, whose children are none of the tree's.
             let live: Vec<Pid> = {
                 let st = lock(&self.inner.state);
                 st.members
                     .iter()
                     .filter(|m| !m.exited)
+                    .filter(|m| {
+                        m.pidfd
+                            .as_deref()
+                            .is_some_and(|fd| crate::procfs::exited(fd) == Some(false))
+                    })
                     .map(|m| m.pid)
                     .collect()
             };
