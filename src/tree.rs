@@ -1,5 +1,31 @@
 //! `Tree`: a command and every process it starts, owned — followed, signalled, stopped and
 //! reaped as one.
+//!
+//! # What can arrive in which order
+//!
+//! A task of the tree reads its own stream (`TRACK | EXIT`) and keeps one record per member;
+//! `kill` works from those records and from `/proc`. The kernel runs on meanwhile:
+//!
+//! * **`Child` read while the process runs**: a pidfd is opened and checked against the
+//!   event's time (the pid's start time must not be later), so it names that process.
+//! * **`Child` read after the process exited and was reaped** (its parent was quick): no
+//!   pidfd can be had; the member needs no signal, and its `Exit` (next on the stream) gives
+//!   its status. `kill` skips it (`supervise.rs`, the escape matrix, hits this).
+//! * **A child exists before its `Child` is read**: `kill` finds it in `/proc` as a child of
+//!   a member whose pidfd says it runs, pins it, checks its parent, and signals it; its
+//!   `Child`, when read, completes that record. If it died meanwhile, a zombie, or one whose
+//!   `Exit` was read already, is no new member.
+//! * **A member exits before `kill` gets to it**: the signal through its pidfd fails with
+//!   `ESRCH` (reaped) or reaches a zombie; either way it is not counted as a failure.
+//! * **A child whose parent and itself were killed before the backend saw the creation**
+//!   (Ptrace: a killed parent skips its fork stop, a killed child its first stop): only
+//!   `kill`'s look at `/proc` knew it; it exits without an `Exit` on the stream, and the
+//!   report takes its status from the pidfd once it is reaped, or says why not.
+//! * **The pid of an exited member is reused** (by anything): the member's pidfd still
+//!   names the old process, so nothing is signalled (`a_reused_pid_is_never_signalled`).
+//! * **The cgroup**: the root joins it while held before `exec`, so every descendant starts
+//!   inside; it is removed once the tree's stream ends with the cgroup empty, or later by a
+//!   thread that waits (up to 30 s) for the last member to leave.
 
 use crate::cgroup::Cgroup;
 use crate::orphans::{self, orphans};
