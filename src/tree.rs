@@ -403,7 +403,14 @@ impl State {
                 if pid == root {
                     return None;
                 }
-                m.pidfd.clone().map(|fd| (pid, fd))
+                // With its status known, the record needs its pidfd no more: the orphan table
+                // keeps it until the process is reaped. A tree that has run through thousands
+                // of processes holds descriptors only for the ones alive.
+                let fd = match status {
+                    Some(_) => m.pidfd.take(),
+                    None => m.pidfd.clone(),
+                };
+                fd.map(|fd| (pid, fd))
             }
             ProcEvent::TrackErr { count, .. } => {
                 self.untracked += count as usize;
