@@ -21,9 +21,6 @@ use std::time::{Duration, Instant};
 use support::{eventually, proc_stat, within, DEADLINE};
 use tokio::process::Command;
 
-/// How long building the example may take (a cold build compiles the whole crate).
-const BUILD_DEADLINE: Duration = Duration::from_secs(20 * 60);
-
 /// How mini_init is run.
 #[derive(Copy, Clone, Debug)]
 enum Mode {
@@ -99,56 +96,8 @@ async fn pid_namespaces() -> bool {
 async fn binary() -> &'static Path {
     static BINARY: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
     BINARY
-        .get_or_init(|| within(BUILD_DEADLINE, "building the mini_init example", build()))
+        .get_or_init(|| support::example_binary("mini_init"))
         .await
-}
-
-/// Builds the example with the profile and features of this test, and returns where it is
-/// (`<profile dir>/examples/mini_init`, as cargo reports it).
-async fn build() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    // `<target>/<profile>/deps/<this test>`
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("a profile directory");
-    let expected = profile_dir.join("examples").join("mini_init");
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        assert!(
-            expected.exists(),
-            "not run by cargo, and {} is not built",
-            expected.display()
-        );
-        return expected;
-    };
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(name) => name,
-    };
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--example", "mini_init", "--message-format=json"])
-        .args(["--profile", profile])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null());
-    if cfg!(feature = "bench-support") {
-        cmd.arg("--features=bench-support");
-    }
-    let out = cmd.output().await.expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build --example mini_init failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // `"executable":"<path>"` in the example's `compiler-artifact` message.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .filter_map(|line| {
-            let rest = &line[line.find("\"executable\":\"")? + 14..];
-            Some(PathBuf::from(&rest[..rest.find('"')?]))
-        })
-        .find(|p| p.ends_with("mini_init"))
-        .unwrap_or(expected)
 }
 
 /// A `mini_init` run.

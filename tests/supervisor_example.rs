@@ -7,58 +7,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 use support::{within, DEADLINE};
 
 const MAX_RESTARTS: usize = 3;
 const GRACE: &str = "0.5";
-/// How long building the example may take, when the test finds it out of date.
-const BUILD_DEADLINE: Duration = Duration::from_secs(900);
-
-/// The example's binary, built first (a no-op when it is up to date) with this test's
-/// profile and features: `cargo test --test supervisor_example` builds no example itself.
-async fn supervisor_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    // `<target dir>/<profile>/deps/<this test>`
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the profile's directory");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(name) => name,
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = tokio::process::Command::new(cargo);
-    build
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            "supervisor",
-            "--profile",
-            profile,
-        ])
-        .arg("--manifest-path")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(profile_dir.parent().expect("the target directory"))
-        .kill_on_drop(true);
-    if cfg!(feature = "bench-support") {
-        build.args(["--features", "bench-support"]);
-    }
-    let out = within(BUILD_DEADLINE, "building the example", build.output())
-        .await
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build --example supervisor failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    profile_dir.join("examples").join("supervisor")
-}
 
 /// Processes with `marker` as one of their arguments, and their command lines (a zombie has
 /// none, so only live processes are listed).
@@ -107,7 +61,7 @@ fn read(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_restarts_only_after_its_whole_old_tree_is_gone() {
-    let binary = supervisor_binary().await;
+    let binary = support::example_binary("supervisor").await;
     let dir = std::env::temp_dir().join(format!("procwatch-supervisor-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

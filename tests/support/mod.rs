@@ -817,3 +817,55 @@ pub fn grandchildren(report: &procwatch::TreeReport) -> HashSet<Pid> {
         .map(|p| p.pid)
         .collect()
 }
+
+// ---- Added with mini_init.rs and supervisor_example.rs ----
+
+/// How long building an example may take, when a test finds it out of date.
+pub const BUILD_DEADLINE: Duration = Duration::from_secs(900);
+
+/// The binary of example `name`, built first (a no-op when it is up to date) with this test's
+/// profile, features and target directory: `cargo test --test <one>` builds no example.
+/// Outside cargo (`CARGO` unset), the binary must be there already.
+pub async fn example_binary(name: &str) -> std::path::PathBuf {
+    use std::path::Path;
+    let exe = std::env::current_exe().expect("the test's own path");
+    // `<target dir>/<profile>/deps/<this test>`
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the profile's directory");
+    let binary = profile_dir.join("examples").join(name);
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        assert!(
+            binary.exists(),
+            "not run by cargo, and {} is not built",
+            binary.display()
+        );
+        return binary;
+    };
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(name) => name,
+    };
+    let mut build = tokio::process::Command::new(cargo);
+    build
+        .args(["build", "--quiet", "--example", name, "--profile", profile])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(profile_dir.parent().expect("the target directory"))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if cfg!(feature = "bench-support") {
+        build.args(["--features", "bench-support"]);
+    }
+    let out = within(BUILD_DEADLINE, "building the example", build.output())
+        .await
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build --example {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    binary
+}
