@@ -72,14 +72,18 @@ pub enum Parsed {
     Usage(String),
 }
 
-/// The first line of clap's message, without its `error: ` label.
+/// Clap's message up to its first blank line, on one line, without its `error: ` label.
 fn one_line(err: &clap::Error) -> String {
     let text = err.render().to_string();
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    first
+    let text = text.trim_start();
+    let message: Vec<&str> = (text.lines())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    message
         .strip_prefix("error: ")
-        .unwrap_or(first)
-        .trim()
+        .unwrap_or(&message)
         .to_owned()
 }
 
@@ -158,5 +162,6 @@ mod tests {
         }
         assert!(usage_error(&["--bogus", "ls"]).contains("--bogus"));
         assert!(usage_error(&["--pid", "0"]).contains("'0'"));
+        assert!(usage_error(&[]).contains("COMMAND"));
     }
 }
