@@ -1,0 +1,167 @@
+//! The command line: `procwatch [--json] [--pid N] [--] <command> [args...]`.
+
+use clap::Parser;
+use procwatch::Pid;
+use std::ffi::OsString;
+
+/// Watch a process tree's forks, execs and exits as they happen.
+///
+/// Events are printed to stderr as they happen, then a summary tree. The exit code is the
+/// command's own (128+N if signal N killed it; 127 if it was not found, 126 if it could not
+/// be executed, 2 for bad arguments). Older kernels need root or CAP_NET_ADMIN for the proc
+/// connector; without it the Ptrace backend follows the command instead.
+#[derive(Debug, Parser)]
+#[command(name = "procwatch", version, about, long_about)]
+pub struct Args {
+    /// Print one JSON object per event on stdout; the command's stdout goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Watch this running process and its descendants (until they end, or Ctrl-C) instead of
+    /// running a command.
+    #[arg(long, value_name = "PID", value_parser = parse_pid, conflicts_with = "command")]
+    pub pid: Option<Pid>,
+
+    /// The command to run and watch, with its arguments. Options end at the first argument
+    /// that is not one of procwatch's own (or at `--`).
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        required_unless_present = "pid"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// What to watch.
+pub enum Target {
+    /// Start this command (program and arguments) and watch it.
+    Command(Vec<OsString>),
+    /// Watch this running process.
+    Pid(Pid),
+}
+
+impl Args {
+    /// Parses `args` (without the program name), or says in one line what is wrong with them.
+    ///
+    /// # Errors
+    /// `Err(Parsed::Exit)` for `--help` and `--version` (already printed, exit 0) and
+    /// `Err(Parsed::Usage)` with a one-line message for anything clap refused.
+    pub fn parse_from_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, Parsed> {
+        let args = std::iter::once(OsString::from("procwatch")).chain(args);
+        Args::try_parse_from(args).map_err(|err| match err.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                Parsed::Exit(err)
+            }
+            _ => Parsed::Usage(one_line(&err)),
+        })
+    }
+
+    pub fn target(&self) -> Target {
+        match self.pid {
+            Some(pid) => Target::Pid(pid),
+            None => Target::Command(self.command.clone()),
+        }
+    }
+}
+
+/// Why the arguments did not give something to run.
+pub enum Parsed {
+    /// `--help` or `--version`: print it and exit 0.
+    Exit(clap::Error),
+    /// Bad arguments: this one-line message, then exit 2.
+    Usage(String),
+}
+
+/// Clap's message up to its first blank line, on one line, without its `error: ` label.
+fn one_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let text = text.trim_start();
+    let message: Vec<&str> = (text.lines())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_owned()
+}
+
+fn parse_pid(text: &str) -> Result<Pid, String> {
+    text.parse::<i32>()
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| format!("expected a positive process id, not '{text}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, Parsed> {
+        Args::parse_from_args(list.iter().map(OsString::from))
+    }
+
+    fn command(list: &[&str]) -> (bool, Vec<String>) {
+        match args(list).ok().map(|a| (a.json, a.target())) {
+            Some((json, Target::Command(argv))) => (
+                json,
+                argv.iter().map(|a| a.to_string_lossy().into()).collect(),
+            ),
+            _ => panic!("{list:?} is not a command line"),
+        }
+    }
+
+    fn usage_error(list: &[&str]) -> String {
+        match args(list) {
+            Err(Parsed::Usage(message)) => message,
+            _ => panic!("{list:?} was not refused"),
+        }
+    }
+
+    #[test]
+    fn options_end_at_the_command() {
+        assert_eq!(
+            command(&["ls", "-l"]),
+            (false, vec!["ls".into(), "-l".into()])
+        );
+        assert_eq!(
+            command(&["--json", "--", "--x"]),
+            (true, vec!["--x".into()])
+        );
+        assert_eq!(command(&["make", "--json"]).1, ["make", "--json"]);
+        assert_eq!(command(&["sh", "-c", "exit 3"]).1, ["sh", "-c", "exit 3"]);
+        assert!(matches!(args(&["--help", "x"]), Err(Parsed::Exit(_))));
+        assert!(matches!(args(&["--version"]), Err(Parsed::Exit(_))));
+        for pid in [&["--pid", "42"][..], &["--pid=42"]] {
+            match args(pid).ok().map(|a| a.target()) {
+                Some(Target::Pid(p)) => assert_eq!(p.as_raw(), 42),
+                _ => panic!("{pid:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_in_one_line() {
+        for list in [
+            &[][..],
+            &["--json"],
+            &["--bogus", "ls"],
+            &["--pid"],
+            &["--pid", "0"],
+            &["--pid", "-3"],
+            &["--pid", "99999999999"],
+            &["--pid", "1", "ls"],
+            &["--pid", "1", "--pid", "2"],
+        ] {
+            let message = usage_error(list);
+            assert!(
+                !message.is_empty() && !message.contains('\n'),
+                "{list:?}: {message}"
+            );
+        }
+        assert!(usage_error(&["--bogus", "ls"]).contains("--bogus"));
+        assert!(usage_error(&["--pid", "0"]).contains("'0'"));
+        assert!(usage_error(&[]).contains("COMMAND"));
+    }
+}

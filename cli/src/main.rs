@@ -1,0 +1,283 @@
+//! `procwatch`: see a process tree's forks, execs and exits as they happen.
+//!
+//! Runs a command — or attaches to a process that is already running — and prints one line
+//! per process event to stderr: which process was born of which, what program each one
+//! executed (argv read from `/proc` at once), and how it ended. When the tree is gone it
+//! prints a summary tree with every process, its exit status and its lifetime. The command's
+//! own stdout is left alone, so `procwatch make | less` still pages make's output.
+//!
+//! * A command is started with [`ProcWatcher::spawn`], which holds it before `exec` until the
+//!   watch is armed, so even its fastest children are seen. `--pid` uses
+//!   [`ProcWatcher::watch`] on the process and on each of its descendants that is already
+//!   running (shown as `running`); whatever they create from then on is tracked.
+//! * Times are when each thing happened (the kernel's timestamps), relative to the start.
+//! * The exit code is the command's own, or 128 + N if signal N killed it, like a shell's;
+//!   127 if the command was not found, 126 if it could not be executed. Bad arguments exit
+//!   with 2, a watcher that cannot start with 1.
+//! * Ctrl-C is passed on to the command as SIGINT and procwatch keeps reporting until the tree
+//!   is gone. Once the command itself has exited (or with `--pid`), Ctrl-C stops watching.
+//! * `--json` prints one JSON object per event on stdout instead (schema: `README.md` of this
+//!   crate), and sends the command's stdout to stderr so that stdout holds nothing but JSON.
+//!
+//! Modules: [`args`] (the command line), [`model`] (the tree of processes seen),
+//! [`procfs`] (what is read from `/proc`), [`report`] (feeding the tree and choosing the
+//! output), [`live`], [`summary`] and [`json`] (the output formats), [`style`] and [`text`]
+//! (colours, widths and quoting).
+
+mod args;
+mod json;
+mod live;
+mod model;
+mod procfs;
+mod report;
+mod style;
+mod summary;
+mod text;
+
+use args::{Args, Parsed, Target};
+use futures_util::StreamExt;
+use model::shell_exit_code;
+use procfs::{existing_children, read_ppid, Cmdline};
+use procwatch::{Error, ErrorKind, Interest, Pid, ProcEvents, ProcWatcher};
+use report::Report;
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::process::{ExitCode, Stdio};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(std::env::args_os().skip(1)).await {
+        Ok(code) => ExitCode::from(code),
+        Err(fatal) => {
+            eprintln!("procwatch: {}", fatal.message);
+            if let Some(hint) = fatal.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(fatal.code)
+        }
+    }
+}
+
+/// Parses the arguments, starts the watcher and runs the chosen mode; returns the exit code.
+async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
+    let args = match Args::parse_from_args(args) {
+        Ok(args) => args,
+        Err(Parsed::Exit(shown)) => {
+            // `--help` or `--version`: clap prints it, styled for stdout.
+            let _ = shown.print();
+            return Ok(0);
+        }
+        Err(Parsed::Usage(message)) => return Err(Fatal::usage(message)),
+    };
+    let watcher = ProcWatcher::new().map_err(Fatal::watcher)?;
+    // Registered before anything starts, so an early Ctrl-C cannot kill us and orphan the tree.
+    let sigint = signal(SignalKind::interrupt())
+        .map_err(|e| Fatal::new(1, format!("cannot handle SIGINT: {e}")))?;
+    let mut report = Report::new(args.json);
+    match args.target() {
+        Target::Command(argv) => run_command(&watcher, argv, &mut report, sigint).await,
+        Target::Pid(pid) => watch_pid(&watcher, pid, &mut report, sigint).await,
+    }
+}
+
+/// Something that stops procwatch before or instead of a normal end.
+struct Fatal {
+    code: u8,
+    message: String,
+    hint: Option<&'static str>,
+}
+
+impl Fatal {
+    fn new(code: u8, message: String) -> Fatal {
+        Fatal {
+            code,
+            message,
+            hint: None,
+        }
+    }
+
+    /// Bad input on the command line: exit code 2.
+    fn usage(message: String) -> Fatal {
+        Fatal::new(2, format!("{message} (see 'procwatch --help')"))
+    }
+
+    /// The watcher could not start: the library's own words, and what usually helps.
+    fn watcher(err: Error) -> Fatal {
+        let hint = match err.kind() {
+            ErrorKind::PermissionDenied => {
+                Some("this kernel lets only root or CAP_NET_ADMIN use the proc connector: run it with sudo")
+            }
+            ErrorKind::Unsupported => Some(
+                "the proc connector only works in the initial user and pid namespaces \
+                 (not inside most containers)",
+            ),
+            _ => None,
+        };
+        Fatal {
+            hint,
+            ..Fatal::new(1, format!("cannot start the process watcher: {err}"))
+        }
+    }
+
+    /// The command could not be started; exit codes as a shell's (127 not found, 126 not
+    /// executable).
+    fn spawn(program: &OsString, err: Error) -> Fatal {
+        let program = program.to_string_lossy();
+        match err.raw_os_error() {
+            Some(libc::ENOENT) => Fatal::new(127, format!("{program}: command not found")),
+            Some(libc::EACCES) => Fatal::new(126, format!("{program}: permission denied")),
+            _ => Fatal::new(1, format!("cannot run {program}: {err}")),
+        }
+    }
+}
+
+/// Runs `argv` watched, reports until its whole tree is gone, and returns its exit code.
+async fn run_command(
+    watcher: &ProcWatcher,
+    argv: Vec<OsString>,
+    report: &mut Report,
+    mut sigint: Signal,
+) -> Result<u8, Fatal> {
+    let cmd = command_for(&argv, report.is_json())?;
+    report.restart_clock();
+    let started = watcher
+        .spawn(cmd, Interest::ALL)
+        .map_err(|e| Fatal::spawn(&argv[0], e))?;
+    let root = started.pid();
+    let argv = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    report.begin(root, Some(Pid::this()), Cmdline::Argv(argv), false);
+
+    let (mut child, mut events) = (started.child, started.events);
+    let mut status = None;
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(ev) => report.event(ev),
+                None => break,
+            },
+            // Reap the command as soon as it exits, even while its descendants live on.
+            waited = child.wait(), if status.is_none() => match waited {
+                Ok(s) => status = Some(s),
+                Err(e) => return Err(Fatal::new(1, format!("cannot wait for {root}: {e}"))),
+            },
+            Some(()) = sigint.recv() => {
+                if status.is_some() {
+                    report.note("^C: stopped watching");
+                    break;
+                }
+                report.note(&format!("^C: passing SIGINT on to {root}"));
+                interrupt(root);
+            }
+        }
+    }
+    let status = match status {
+        Some(status) => status,
+        None => (child.wait().await)
+            .map_err(|e| Fatal::new(1, format!("cannot wait for {root}: {e}")))?,
+    };
+    report.finish(Some(status));
+    Ok(shell_exit_code(status))
+}
+
+/// The command to start: `argv` with inherited stdio, except that with `--json` our stdout
+/// carries JSON lines only and the command writes its own output to our stderr.
+fn command_for(argv: &[OsString], json: bool) -> Result<tokio::process::Command, Fatal> {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    if json {
+        let stderr = std::io::stderr().as_fd().try_clone_to_owned();
+        let stderr = stderr.map_err(|e| Fatal::new(1, format!("cannot duplicate stderr: {e}")))?;
+        cmd.stdout(Stdio::from(stderr));
+    }
+    Ok(cmd)
+}
+
+/// Passes a Ctrl-C on to the command we started (which is not reaped yet, so its pid cannot
+/// have been reused).
+///
+/// A Ctrl-C typed at the terminal has already reached it (it is in our process group), so it
+/// may get SIGINT twice; ordinary programs treat that like once. Passing it on is what makes
+/// `kill -INT <procwatch>` work.
+fn interrupt(pid: Pid) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid.as_raw()) {
+        // Fails only if it is gone already, and then there is nothing to interrupt.
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+    }
+}
+
+/// Watches the running process `pid` until its tree is gone (exit code 0) or Ctrl-C (130).
+async fn watch_pid(
+    watcher: &ProcWatcher,
+    pid: Pid,
+    report: &mut Report,
+    mut sigint: Signal,
+) -> Result<u8, Fatal> {
+    report.restart_clock();
+    // Listed before the watch (see `follow_running`).
+    let earlier = existing_children(pid);
+    let root = watcher
+        .watch(pid, Interest::ALL)
+        .map_err(|e| match e.kind() {
+            ErrorKind::NoSuchProcess => Fatal::new(2, format!("no process with pid {pid}")),
+            _ => Fatal::new(1, format!("cannot watch pid {pid}: {e}")),
+        })?;
+    report.begin(pid, read_ppid(pid), Cmdline::read(pid), true);
+    let mut events = futures_util::stream::SelectAll::new();
+    events.push(root);
+    follow_running(watcher, report, &mut events, pid, earlier);
+    let mut code = 0;
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(ev) => report.event(ev),
+                None => break,
+            },
+            Some(()) = sigint.recv() => {
+                report.note("^C: stopped watching");
+                code = 130; // as a shell reports an interrupted command
+                break;
+            }
+        }
+    }
+    report.finish(None);
+    Ok(code)
+}
+
+/// Watches every descendant of `root` that was already running (`children`: those of `root`,
+/// listed before `root` was watched), each with a stream of its own merged into `events`.
+///
+/// A process's children are listed *before* it is watched: one it creates after the watch is
+/// then reported by its stream alone, never twice. One it creates in the instant between the
+/// listing and the watch is missed, like anything that happens before a `watch`.
+fn follow_running(
+    watcher: &ProcWatcher,
+    report: &mut Report,
+    events: &mut futures_util::stream::SelectAll<ProcEvents>,
+    root: Pid,
+    children: Vec<Pid>,
+) {
+    let mut pending: Vec<(Pid, Vec<Pid>)> = vec![(root, children)];
+    while let Some((parent, children)) = pending.pop() {
+        for child in children {
+            if child == Pid::this() {
+                continue; // `--pid` of one of our ancestors: we are not part of the show
+            }
+            let grandchildren = existing_children(child);
+            // Gone meanwhile (or not ours to watch): nothing to follow.
+            let Ok(stream) = watcher.watch(child, Interest::ALL) else {
+                continue;
+            };
+            // Gone and its pid taken by another process before the watch: not the one listed.
+            if read_ppid(child) != Some(parent) {
+                continue;
+            }
+            report.adopt(child, parent, Cmdline::read(child));
+            events.push(stream);
+            pending.push((child, grandchildren));
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! What we know, and where it goes: the tree of the run, fed event by event, written as live
+//! lines and a summary on stderr or as JSON lines on stdout.
+
+use crate::json::{self, JsonOut};
+use crate::model::{Proc, Tree};
+use crate::procfs::Cmdline;
+use crate::style::{Style, BOLD, DIM};
+use crate::text::{cmdline_text, plural};
+use procwatch::{Pid, ProcEvent, Timestamp};
+use std::io::Write;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+/// How many of the processes still running to name when the command itself exits.
+const SURVIVORS_SHOWN: usize = 3;
+
+pub struct Report {
+    /// Time zero, on the clock of the kernel's event timestamps.
+    start: Timestamp,
+    tree: Tree,
+    sink: Sink,
+}
+
+enum Sink {
+    /// Aligned lines on stderr, one per event, then a summary tree.
+    Human(Style),
+    /// One JSON object per event on stdout.
+    Json(JsonOut),
+}
+
+impl Report {
+    pub fn new(json: bool) -> Report {
+        let sink = if json {
+            Sink::Json(JsonOut::stdout())
+        } else {
+            Sink::Human(Style::for_stderr())
+        };
+        Report {
+            start: Timestamp::now(),
+            tree: Tree::default(),
+            sink,
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        matches!(self.sink, Sink::Json(_))
+    }
+
+    /// Makes "now" time zero.
+    pub fn restart_clock(&mut self) {
+        self.start = Timestamp::now();
+    }
+
+    /// Records the process at the root of the tree; `pre_existing` when we attached to it.
+    ///
+    /// A command we started is stamped at time zero (the clock restarted just before we
+    /// started it), so its `start` line is never later than its first `exec`.
+    pub fn begin(&mut self, pid: Pid, ppid: Option<Pid>, cmdline: Cmdline, pre_existing: bool) {
+        let at = if pre_existing {
+            self.start.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        let idx = self.tree.add(pid, ppid, Vec::new(), at);
+        let root = &mut self.tree.procs[idx];
+        root.set_cmdline(&cmdline);
+        root.pre_existing = pre_existing;
+        match &mut self.sink {
+            Sink::Human(style) => {
+                let mut text = style.header();
+                if pre_existing {
+                    text.push('\n');
+                    text += &style.prefix(at, Some(pid), ppid, 0);
+                    text += &style.paint(BOLD, "watching");
+                    let width = style.argv_width(0, "watching ");
+                    text += &format!(" {}", cmdline_text(&cmdline, width));
+                }
+                write_stderr(&text);
+            }
+            Sink::Json(out) => out.write(at, "start", pid, json::found(ppid, &cmdline)),
+        }
+    }
+
+    /// Records a descendant of the root that was already running when the watch began.
+    pub fn adopt(&mut self, pid: Pid, parent: Pid, cmdline: Cmdline) {
+        let at = self.start.elapsed();
+        let idx = self.tree.add(pid, Some(parent), Vec::new(), at);
+        let proc = &mut self.tree.procs[idx];
+        proc.set_cmdline(&cmdline);
+        proc.pre_existing = true;
+        let depth = proc.depth;
+        match &mut self.sink {
+            Sink::Human(style) => {
+                let width = style.argv_width(depth, "running ");
+                let line = style.prefix(at, Some(pid), Some(parent), depth)
+                    + &style.paint(BOLD, "running")
+                    + " "
+                    + &cmdline_text(&cmdline, width);
+                write_stderr(&line);
+            }
+            Sink::Json(out) => out.write(at, "running", pid, json::found(Some(parent), &cmdline)),
+        }
+    }
+
+    /// Records and prints one event.
+    pub fn event(&mut self, ev: ProcEvent) {
+        // The kernel's time of the event, not the time we read it: under load the two differ.
+        let at = if ev.at().is_known() {
+            ev.at().duration_since(self.start)
+        } else {
+            self.start.elapsed()
+        };
+        let cmdline = match ev {
+            ProcEvent::Exec { pid, .. } => Some(self.exec_cmdline(pid)),
+            _ => None,
+        };
+        let idx = self.tree.apply(&ev, cmdline.as_ref(), at);
+        match &mut self.sink {
+            Sink::Human(style) => {
+                if let Some(line) = style.event_line(&self.tree, idx, &ev, cmdline.as_ref(), at) {
+                    write_stderr(&line);
+                }
+            }
+            Sink::Json(out) => {
+                let (kind, fields) = json::event(&self.tree.procs[idx], &ev, cmdline.as_ref(), at);
+                out.write(at, kind, ev.pid(), fields);
+            }
+        }
+        if idx == 0 && matches!(ev, ProcEvent::Exit { .. }) {
+            self.note_survivors();
+        }
+    }
+
+    /// What `pid` executed, read at once (it may be gone already).
+    fn exec_cmdline(&self, pid: Pid) -> Cmdline {
+        let read = Cmdline::read(pid);
+        match (read, self.tree.procs.first()) {
+            // The first exec of the command we started ran exactly the argv we gave it.
+            (Cmdline::Comm(_) | Cmdline::Gone, Some(root))
+                if root.pid == pid && !root.execed && !root.pre_existing =>
+            {
+                Cmdline::Argv(root.argv.clone())
+            }
+            (read, _) => read,
+        }
+    }
+
+    /// Says which processes keep the tree alive after its root exited.
+    fn note_survivors(&self) {
+        let running: Vec<&Proc> = self.tree.still_running().collect();
+        if running.is_empty() {
+            return;
+        }
+        let mut names: Vec<String> = (running.iter().take(SURVIVORS_SHOWN))
+            .map(|p| format!("{} {}", p.pid, p.program()))
+            .collect();
+        if running.len() > SURVIVORS_SHOWN {
+            names.push(format!("{} more", running.len() - SURVIVORS_SHOWN));
+        }
+        self.note(&format!(
+            "waiting for {} still running: {}",
+            plural(running.len(), "process", "processes"),
+            names.join(", ")
+        ));
+    }
+
+    /// A remark of procwatch's own, between the event lines.
+    pub fn note(&self, text: &str) {
+        match &self.sink {
+            Sink::Human(style) => {
+                let at = self.start.elapsed();
+                let line = style.prefix(at, None, None, 0) + &style.paint(DIM, text);
+                write_stderr(&line);
+            }
+            Sink::Json(_) => write_stderr(&format!("procwatch: {text}")),
+        }
+    }
+
+    /// Prints the summary; `status` is the command's, as `wait` reported it.
+    pub fn finish(&mut self, status: Option<ExitStatus>) {
+        let wall = self.start.elapsed();
+        match &mut self.sink {
+            Sink::Human(style) => write_stderr(&style.summary(&self.tree, wall, status)),
+            Sink::Json(out) => {
+                let root = self.tree.procs.first().map_or(Pid::this(), |p| p.pid);
+                out.write(wall, "summary", root, json::summary(&self.tree, status));
+            }
+        }
+    }
+}
+
+fn write_stderr(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{text}");
+}
