@@ -3,6 +3,7 @@
 use clap::Parser;
 use procwatch::Pid;
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 /// Watch a process tree's forks, execs and exits as they happen.
 ///
@@ -21,6 +22,11 @@ pub struct Args {
     /// running a command.
     #[arg(long, value_name = "PID", value_parser = parse_pid, conflicts_with = "command")]
     pub pid: Option<Pid>,
+
+    /// When the run ends, write it to FILE as a trace-event JSON file, one span per process
+    /// (open it in ui.perfetto.dev or chrome://tracing).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 
     /// The command to run and watch, with its arguments. Options end at the first argument
     /// that is not one of procwatch's own (or at `--`).
@@ -139,6 +145,15 @@ mod tests {
                 _ => panic!("{pid:?}"),
             }
         }
+    }
+
+    #[test]
+    fn trace_takes_a_file() {
+        let parsed = args(&["--trace", "run.json", "--json", "ls"]).ok().unwrap();
+        assert_eq!(parsed.trace, Some(PathBuf::from("run.json")));
+        assert!(parsed.json);
+        assert!(matches!(args(&["--trace"]), Err(Parsed::Usage(_))));
+        assert_eq!(command(&["ls", "--trace", "x"]).1, ["ls", "--trace", "x"]);
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //! * `--json` prints one JSON object per event on stdout instead (schema: `README.md` of this
 //!   crate), and sends the command's stdout to stderr so that stdout holds nothing but JSON.
 //!
+//! * `--trace FILE` writes the run, once it is over, as a trace-event JSON file (one span per
+//!   process; see [`trace`]).
+//!
 //! Modules: [`args`] (the command line), [`model`] (the tree of processes seen),
 //! [`procfs`] (what is read from `/proc`), [`report`] (feeding the tree and choosing the
 //! output), [`live`], [`summary`] and [`json`] (the output formats), [`style`] and [`text`]
@@ -33,6 +36,7 @@ mod report;
 mod style;
 mod summary;
 mod text;
+mod trace;
 
 use args::{Args, Parsed, Target};
 use futures_util::StreamExt;
@@ -70,15 +74,25 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
         }
         Err(Parsed::Usage(message)) => return Err(Fatal::usage(message)),
     };
+    // Created now, so that a file we cannot write stops us before anything runs.
+    let trace = (args.trace.as_deref())
+        .map(trace::TraceFile::create)
+        .transpose()
+        .map_err(|message| Fatal::new(2, message))?;
     let watcher = ProcWatcher::new().map_err(Fatal::watcher)?;
     // Registered before anything starts, so an early Ctrl-C cannot kill us and orphan the tree.
     let sigint = signal(SignalKind::interrupt())
         .map_err(|e| Fatal::new(1, format!("cannot handle SIGINT: {e}")))?;
     let mut report = Report::new(args.json);
-    match args.target() {
+    let code = match args.target() {
         Target::Command(argv) => run_command(&watcher, argv, &mut report, sigint).await,
         Target::Pid(pid) => watch_pid(&watcher, pid, &mut report, sigint).await,
+    }?;
+    if let Some(trace) = trace {
+        // After the run: failing to write is exit code 1, in place of the command's.
+        (trace.write(report.tree(), report.elapsed())).map_err(|message| Fatal::new(1, message))?;
     }
+    Ok(code)
 }
 
 /// Something that stops procwatch before or instead of a normal end.

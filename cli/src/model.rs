@@ -33,6 +33,8 @@ pub struct Proc {
     pub own_argv: bool,
     /// Whether it executed a program while we watched.
     pub execed: bool,
+    /// When it executed programs while we watched, relative to the start of the run.
+    pub exec_times: Vec<Duration>,
     /// When it appeared, relative to the start of the run.
     pub seen: Duration,
     /// Whether it was already running when we started watching.
@@ -117,6 +119,7 @@ impl Tree {
             argv,
             own_argv: false,
             execed: false,
+            exec_times: Vec::new(),
             seen: at,
             pre_existing: false,
             end: None,
@@ -151,6 +154,7 @@ impl Tree {
             ProcEvent::Exec { pid, .. } => {
                 let idx = self.get(pid, at);
                 self.procs[idx].execed = true;
+                self.procs[idx].exec_times.push(at);
                 if let Some(cmdline) = cmdline {
                     self.procs[idx].set_cmdline(cmdline);
                 }

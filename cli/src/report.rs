@@ -46,6 +46,16 @@ impl Report {
         matches!(self.sink, Sink::Json(_))
     }
 
+    /// Everything recorded so far.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// Time since the start of the run.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     /// Makes "now" time zero.
     pub fn restart_clock(&mut self) {
         self.start = Timestamp::now();
