@@ -19,12 +19,16 @@
 //! * `--json` prints one JSON object per event on stdout instead (schema: `README.md` of this
 //!   crate), and sends the command's stdout to stderr so that stdout holds nothing but JSON.
 //!
-//! Modules: [`args`] (the command line), [`model`] (the tree of processes seen),
+//! * `--exec`, `--failed` and `--comm PATTERN` choose which event lines are printed (see
+//!   [`filter`]); the summary still shows the whole tree.
+//!
+//! Modules: [`args`] (the command line), [`filter`] (which lines are shown), [`model`] (the tree of processes seen),
 //! [`procfs`] (what is read from `/proc`), [`report`] (feeding the tree and choosing the
 //! output), [`live`], [`summary`] and [`json`] (the output formats), [`style`] and [`text`]
 //! (colours, widths and quoting).
 
 mod args;
+mod filter;
 mod json;
 mod live;
 mod model;
@@ -74,7 +78,7 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
     // Registered before anything starts, so an early Ctrl-C cannot kill us and orphan the tree.
     let sigint = signal(SignalKind::interrupt())
         .map_err(|e| Fatal::new(1, format!("cannot handle SIGINT: {e}")))?;
-    let mut report = Report::new(args.json);
+    let mut report = Report::new(args.json, args.filter());
     match args.target() {
         Target::Command(argv) => run_command(&watcher, argv, &mut report, sigint).await,
         Target::Pid(pid) => watch_pid(&watcher, pid, &mut report, sigint).await,
