@@ -56,6 +56,10 @@ pub struct Args {
         help_heading = "Filters (combined with AND; the summary stays whole)"
     )]
     pub comm: Option<Glob>,
+
+    /// Print a completion script for SHELL on stdout, and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
 }
 
 /// What to watch.

@@ -19,6 +19,7 @@
 //! * `--json` prints one JSON object per event on stdout instead (schema: `README.md` of this
 //!   crate), and sends the command's stdout to stderr so that stdout holds nothing but JSON.
 //!
+//! * `--completions SHELL` prints a completion script (bash, zsh, fish, elvish, powershell).
 //! * `--exec`, `--failed` and `--comm PATTERN` choose which event lines are printed (see
 //!   [`filter`]); the summary still shows the whole tree.
 //!
@@ -45,6 +46,7 @@ use procfs::{existing_children, read_ppid, Cmdline};
 use procwatch::{Error, ErrorKind, Interest, Pid, ProcEvents, ProcWatcher};
 use report::Report;
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::process::{ExitCode, Stdio};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -74,6 +76,10 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
         }
         Err(Parsed::Usage(message)) => return Err(Fatal::usage(message)),
     };
+    if let Some(shell) = args.completions {
+        print_completions(shell);
+        return Ok(0);
+    }
     let watcher = ProcWatcher::new().map_err(Fatal::watcher)?;
     // Registered before anything starts, so an early Ctrl-C cannot kill us and orphan the tree.
     let sigint = signal(SignalKind::interrupt())
@@ -83,6 +89,14 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
         Target::Command(argv) => run_command(&watcher, argv, &mut report, sigint).await,
         Target::Pid(pid) => watch_pid(&watcher, pid, &mut report, sigint).await,
     }
+}
+
+/// Writes the completion script for `shell` to stdout (a closed pipe is not an error).
+fn print_completions(shell: clap_complete::Shell) {
+    let mut script = Vec::new();
+    let mut command = <Args as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "procwatch", &mut script);
+    let _ = std::io::stdout().lock().write_all(&script);
 }
 
 /// Something that stops procwatch before or instead of a normal end.
