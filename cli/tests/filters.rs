@@ -88,11 +88,8 @@ fn failed_shows_the_failed_and_killed_exits_only() {
     let lines = live_lines(&run.stderr);
     assert_eq!(lines.len(), 2, "{}", run.stderr);
     assert!(lines[0].contains(" exit 3  sh after "), "{}", lines[0]);
-    assert!(
-        lines[1].contains(" killed by SIGKILL  sh after "),
-        "{}",
-        lines[1]
-    );
+    // (Its name may be `?`: it can be gone before its argv is read.)
+    assert!(lines[1].contains(" killed by SIGKILL  "), "{}", lines[1]);
     // The summary still has every process, the successful ones included.
     assert!(run.stderr.contains("4 processes"), "{}", run.stderr);
 }
@@ -150,7 +147,8 @@ fn comm_selects_processes_by_program_name() {
 
 #[test]
 fn filters_combine_with_and() {
-    let script = "sh -c 'exit 5'; (exit 6); /bin/true";
+    // The inner shell lives long enough for its name to be read.
+    let script = "sh -c 'sleep 0.05; exit 5'; (exit 6); /bin/true";
     let run = procwatch(
         &[
             "--json", "--failed", "--comm", "sh", "--", "sh", "-c", script,
