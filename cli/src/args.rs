@@ -1,5 +1,6 @@
 //! The command line: `procwatch [--json] [--pid N] [--] <command> [args...]`.
 
+use crate::filter::{Filter, Glob};
 use clap::Parser;
 use procwatch::Pid;
 use std::ffi::OsString;
@@ -36,6 +37,35 @@ pub struct Args {
         required_unless_present = "pid"
     )]
     pub command: Vec<OsString>,
+
+    /// Show only execs: one line per program executed, with its pid, parent and argv.
+    #[arg(
+        long,
+        help_heading = "Filters (combined with AND; the summary stays whole)"
+    )]
+    pub exec: bool,
+
+    /// Show only processes that failed (non-zero exit) or were killed by a signal: their
+    /// exit lines.
+    #[arg(
+        long,
+        help_heading = "Filters (combined with AND; the summary stays whole)"
+    )]
+    pub failed: bool,
+
+    /// Show only events of processes whose program name (the file name of argv[0])
+    /// matches PATTERN as a whole; `*` matches any characters, `?` one.
+    #[arg(
+        long,
+        value_name = "PATTERN",
+        value_parser = Glob::parse,
+        help_heading = "Filters (combined with AND; the summary stays whole)"
+    )]
+    pub comm: Option<Glob>,
+
+    /// Print a completion script for SHELL on stdout, and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
 }
 
 /// What to watch.
@@ -60,6 +90,15 @@ impl Args {
             }
             _ => Parsed::Usage(one_line(&err)),
         })
+    }
+
+    /// The filters of the live lines and the JSON lines.
+    pub fn filter(&self) -> Filter {
+        Filter {
+            exec: self.exec,
+            failed: self.failed,
+            comm: self.comm.clone(),
+        }
     }
 
     pub fn target(&self) -> Target {

@@ -18,16 +18,19 @@
 //!   is gone. Once the command itself has exited (or with `--pid`), Ctrl-C stops watching.
 //! * `--json` prints one JSON object per event on stdout instead (schema: `README.md` of this
 //!   crate), and sends the command's stdout to stderr so that stdout holds nothing but JSON.
-//!
 //! * `--trace FILE` writes the run, once it is over, as a trace-event JSON file (one span per
 //!   process; see [`trace`]).
+//! * `--exec`, `--failed` and `--comm PATTERN` choose which event lines are printed (see
+//!   [`filter`]); the summary still shows the whole tree.
+//! * `--completions SHELL` prints a completion script (bash, zsh, fish, elvish, powershell).
 //!
-//! Modules: [`args`] (the command line), [`model`] (the tree of processes seen),
-//! [`procfs`] (what is read from `/proc`), [`report`] (feeding the tree and choosing the
-//! output), [`live`], [`summary`] and [`json`] (the output formats), [`style`] and [`text`]
-//! (colours, widths and quoting).
+//! Modules: [`args`] (the command line), [`filter`] (which lines are shown), [`model`] (the
+//! tree of processes seen), [`procfs`] (what is read from `/proc`), [`report`] (feeding the
+//! tree and choosing the output), [`live`], [`summary`], [`json`] and [`trace`] (the output
+//! formats), [`style`] and [`text`] (colours, widths and quoting).
 
 mod args;
+mod filter;
 mod json;
 mod live;
 mod model;
@@ -45,6 +48,7 @@ use procfs::{existing_children, read_ppid, Cmdline};
 use procwatch::{Error, ErrorKind, Interest, Pid, ProcEvents, ProcWatcher};
 use report::Report;
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::process::{ExitCode, Stdio};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -74,6 +78,10 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
         }
         Err(Parsed::Usage(message)) => return Err(Fatal::usage(message)),
     };
+    if let Some(shell) = args.completions {
+        print_completions(shell);
+        return Ok(0);
+    }
     // Created now, so that a file we cannot write stops us before anything runs.
     let trace = (args.trace.as_deref())
         .map(trace::TraceFile::create)
@@ -83,7 +91,7 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
     // Registered before anything starts, so an early Ctrl-C cannot kill us and orphan the tree.
     let sigint = signal(SignalKind::interrupt())
         .map_err(|e| Fatal::new(1, format!("cannot handle SIGINT: {e}")))?;
-    let mut report = Report::new(args.json);
+    let mut report = Report::new(args.json, args.filter());
     let code = match args.target() {
         Target::Command(argv) => run_command(&watcher, argv, &mut report, sigint).await,
         Target::Pid(pid) => watch_pid(&watcher, pid, &mut report, sigint).await,
@@ -93,6 +101,14 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
         (trace.write(report.tree(), report.elapsed())).map_err(|message| Fatal::new(1, message))?;
     }
     Ok(code)
+}
+
+/// Writes the completion script for `shell` to stdout (a closed pipe is not an error).
+fn print_completions(shell: clap_complete::Shell) {
+    let mut script = Vec::new();
+    let mut command = <Args as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "procwatch", &mut script);
+    let _ = std::io::stdout().lock().write_all(&script);
 }
 
 /// Something that stops procwatch before or instead of a normal end.

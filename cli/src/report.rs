@@ -1,6 +1,7 @@
 //! What we know, and where it goes: the tree of the run, fed event by event, written as live
 //! lines and a summary on stderr or as JSON lines on stdout.
 
+use crate::filter::Filter;
 use crate::json::{self, JsonOut};
 use crate::model::{Proc, Tree};
 use crate::procfs::Cmdline;
@@ -19,6 +20,8 @@ pub struct Report {
     start: Timestamp,
     tree: Tree,
     sink: Sink,
+    /// Which event lines are printed (all of them are recorded).
+    filter: Filter,
 }
 
 enum Sink {
@@ -29,7 +32,7 @@ enum Sink {
 }
 
 impl Report {
-    pub fn new(json: bool) -> Report {
+    pub fn new(json: bool, filter: Filter) -> Report {
         let sink = if json {
             Sink::Json(JsonOut::stdout())
         } else {
@@ -39,6 +42,7 @@ impl Report {
             start: Timestamp::now(),
             tree: Tree::default(),
             sink,
+            filter,
         }
     }
 
@@ -75,10 +79,11 @@ impl Report {
         let root = &mut self.tree.procs[idx];
         root.set_cmdline(&cmdline);
         root.pre_existing = pre_existing;
+        let shown = self.filter.shows_found(root);
         match &mut self.sink {
             Sink::Human(style) => {
                 let mut text = style.header();
-                if pre_existing {
+                if pre_existing && shown {
                     text.push('\n');
                     text += &style.prefix(at, Some(pid), ppid, 0);
                     text += &style.paint(BOLD, "watching");
@@ -87,7 +92,8 @@ impl Report {
                 }
                 write_stderr(&text);
             }
-            Sink::Json(out) => out.write(at, "start", pid, json::found(ppid, &cmdline)),
+            Sink::Json(out) if shown => out.write(at, "start", pid, json::found(ppid, &cmdline)),
+            Sink::Json(_) => {}
         }
     }
 
@@ -99,6 +105,9 @@ impl Report {
         proc.set_cmdline(&cmdline);
         proc.pre_existing = true;
         let depth = proc.depth;
+        if !self.filter.shows_found(proc) {
+            return;
+        }
         match &mut self.sink {
             Sink::Human(style) => {
                 let width = style.argv_width(depth, "running ");
@@ -126,6 +135,7 @@ impl Report {
         };
         let idx = self.tree.apply(&ev, cmdline.as_ref(), at);
         match &mut self.sink {
+            _ if !self.filter.shows(&self.tree.procs[idx], &ev) => {}
             Sink::Human(style) => {
                 if let Some(line) = style.event_line(&self.tree, idx, &ev, cmdline.as_ref(), at) {
                     write_stderr(&line);

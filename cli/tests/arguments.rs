@@ -10,6 +10,9 @@ fn help_exits_0_and_describes_the_usage() {
         assert_eq!(run.code, Some(0), "{flag}: {}", run.stderr);
         assert!(run.stdout.contains("Usage: procwatch"), "{}", run.stdout);
         assert!(run.stdout.contains("--json") && run.stdout.contains("--pid"));
+        for option in ["--exec", "--failed", "--comm", "--completions"] {
+            assert!(run.stdout.contains(option), "{flag}: no {option}");
+        }
     }
 }
 
