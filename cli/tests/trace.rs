@@ -186,3 +186,29 @@ fn an_unwritable_trace_file_stops_the_run_before_it_starts() {
         "{message}"
     );
 }
+
+#[test]
+fn a_running_tree_followed_with_pid_gives_a_span_per_process() {
+    let path = trace_path("pid.json");
+    // Started here, already running when procwatch attaches: the shell and two sleeps.
+    let mut tree = std::process::Command::new("sh")
+        .args(["-c", "sleep 0.4 & sleep 0.6 & wait"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let pid = tree.id().to_string();
+    let run = procwatch(&["--pid", &pid, "--trace", path.to_str().unwrap()], &[]);
+    assert!(tree.wait().unwrap().success());
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = checked_events(&load(&path), u64::MAX);
+    let spans = spans(&events);
+    let mut names: Vec<&str> = spans.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["sh", "sleep", "sleep"], "{events:?}");
+    let root = spans.iter().find(|s| s["name"] == "sh").unwrap();
+    assert_eq!(root["tid"].as_i64(), Some(tree.id() as i64));
+    for sleep in spans.iter().filter(|s| s["name"] == "sleep") {
+        assert_eq!(sleep["args"]["status"], "exit 0", "{sleep}");
+        assert_eq!(sleep["args"]["parent"].as_i64(), Some(tree.id() as i64));
+    }
+}
