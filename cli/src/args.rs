@@ -19,6 +19,13 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
+    /// Instead of one line per event, show the processes still running as a tree (pid, time
+    /// since it started, command line), redrawn in place on stderr at most ten times a
+    /// second; the summary follows as usual. Only when stderr is a terminal: otherwise the
+    /// line view is printed. The filters apply to the line view only. Not with --json.
+    #[arg(long, conflicts_with = "json")]
+    pub tree: bool,
+
     /// Watch this running process and its descendants (until they end, or Ctrl-C) instead of
     /// running a command.
     #[arg(long, value_name = "PID", value_parser = parse_pid, conflicts_with = "command")]
@@ -196,6 +203,18 @@ mod tests {
     }
 
     #[test]
+    fn tree_is_a_view_of_its_own() {
+        let parsed = args(&["--tree", "make"]).ok().unwrap();
+        assert!(parsed.tree && !parsed.json);
+        assert_eq!(command(&["make", "--tree"]).1, ["make", "--tree"]);
+        let message = usage_error(&["--tree", "--json", "make"]);
+        assert!(
+            message.contains("--tree") && message.contains("--json"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn bad_arguments_are_refused_in_one_line() {
         for list in [
             &[][..],
@@ -207,6 +226,7 @@ mod tests {
             &["--pid", "99999999999"],
             &["--pid", "1", "ls"],
             &["--pid", "1", "--pid", "2"],
+            &["--json", "--tree", "ls"],
         ] {
             let message = usage_error(list);
             assert!(

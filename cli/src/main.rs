@@ -22,17 +22,21 @@
 //!   process; see [`trace`]).
 //! * `--exec`, `--failed` and `--comm PATTERN` choose which event lines are printed (see
 //!   [`filter`]); the summary still shows the whole tree.
+//! * `--tree` shows, in place of the event lines, the processes still running as a tree
+//!   redrawn in place (see [`live_tree`]) when stderr is a terminal; otherwise the line view.
+//!   It is refused with `--json` (a usage error).
 //! * `--completions SHELL` prints a completion script (bash, zsh, fish, elvish, powershell).
 //!
 //! Modules: [`args`] (the command line), [`filter`] (which lines are shown), [`model`] (the
 //! tree of processes seen), [`procfs`] (what is read from `/proc`), [`report`] (feeding the
-//! tree and choosing the output), [`live`], [`summary`], [`json`] and [`trace`] (the output
+//! tree and choosing the output), [`live`], [`live_tree`], [`summary`], [`json`] and [`trace`] (the output
 //! formats), [`style`] and [`text`] (colours, widths and quoting).
 
 mod args;
 mod filter;
 mod json;
 mod live;
+mod live_tree;
 mod model;
 mod procfs;
 mod report;
@@ -91,7 +95,7 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
     // Registered before anything starts, so an early Ctrl-C cannot kill us and orphan the tree.
     let sigint = signal(SignalKind::interrupt())
         .map_err(|e| Fatal::new(1, format!("cannot handle SIGINT: {e}")))?;
-    let mut report = Report::new(args.json, args.filter());
+    let mut report = Report::new(args.json, args.tree, args.filter());
     let code = match args.target() {
         Target::Command(argv) => run_command(&watcher, argv, &mut report, sigint).await,
         Target::Pid(pid) => watch_pid(&watcher, pid, &mut report, sigint).await,
@@ -183,8 +187,10 @@ async fn run_command(
 
     let (mut child, mut events) = (started.child, started.events);
     let mut status = None;
+    let mut frames = frame_ticker();
     loop {
         tokio::select! {
+            _ = frames.tick(), if report.is_live_tree() => report.tick(),
             ev = events.next() => match ev {
                 Some(ev) => report.event(ev),
                 None => break,
@@ -260,8 +266,10 @@ async fn watch_pid(
     events.push(root);
     follow_running(watcher, report, &mut events, pid, earlier);
     let mut code = 0;
+    let mut frames = frame_ticker();
     loop {
         tokio::select! {
+            _ = frames.tick(), if report.is_live_tree() => report.tick(),
             ev = events.next() => match ev {
                 Some(ev) => report.event(ev),
                 None => break,
@@ -275,6 +283,13 @@ async fn watch_pid(
     }
     report.finish(None);
     Ok(code)
+}
+
+/// The clock of the live tree's frames (it skips the ticks it missed rather than catch up).
+fn frame_ticker() -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(live_tree::FRAME_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticker
 }
 
 /// Watches every descendant of `root` that was already running (`children`: those of `root`,

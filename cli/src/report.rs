@@ -3,6 +3,7 @@
 
 use crate::filter::Filter;
 use crate::json::{self, JsonOut};
+use crate::live_tree::LiveTree;
 use crate::model::{Proc, Tree};
 use crate::procfs::Cmdline;
 use crate::style::{Style, BOLD, DIM};
@@ -22,6 +23,8 @@ pub struct Report {
     sink: Sink,
     /// Which event lines are printed (all of them are recorded).
     filter: Filter,
+    /// With `--tree` on a terminal: the live tree, in place of the event lines.
+    live: Option<LiveTree>,
 }
 
 enum Sink {
@@ -32,17 +35,39 @@ enum Sink {
 }
 
 impl Report {
-    pub fn new(json: bool, filter: Filter) -> Report {
+    /// `tree`: draw the live tree instead of the event lines if stderr is a terminal (never
+    /// with `json`).
+    pub fn new(json: bool, tree: bool, filter: Filter) -> Report {
+        let mut live = None;
         let sink = if json {
             Sink::Json(JsonOut::stdout())
         } else {
-            Sink::Human(Style::for_stderr())
+            let style = Style::for_stderr();
+            if tree {
+                live = LiveTree::for_stderr(style.colour);
+            }
+            Sink::Human(style)
         };
         Report {
             start: Timestamp::now(),
             tree: Tree::default(),
             sink,
             filter,
+            live,
+        }
+    }
+
+    /// Whether the live tree is drawn (then [`Report::tick`] wants calling every
+    /// [`crate::live_tree::FRAME_INTERVAL`]).
+    pub fn is_live_tree(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Redraws the live tree if it changed (at most once per frame interval).
+    pub fn tick(&mut self) {
+        let now = self.start.elapsed();
+        if let Some(live) = &mut self.live {
+            live.tick(&self.tree, now);
         }
     }
 
@@ -80,6 +105,10 @@ impl Report {
         root.set_cmdline(&cmdline);
         root.pre_existing = pre_existing;
         let shown = self.filter.shows_found(root);
+        if let Some(live) = &mut self.live {
+            live.draw(&self.tree, at);
+            return;
+        }
         match &mut self.sink {
             Sink::Human(style) => {
                 let mut text = style.header();
@@ -105,6 +134,10 @@ impl Report {
         proc.set_cmdline(&cmdline);
         proc.pre_existing = true;
         let depth = proc.depth;
+        if let Some(live) = &mut self.live {
+            live.changed();
+            return;
+        }
         if !self.filter.shows_found(proc) {
             return;
         }
@@ -135,6 +168,22 @@ impl Report {
         };
         let idx = self.tree.apply(&ev, cmdline.as_ref(), at);
         match &mut self.sink {
+            Sink::Human(style) if self.live.is_some() => {
+                let live = self.live.as_mut().expect("checked just above");
+                live.changed();
+                // The tree shows forks, execs and exits; other lines (events not followed or
+                // lost) are printed above it.
+                if !matches!(
+                    ev,
+                    ProcEvent::Child { .. } | ProcEvent::Exec { .. } | ProcEvent::Exit { .. }
+                ) {
+                    if let Some(line) = style.event_line(&self.tree, idx, &ev, cmdline.as_ref(), at)
+                    {
+                        live.clear();
+                        write_stderr(&line);
+                    }
+                }
+            }
             _ if !self.filter.shows(&self.tree.procs[idx], &ev) => {}
             Sink::Human(style) => {
                 if let Some(line) = style.event_line(&self.tree, idx, &ev, cmdline.as_ref(), at) {
@@ -166,7 +215,7 @@ impl Report {
     }
 
     /// Says which processes keep the tree alive after its root exited.
-    fn note_survivors(&self) {
+    fn note_survivors(&mut self) {
         let running: Vec<&Proc> = self.tree.still_running().collect();
         if running.is_empty() {
             return;
@@ -185,7 +234,11 @@ impl Report {
     }
 
     /// A remark of procwatch's own, between the event lines.
-    pub fn note(&self, text: &str) {
+    pub fn note(&mut self, text: &str) {
+        if let Some(live) = &mut self.live {
+            live.clear();
+            live.changed();
+        }
         match &self.sink {
             Sink::Human(style) => {
                 let at = self.start.elapsed();
@@ -199,6 +252,9 @@ impl Report {
     /// Prints the summary; `status` is the command's, as `wait` reported it.
     pub fn finish(&mut self, status: Option<ExitStatus>) {
         let wall = self.start.elapsed();
+        if let Some(live) = &mut self.live {
+            live.clear();
+        }
         match &mut self.sink {
             Sink::Human(style) => write_stderr(&style.summary(&self.tree, wall, status)),
             Sink::Json(out) => {
