@@ -3,8 +3,7 @@
 mod support;
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use support::{procwatch, TIMEOUT};
+use support::procwatch;
 
 /// Runs `command` under `script`, in a pseudo-terminal of 20 columns and 5 rows; returns its
 /// exit code and everything the terminal received.
@@ -26,18 +25,7 @@ fn in_small_terminal(command: &str) -> (Option<i32>, String) {
         let _ = out.read_to_end(&mut bytes);
         String::from_utf8_lossy(&bytes).into_owned()
     });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("script {inner:?} still running after {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = support::wait_or_kill(&mut child, &format!("script {inner:?}"));
     (status.code(), reader.join().unwrap())
 }
 

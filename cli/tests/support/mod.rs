@@ -42,21 +42,26 @@ pub fn procwatch(args: &[&str], env: &[(&str, &str)]) -> Run {
         let _ = err.read_to_string(&mut text);
         text
     });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("procwatch {args:?} still running after {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = wait_or_kill(&mut child, &format!("procwatch {args:?}"));
     Run {
         code: status.code(),
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
+    }
+}
+
+/// Waits for `child`; kills it and fails the test (naming `what`) after [`TIMEOUT`].
+pub fn wait_or_kill(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
