@@ -14,11 +14,18 @@
 //! cargo bench --bench overhead                 # everything, 5 rounds
 //! cargo bench --bench overhead -- --ptrace     # the ptrace followers only, 7 rounds
 //! cargo bench --bench overhead -- --netlink    # the proc-connector listeners only, 7 rounds
+//! cargo bench --bench overhead -- --cli        # the procwatch command beside them, 7 rounds
 //! cargo bench --bench overhead -- --rounds 3 --only forkexit
 //! ```
 //!
 //! `--only` takes one of `forkexec`, `forkexit`, `tree`, `make`, `light`, `stall`;
 //! `--no-strace` leaves the two `strace` runs out.
+//!
+//! The `procwatch` command (the workspace's `cli` package, built by the bench with `cargo
+//! build --release`) runs as a user runs it, `procwatch [--json] -- <workload>`, three ways:
+//! its event lines written to a file, to `/dev/null`, and `--json` lines to a file. The
+//! ratio includes its own start and its summary. `--cli` runs it beside the library's Netlink
+//! backend, the C listener and `forkstat`; `--netlink` and the default run it too.
 //!
 //! `--netlink` and `--ptrace` each run about half of the watchers, so that a round takes
 //! half the time: `--netlink` the proc-connector listeners (procwatch's Netlink backend, the
@@ -90,13 +97,14 @@ impl Options {
                 "--only" => opts.only = it.next().cloned(),
                 "--netlink" => opts.set = ModeSet::Netlink,
                 "--ptrace" => opts.set = ModeSet::Ptrace,
+                "--cli" => opts.set = ModeSet::Cli,
                 "--no-strace" => opts.no_strace = true,
                 _ => {} // `cargo bench` passes `--bench`
             }
         }
         opts.rounds = rounds.unwrap_or(match opts.set {
             ModeSet::All => ROUNDS_ALL,
-            ModeSet::Netlink | ModeSet::Ptrace => ROUNDS,
+            ModeSet::Netlink | ModeSet::Ptrace | ModeSet::Cli => ROUNDS,
         });
         opts
     }
@@ -126,6 +134,13 @@ enum Mode {
     /// `strace -f` with a seccomp filter that lets every system call through without a stop,
     /// so that only the process events stop the tracees.
     StraceSeccomp,
+    /// The `procwatch` command as a user runs it, `procwatch -- <workload>`, its event lines
+    /// (stderr) written to a file.
+    CliLines,
+    /// The same with its event lines going to `/dev/null`.
+    CliNull,
+    /// `procwatch --json -- <workload>`, its JSON lines (stdout) written to a file.
+    CliJson,
 }
 
 /// Which watchers the workloads run under (`--netlink`, `--ptrace`; all by default).
@@ -134,6 +149,9 @@ enum ModeSet {
     All,
     Netlink,
     Ptrace,
+    /// `--cli`: the `procwatch` command, beside the library and the other proc-connector
+    /// listeners.
+    Cli,
 }
 
 /// How `strace` runs the workload: follow every process, trace no system call, print nothing.
@@ -141,7 +159,7 @@ const STRACE: [&str; 7] = ["strace", "-f", "-qq", "-e", "trace=none", "-o", "/de
 
 impl Mode {
     /// Every mode, in the order of the table's columns.
-    const ALL: [Mode; 9] = [
+    const ALL: [Mode; 12] = [
         Mode::Unwatched,
         Mode::ProcwatchNetlink,
         Mode::ProcwatchPtrace,
@@ -151,6 +169,9 @@ impl Mode {
         Mode::Forkstat,
         Mode::Strace,
         Mode::StraceSeccomp,
+        Mode::CliLines,
+        Mode::CliNull,
+        Mode::CliJson,
     ];
 
     fn name(self) -> &'static str {
@@ -164,6 +185,9 @@ impl Mode {
             Mode::Forkstat => "forkstat",
             Mode::Strace => "strace -f",
             Mode::StraceSeccomp => "strace -f --seccomp-bpf",
+            Mode::CliLines => "procwatch command, lines to a file",
+            Mode::CliNull => "procwatch command, lines to /dev/null",
+            Mode::CliJson => "procwatch command, --json to a file",
         }
     }
 
@@ -173,7 +197,7 @@ impl Mode {
         let proc_connector = matches!(
             self,
             Mode::ProcwatchNetlink | Mode::CListener | Mode::Forkstat
-        );
+        ) || self.is_cli();
         let ptrace = matches!(
             self,
             Mode::ProcwatchPtrace
@@ -185,7 +209,13 @@ impl Mode {
             ModeSet::All => true,
             ModeSet::Netlink => !ptrace,
             ModeSet::Ptrace => !proc_connector,
+            ModeSet::Cli => self == Mode::Unwatched || proc_connector,
         }
+    }
+
+    /// Whether it is the `procwatch` command.
+    fn is_cli(self) -> bool {
+        matches!(self, Mode::CliLines | Mode::CliNull | Mode::CliJson)
     }
 
     /// The procwatch backend it watches with, if it is procwatch.
@@ -215,6 +245,15 @@ impl Mode {
             Mode::CFollower | Mode::CFollowerReporting => {
                 vec![env.c_follower.clone().expect("C follower built").into()]
             }
+            Mode::CliLines | Mode::CliNull | Mode::CliJson => {
+                let program = env.cli.clone().expect("procwatch command built");
+                let mut words = vec![program.into_os_string()];
+                if self == Mode::CliJson {
+                    words.push("--json".into());
+                }
+                words.push("--".into());
+                words
+            }
             _ => Vec::new(),
         };
         words.extend(argv.iter().map(OsString::from));
@@ -233,6 +272,7 @@ impl Mode {
             Mode::Unwatched | Mode::ProcwatchNetlink | Mode::ProcwatchPtrace => None,
             Mode::CListener => env.c_listener.as_ref().err().cloned(),
             Mode::CFollower | Mode::CFollowerReporting => env.c_follower.as_ref().err().cloned(),
+            Mode::CliLines | Mode::CliNull | Mode::CliJson => env.cli.as_ref().err().cloned(),
             Mode::Forkstat => not_installed("forkstat"),
             Mode::Strace => not_installed("strace"),
             Mode::StraceSeccomp => not_installed("strace").or_else(|| {
@@ -421,6 +461,38 @@ fn build_c_peer(name: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// Builds the `procwatch` command (the workspace's `cli` package) with the profile of this
+/// bench, and returns its path, next to this bench's own directory.
+fn build_cli() -> Result<PathBuf, String> {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "procwatch-cli",
+            "--bin",
+            "procwatch",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "cargo build of the procwatch command failed: {status}"
+        ));
+    }
+    // This bench runs from `<target>/release/deps/`; the command is in `<target>/release/`.
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let program = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("procwatch"))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| format!("no procwatch command beside {}", exe.display()))?;
+    Ok(program)
+}
+
 fn installed(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
@@ -486,6 +558,16 @@ fn workloads(wants: impl Fn(&str) -> bool) -> Vec<Workload> {
 async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
     let mut cmd = mode.command(argv, env);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    // What the command writes goes where a user would send it; the file is emptied each run.
+    let out_file = || {
+        let path = std::env::temp_dir().join(format!("procwatch-bench-{}.out", std::process::id()));
+        Stdio::from(std::fs::File::create(path).expect("create the output file"))
+    };
+    match mode {
+        Mode::CliLines => drop(cmd.stderr(out_file())),
+        Mode::CliJson => drop(cmd.stdout(out_file())),
+        _ => {}
+    }
     let peer = match mode {
         Mode::Forkstat => Some(Peer::forkstat().await),
         Mode::CListener => {
@@ -579,6 +661,8 @@ struct Env {
     watchers: Vec<ProcWatcher>,
     c_listener: Result<PathBuf, String>,
     c_follower: Result<PathBuf, String>,
+    /// The `procwatch` command, built for the runs that use it.
+    cli: Result<PathBuf, String>,
 }
 
 impl Env {
@@ -593,8 +677,8 @@ impl Env {
 async fn bench(opts: Options) {
     let wants = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
     // The light-load and stalled-consumer parts watch with the proc connector.
-    let light = wants("light") && opts.set != ModeSet::Ptrace;
-    let stall_too = wants("stall") && opts.set != ModeSet::Ptrace;
+    let light = wants("light") && matches!(opts.set, ModeSet::All | ModeSet::Netlink);
+    let stall_too = wants("stall") && matches!(opts.set, ModeSet::All | ModeSet::Netlink);
     let mut backends: Vec<BackendKind> = Mode::ALL
         .iter()
         .filter(|m| m.is_in(opts.set))
@@ -621,6 +705,11 @@ async fn bench(opts: Options) {
         watchers,
         c_listener: build_c_peer("cn_listener"),
         c_follower: build_c_peer("ptrace_follower"),
+        cli: if Mode::ALL.iter().any(|m| m.is_cli() && m.is_in(opts.set)) {
+            build_cli()
+        } else {
+            Err("not in this set".into())
+        },
     };
     let mut modes = Vec::new();
     let mut skipped = Vec::new();
@@ -743,6 +832,10 @@ async fn bench(opts: Options) {
     }
     for path in [&env.c_listener, &env.c_follower].into_iter().flatten() {
         let _ = std::fs::remove_file(path);
+    }
+    if env.cli.is_ok() {
+        let out = format!("procwatch-bench-{}.out", std::process::id());
+        let _ = std::fs::remove_file(std::env::temp_dir().join(out));
     }
 }
 

@@ -311,6 +311,7 @@ pub use stream::{Finished, ProcEvents};
 pub use tree::{Adoption, KillReport, Mechanism, ProcessEnd, RootExit, Tree, TreeReport};
 pub use watcher::{
     BackendKind, Builder, NetlinkOptions, ProcWatcher, PtraceOptions, DEFAULT_MAX_TRACKED,
+    MAX_BATCH_WINDOW,
 };
 
 #[doc(no_inline)]

@@ -188,6 +188,8 @@ fn micros(d: Duration) -> u64 {
 pub struct JsonOut {
     /// `None` once stdout is closed (we keep watching).
     out: Option<std::io::Stdout>,
+    /// Lines not written yet (see [`JsonOut::flush`]).
+    pending: Vec<u8>,
     /// `t_us` of the last line written.
     last_us: u64,
 }
@@ -196,24 +198,45 @@ impl JsonOut {
     pub fn stdout() -> JsonOut {
         JsonOut {
             out: Some(std::io::stdout()),
+            pending: Vec::new(),
             last_us: 0,
         }
     }
 
-    /// Writes one line. Its time is `at`, or the previous line's if that was later: events
+    /// Queues one line. Its time is `at`, or the previous line's if that was later: events
     /// of different processes may reach us a little out of the kernel's order, and a reader
     /// may rely on `t_us` never going back.
     pub fn write(&mut self, at: Duration, event: &'static str, pid: Pid, fields: Fields<'_>) {
-        let line = self.line(at, event, pid, fields);
+        if self.out.is_none() {
+            return;
+        }
+        self.line_into(at, event, pid, fields);
+        if self.pending.len() >= 64 * 1024 {
+            self.flush();
+        }
+    }
+
+    /// Writes the queued lines to stdout in one write.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
         if let Some(stdout) = &mut self.out {
-            if writeln!(stdout, "{line}").is_err() {
+            let mut lock = stdout.lock();
+            if lock
+                .write_all(&self.pending)
+                .and_then(|()| lock.flush())
+                .is_err()
+            {
                 // The reader went away (`| head`): stop writing, keep the command running.
                 self.out = None;
             }
         }
+        self.pending.clear();
     }
 
-    fn line(&mut self, at: Duration, event: &'static str, pid: Pid, fields: Fields<'_>) -> String {
+    /// Appends one line, newline included, to the queue.
+    fn line_into(&mut self, at: Duration, event: &'static str, pid: Pid, fields: Fields<'_>) {
         self.last_us = self.last_us.max(micros(at));
         let line = Line {
             t_us: self.last_us,
@@ -221,8 +244,18 @@ impl JsonOut {
             pid: pid.as_raw(),
             fields,
         };
-        // Plain data (numbers, strings, options): serializing it cannot fail.
-        serde_json::to_string(&line).unwrap_or_default()
+        // Plain data (numbers, strings, options) into a `Vec`: serializing it cannot fail.
+        let _ = serde_json::to_writer(&mut self.pending, &line);
+        self.pending.push(b'\n');
+    }
+
+    /// One line, as it would be written (without its newline).
+    #[cfg(test)]
+    fn line(&mut self, at: Duration, event: &'static str, pid: Pid, fields: Fields<'_>) -> String {
+        self.line_into(at, event, pid, fields);
+        let mut text = String::from_utf8(std::mem::take(&mut self.pending)).unwrap();
+        text.pop();
+        text
     }
 }
 
@@ -239,6 +272,7 @@ mod tests {
     fn strings_are_escaped_and_fields_always_there() {
         let mut out = JsonOut {
             out: None,
+            pending: Vec::new(),
             last_us: 0,
         };
         let pid = Pid::from_raw(7).unwrap();
@@ -276,6 +310,7 @@ mod tests {
     fn time_never_goes_back() {
         let mut out = JsonOut {
             out: None,
+            pending: Vec::new(),
             last_us: 0,
         };
         let pid = Pid::from_raw(1).unwrap();

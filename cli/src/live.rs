@@ -35,15 +35,21 @@ impl Style {
         ppid: Option<Pid>,
         depth: usize,
     ) -> String {
-        let show = |p: Option<Pid>| p.map_or_else(String::new, |p| p.to_string());
-        format!(
-            "{} {:>7} {:>7}  {:indent$}",
-            self.paint(DIM, &format_clock(at)),
-            show(pid),
-            self.paint(DIM, &format!("{:>7}", show(ppid))),
-            "",
-            indent = 2 * depth.min(MAX_INDENT),
-        )
+        use std::fmt::Write;
+        let mut line = String::with_capacity(64 + 2 * MAX_INDENT);
+        line += &self.paint(DIM, &format_clock(at));
+        let _ = match pid {
+            Some(pid) => write!(line, " {:>7} ", pid.as_raw()),
+            None => write!(line, " {:7} ", ""),
+        };
+        let ppid = match ppid {
+            Some(ppid) => format!("{:>7}", ppid.as_raw()),
+            None => " ".repeat(7),
+        };
+        line += &self.paint(DIM, &ppid);
+        let indent = 2 + 2 * depth.min(MAX_INDENT);
+        line.extend(std::iter::repeat_n(' ', indent));
+        line
     }
 
     /// The live line for `ev` (`None` for events not worth a line of their own).

@@ -16,6 +16,9 @@ use std::time::Duration;
 /// How many of the processes still running to name when the command itself exits.
 const SURVIVORS_SHOWN: usize = 3;
 
+/// Queued output is written out once it reaches this many bytes, even within a batch.
+const FLUSH_AT: usize = 64 * 1024;
+
 pub struct Report {
     /// Time zero, on the clock of the kernel's event timestamps.
     start: Timestamp,
@@ -25,6 +28,9 @@ pub struct Report {
     filter: Filter,
     /// With `--tree` on a terminal: the live tree, in place of the event lines.
     live: Option<LiveTree>,
+    /// Event lines for stderr not written yet: [`Report::flush`] writes them at once, after
+    /// each batch of events that were ready together.
+    pending: Vec<u8>,
 }
 
 enum Sink {
@@ -54,6 +60,26 @@ impl Report {
             sink,
             filter,
             live,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Writes the lines of the events reported since the last flush, in one write.
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = std::io::stderr().lock().write_all(&self.pending);
+            self.pending.clear();
+        }
+        if let Sink::Json(out) = &mut self.sink {
+            out.flush();
+        }
+    }
+
+    /// Queues one line for stderr, writing the queue out once it is large.
+    fn queue_line(&mut self, line: &str) {
+        push_line(&mut self.pending, line);
+        if self.pending.len() >= FLUSH_AT {
+            self.flush();
         }
     }
 
@@ -119,11 +145,12 @@ impl Report {
                     let width = style.argv_width(0, "watching ");
                     text += &format!(" {}", cmdline_text(&cmdline, width));
                 }
-                write_stderr(&text);
+                push_line(&mut self.pending, &text);
             }
             Sink::Json(out) if shown => out.write(at, "start", pid, json::found(ppid, &cmdline)),
             Sink::Json(_) => {}
         }
+        self.flush();
     }
 
     /// Records a descendant of the root that was already running when the watch began.
@@ -148,13 +175,13 @@ impl Report {
                     + &style.paint(BOLD, "running")
                     + " "
                     + &cmdline_text(&cmdline, width);
-                write_stderr(&line);
+                self.queue_line(&line);
             }
             Sink::Json(out) => out.write(at, "running", pid, json::found(Some(parent), &cmdline)),
         }
     }
 
-    /// Records and prints one event.
+    /// Records one event and queues its line (see [`Report::flush`]).
     pub fn event(&mut self, ev: ProcEvent) {
         // The kernel's time of the event, not the time we read it: under load the two differ.
         let at = if ev.at().is_known() {
@@ -179,6 +206,7 @@ impl Report {
                 ) {
                     if let Some(line) = style.event_line(&self.tree, idx, &ev, cmdline.as_ref(), at)
                     {
+                        // Nothing is queued while the live tree is drawn: lines go out at once.
                         live.clear();
                         write_stderr(&line);
                     }
@@ -187,7 +215,10 @@ impl Report {
             _ if !self.filter.shows(&self.tree.procs[idx], &ev) => {}
             Sink::Human(style) => {
                 if let Some(line) = style.event_line(&self.tree, idx, &ev, cmdline.as_ref(), at) {
-                    write_stderr(&line);
+                    push_line(&mut self.pending, &line);
+                    if self.pending.len() >= FLUSH_AT {
+                        self.flush();
+                    }
                 }
             }
             Sink::Json(out) => {
@@ -235,6 +266,7 @@ impl Report {
 
     /// A remark of procwatch's own, between the event lines.
     pub fn note(&mut self, text: &str) {
+        self.flush();
         if let Some(live) = &mut self.live {
             live.clear();
             live.changed();
@@ -251,6 +283,7 @@ impl Report {
 
     /// Prints the summary; `status` is the command's, as `wait` reported it.
     pub fn finish(&mut self, status: Option<ExitStatus>) {
+        self.flush();
         let wall = self.start.elapsed();
         if let Some(live) = &mut self.live {
             live.clear();
@@ -260,12 +293,20 @@ impl Report {
             Sink::Json(out) => {
                 let root = self.tree.procs.first().map_or(Pid::this(), |p| p.pid);
                 out.write(wall, "summary", root, json::summary(&self.tree, status));
+                out.flush();
             }
         }
     }
 }
 
+/// Writes `text` and a newline to stderr at once.
 fn write_stderr(text: &str) {
-    let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "{text}");
+    let mut line = Vec::with_capacity(text.len() + 1);
+    push_line(&mut line, text);
+    let _ = std::io::stderr().lock().write_all(&line);
+}
+
+fn push_line(buf: &mut Vec<u8>, text: &str) {
+    buf.extend_from_slice(text.as_bytes());
+    buf.push(b'\n');
 }

@@ -101,7 +101,7 @@ impl Netlink {
             released: tokio::sync::Notify::new(),
             kick: new_eventfd()?,
         });
-        let task = spawn_task(&sock, &both);
+        let task = spawn_task(&sock, &both, opts.batch_window);
         let backstop = both.clone();
         let longest = backstop_longest_period(granted);
         std::thread::Builder::new()
@@ -169,18 +169,37 @@ const TASK_BUDGET: usize = 1024;
 fn spawn_task(
     sock: &std::sync::Arc<OwnedFd>,
     both: &std::sync::Arc<Shared2>,
+    window: Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let handle = tokio::runtime::Handle::try_current().ok()?;
-    let afd = crate::sys::register_readable(sock)?;
+    let mut registered = Some(crate::sys::register_readable(sock)?);
+    let sock = sock.clone();
     both.task_alive.store(true, Ordering::SeqCst);
     let alive = TaskAlive(both.clone());
     Some(handle.spawn(async move {
         let alive = alive;
         let both = &alive.0;
         loop {
-            let Ok(mut ready) = afd.readable().await else {
+            let afd = match &registered {
+                Some(afd) => afd,
+                None => match crate::sys::register_readable(&sock) {
+                    Some(afd) => registered.insert(afd),
+                    // The backstop thread goes on alone.
+                    None => break,
+                },
+            };
+            let Ok(ready) = afd.readable().await else {
                 break;
             };
+            let mut ready = Some(ready);
+            if !window.is_zero() {
+                // Out of the reactor while we wait: each message would wake the thread
+                // otherwise, even with nobody awaiting it. Registering again after the
+                // drain finds the socket readable at once if something came meanwhile.
+                ready = None;
+                registered = None;
+                tokio::time::sleep(window).await;
+            }
             // Armed before the check, so a release between the two is not missed.
             let released = both.released.notified();
             tokio::pin!(released);
@@ -199,10 +218,7 @@ fn spawn_task(
             match drained {
                 // The backstop thread is draining or resyncing. Keep the readiness (what
                 // arrives after its last read is ours to read) and look again once it is done.
-                None => {
-                    drop(ready);
-                    released.await;
-                }
+                None => released.await,
                 Some((_, _, true)) => break,
                 Some((drained, resync_due, false)) => {
                     if resync_due {
@@ -210,9 +226,8 @@ fn spawn_task(
                     }
                     if drained.more {
                         // Still readable: let the runtime's other tasks run, then go on.
-                        drop(ready);
                         tokio::task::yield_now().await;
-                    } else {
+                    } else if let Some(mut ready) = ready {
                         // Read to `EAGAIN`. Readiness that arrived since `readable` returned
                         // is not cleared by this, so nothing is left behind.
                         ready.clear_ready();

@@ -1,0 +1,130 @@
+//! `NetlinkOptions::batch_window`: reading the proc connector in batches changes when events
+//! arrive, never which ones or in what order.
+
+#[macro_use]
+mod support;
+
+use procwatch::{
+    BackendKind, ErrorKind, Interest, NetlinkOptions, Pid, ProcEvent, ProcWatcher, MAX_BATCH_WINDOW,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use support::{check_order, collect, netlink_watcher_with, sh, within, DEADLINE};
+
+/// Children of the watched shell, each exiting with `i % 7`.
+const CHILDREN: usize = 200;
+
+fn windowed(window: Duration) -> Option<ProcWatcher> {
+    netlink_watcher_with(|b| b.netlink(NetlinkOptions::new().batch_window(window)))
+}
+
+/// A shell forks `CHILDREN` children at once (some short-lived, all reaped); a
+/// `tokio::process::Child` started outside procwatch runs beside it. Every child has its
+/// `Child` and its exit code, in order, and the tokio child keeps its own status.
+async fn storm_under_window(window: Duration) {
+    let Some(w) = windowed(window) else { return };
+    let mut own = sh("sleep 0.2; exit 3")
+        .spawn()
+        .expect("spawn a tokio child");
+    let script =
+        format!("i=0; while [ $i -lt {CHILDREN} ]; do (exit $((i % 7))) & i=$((i+1)); done; wait");
+    let started = w
+        .spawn(sh(&script), Interest::ALL)
+        .expect("spawn watched sh");
+    let (mut child, mut events) = (started.child, started.events);
+    let root = Pid::from_raw(child.id().expect("running") as i32).expect("a pid");
+    let trace = collect(&mut events, DEADLINE).await;
+    let status = within(DEADLINE, "the shell's exit", child.wait()).await;
+    assert!(status.expect("wait").success());
+    check_order(&trace);
+    let born: Vec<Pid> = trace
+        .iter()
+        .filter_map(|e| match e {
+            ProcEvent::Child { pid, parent, .. } if *parent == root => Some(*pid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(born.len(), CHILDREN, "one Child per child of the shell");
+    let mut codes: BTreeMap<i32, usize> = BTreeMap::new();
+    for ev in &trace {
+        if let ProcEvent::Exit { pid, status, .. } = ev {
+            if born.contains(pid) {
+                let code = status.and_then(|s| s.code()).expect("an exit code");
+                *codes.entry(code).or_default() += 1;
+            }
+        }
+    }
+    let mut expected: BTreeMap<i32, usize> = BTreeMap::new();
+    for i in 0..CHILDREN {
+        *expected.entry((i % 7) as i32).or_default() += 1;
+    }
+    assert_eq!(codes, expected, "every child's exit code, once");
+    let own = within(DEADLINE, "the tokio child's exit", own.wait()).await;
+    assert_eq!(
+        own.expect("wait").code(),
+        Some(3),
+        "the tokio child keeps its status"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_window_loses_nothing_on_a_current_thread_runtime() {
+    storm_under_window(Duration::from_millis(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_loses_nothing_on_a_multi_thread_runtime() {
+    storm_under_window(Duration::from_millis(20)).await;
+}
+
+/// A consumer that does not read for a while, with the longest window: the events wait in
+/// the stream, and all of them come once it reads.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stalled_consumer_with_the_longest_window_gets_everything() {
+    let Some(w) = windowed(MAX_BATCH_WINDOW) else {
+        return;
+    };
+    let started = w
+        .spawn(
+            sh("for i in 1 2 3 4 5; do (exit $i); done; exit 9"),
+            Interest::ALL,
+        )
+        .expect("spawn watched sh");
+    let (mut child, mut events) = (started.child, started.events);
+    within(DEADLINE, "the shell's exit", child.wait())
+        .await
+        .expect("wait");
+    std::thread::sleep(Duration::from_millis(300)); // the runtime's only thread, blocked
+    let trace = collect(&mut events, DEADLINE).await;
+    check_order(&trace);
+    let codes: Vec<i32> = trace
+        .iter()
+        .filter_map(|e| match e {
+            ProcEvent::Exit { status, .. } => status.and_then(|s| s.code()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [1, 2, 3, 4, 5, 9],
+        "each subshell's code, then the shell's"
+    );
+}
+
+/// A window above the limit is refused before anything starts, naming the backend and the
+/// limit (no proc connector needed to see that).
+#[test]
+fn a_window_above_the_limit_is_refused() {
+    let err = ProcWatcher::builder()
+        .backend(BackendKind::Netlink)
+        .netlink(NetlinkOptions::new().batch_window(MAX_BATCH_WINDOW + Duration::from_millis(1)))
+        .build()
+        .expect_err("a 101 ms window is refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let text = err.to_string();
+    assert!(text.contains("batch window"), "{text}");
+    assert!(
+        text.contains("Netlink") || text.contains("netlink"),
+        "{text}"
+    );
+}
