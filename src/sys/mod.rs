@@ -217,3 +217,127 @@ mod pidfd_info_tests {
         assert_eq!((super::PIDFD_GET_INFO >> 16) & 0x3fff, 64);
     }
 }
+
+/// Room for one datagram in a [`recv_many`] call (the Netlink backend's reads). The proc connector's datagrams carry one
+/// event each, under 100 bytes.
+pub(crate) const SLOT: usize = 1024;
+/// How many datagrams one [`recv_many`] call takes at most.
+pub(crate) const SLOTS: usize = 64;
+
+/// What one slot of a [`recv_many`] call holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// A datagram from the kernel, this many bytes long.
+    Kernel(usize),
+    /// A datagram some process sent to our port: not the kernel's, ignored.
+    Foreign,
+    /// A kernel datagram longer than [`SLOT`]: its end was cut off.
+    Truncated,
+}
+
+/// Receives up to [`SLOTS`] datagrams with one `recvmmsg(2)`, without blocking: datagram `i`
+/// lands at `buf[i * SLOT..]`, and `slots[i]` says what it is. Returns how many came; the
+/// errors are those of `recv` (`EAGAIN` when there is none; `ENOBUFS` after an overflow,
+/// reported once the datagrams queued before it are read).
+pub(crate) fn recv_many(
+    sock: &rustix::fd::OwnedFd,
+    buf: &mut [u8],
+    slots: &mut [Slot; SLOTS],
+) -> Result<usize, rustix::io::Errno> {
+    use rustix::fd::AsRawFd;
+    assert!(
+        buf.len() >= SLOT * SLOTS,
+        "recv_many needs SLOTS x SLOT bytes"
+    );
+    // SAFETY: all-zero bytes are valid values of these plain C structs.
+    let mut addrs: [libc::sockaddr_nl; SLOTS] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+    for (i, chunk) in buf.chunks_exact_mut(SLOT).take(SLOTS).enumerate() {
+        iovs[i] = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: SLOT,
+        };
+    }
+    for (i, hdr) in hdrs.iter_mut().enumerate() {
+        hdr.msg_hdr.msg_name = std::ptr::addr_of_mut!(addrs[i]).cast();
+        hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as _;
+        hdr.msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovs[i]);
+        hdr.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every header points at an address and an iovec of this frame, each iovec at a
+    // distinct `SLOT`-byte part of `buf`; all of them outlive the call.
+    let n = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            SLOTS as _,
+            libc::MSG_DONTWAIT as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO));
+    }
+    let n = n as usize;
+    for i in 0..n {
+        let hdr = &hdrs[i].msg_hdr;
+        let named = hdr.msg_namelen as usize >= std::mem::size_of::<libc::sockaddr_nl>();
+        slots[i] =
+            if !named || addrs[i].nl_family as i32 != libc::AF_NETLINK || addrs[i].nl_pid != 0 {
+                Slot::Foreign
+            } else if hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                Slot::Truncated
+            } else {
+                Slot::Kernel((hdrs[i].msg_len as usize).min(SLOT))
+            };
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod recv_many_tests {
+    use super::*;
+    use rustix::net::netlink::{self, SocketAddrNetlink};
+    use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
+
+    fn usersock() -> rustix::fd::OwnedFd {
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            Some(netlink::USERSOCK),
+        )
+        .expect("a NETLINK_USERSOCK socket");
+        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0)).expect("bind");
+        fd
+    }
+
+    /// Datagrams another process sends to our port are told apart from the kernel's; an
+    /// empty socket says `EAGAIN`; more than `SLOTS` queued come in two calls, in order.
+    #[test]
+    fn foreign_datagrams_and_an_empty_socket() {
+        let (ours, theirs) = (usersock(), usersock());
+        let port = rustix::net::getsockname(&ours).expect("getsockname");
+        let port = SocketAddrNetlink::try_from(port).expect("a netlink address");
+        let mut buf = vec![0u8; SLOT * SLOTS];
+        let mut slots = [Slot::Foreign; SLOTS];
+        assert_eq!(
+            recv_many(&ours, &mut buf, &mut slots),
+            Err(rustix::io::Errno::AGAIN)
+        );
+        for i in 0..SLOTS + 3 {
+            let msg = format!("datagram {i}");
+            rustix::net::sendto(&theirs, msg.as_bytes(), SendFlags::empty(), &port)
+                .expect("send to our port");
+        }
+        let first = recv_many(&ours, &mut buf, &mut slots).expect("the first ones");
+        assert_eq!(first, SLOTS);
+        assert!(slots.iter().all(|s| *s == Slot::Foreign));
+        assert_eq!(&buf[SLOT * 5..][..10], b"datagram 5");
+        let rest = recv_many(&ours, &mut buf, &mut slots).expect("the rest");
+        assert_eq!(rest, 3);
+        assert_eq!(&buf[SLOT * 2..][..11], b"datagram 66");
+    }
+}

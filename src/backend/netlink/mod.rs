@@ -33,7 +33,7 @@ use super::Backend;
 use crate::loom::Arc;
 use crate::registry::{Actions, Input, ProcSnapshot, ResyncHints, Stamp};
 use crate::shared::Shared;
-use crate::{clock, procfs};
+use crate::{clock, procfs, sys};
 use crate::{BackendKind, Error, NetlinkOptions, Pid, Timestamp};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::fd::OwnedFd;
@@ -546,16 +546,28 @@ impl Drainer {
                 drained.more = true;
                 break;
             }
-            match recv_from_kernel(&self.sock, &mut self.buf) {
-                Ok(None) => drained.datagrams += 1,
-                Ok(Some(n)) => {
-                    drained.datagrams += 1;
-                    decode_into(
-                        &mut self.batch,
-                        &self.buf[..n],
-                        self.mono_offset,
-                        self.boot_ahead,
-                    );
+            let mut slots = [sys::Slot::Foreign; sys::SLOTS];
+            match sys::recv_many(&self.sock, &mut self.buf, &mut slots) {
+                Ok(n) => {
+                    drained.datagrams += n;
+                    for (i, slot) in slots[..n].iter().enumerate() {
+                        match *slot {
+                            sys::Slot::Kernel(len) => decode_into(
+                                &mut self.batch,
+                                &self.buf[i * sys::SLOT..][..len],
+                                self.mono_offset,
+                                self.boot_ahead,
+                            ),
+                            sys::Slot::Foreign => {
+                                tracing::debug!(
+                                    "dropped a proc connector datagram not sent by the kernel"
+                                );
+                            }
+                            // Never seen (one event per datagram): whatever it held is lost,
+                            // and a resync tells what.
+                            sys::Slot::Truncated => self.lost(),
+                        }
+                    }
                     if self.batch.len() >= BATCH {
                         self.flush();
                         if self.stopping() {
