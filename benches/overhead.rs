@@ -24,7 +24,8 @@
 //! The `procwatch` command (the workspace's `cli` package, built by the bench with `cargo
 //! build --release`) runs as a user runs it, `procwatch [--json] -- <workload>`, three ways:
 //! its event lines written to a file, to `/dev/null`, and `--json` lines to a file. The
-//! ratio includes its own start and its summary. `--cli` runs it beside the library's Netlink
+//! ratio includes its own start and its summary. `PROCWATCH_CLI=<path>` measures that binary
+//! instead (another build of the command, to compare). `--cli` runs it beside the library's Netlink
 //! backend, the C listener and `forkstat`; `--netlink` and the default run it too.
 //!
 //! `--netlink` and `--ptrace` each run about half of the watchers, so that a round takes
@@ -462,8 +463,16 @@ fn build_c_peer(name: &str) -> Result<PathBuf, String> {
 }
 
 /// Builds the `procwatch` command (the workspace's `cli` package) with the profile of this
-/// bench, and returns its path, next to this bench's own directory.
+/// bench, and returns its path, next to this bench's own directory; or the binary that
+/// `PROCWATCH_CLI` names, to measure another build of it (an older one, say).
 fn build_cli() -> Result<PathBuf, String> {
+    if let Some(program) = std::env::var_os("PROCWATCH_CLI") {
+        let program = PathBuf::from(program);
+        return match program.is_file() {
+            true => Ok(program),
+            false => Err(format!("PROCWATCH_CLI={}: no such file", program.display())),
+        };
+    }
     let status = std::process::Command::new(env!("CARGO"))
         .args([
             "build",

@@ -154,21 +154,26 @@ impl NetlinkOptions {
         self
     }
 
-    /// Trades latency for CPU under load (default zero: every event as soon as the kernel
+    /// Trades latency for CPU under a storm (default zero: every event as soon as the kernel
     /// sends it).
     ///
-    /// Once the socket has something to read, the watcher waits `window` before it reads,
-    /// and reads everything that arrived meanwhile in one go; while it waits, the socket is
-    /// out of the runtime's reactor, so the kernel's messages do not wake the thread one by
-    /// one. Events then reach streams up to `window` (plus the timer's granularity, about a
-    /// millisecond) later; their timestamps ([`ProcEvent::at`](crate::ProcEvent::at)) still
-    /// say when they happened. Nothing else changes: order, loss and resync are as without
-    /// it. Under a fork storm this about halves the watcher's CPU time per event (see
-    /// `benches/RESULTS.md`); at a light load it changes nothing but the delay. A program
-    /// that shows events to a person (the `procwatch` command uses 2 ms) loses nothing by
-    /// it. At most [`MAX_BATCH_WINDOW`]; a longer one is refused by
-    /// [`Builder::build`]. Without a tokio runtime (a watcher read from its own thread) it
-    /// has no effect.
+    /// While the proc connector sends 10,000 messages a second or more (measured over 10 ms;
+    /// the spell ends when the rate falls under half that), the watcher, once the socket has
+    /// something to read, waits `window` before it reads, and reads everything that arrived
+    /// meanwhile in one go. While it waits the socket is out of the runtime's reactor, so the
+    /// kernel's messages do not wake the thread one by one (registered, each one would, even
+    /// with nobody awaiting it). At a lower rate nothing changes: each message is read as it
+    /// comes.
+    ///
+    /// During a storm events then reach streams up to `window` (plus the timer's
+    /// granularity, about a millisecond) later; their timestamps
+    /// ([`ProcEvent::at`](crate::ProcEvent::at)) still say when they happened. Order, loss
+    /// and resync are as without it. What reads `/proc` when an event arrives (a command
+    /// line at `Exec`, say) reads it that much later, when a short-lived process may be gone.
+    /// On a 2 × 20,000 fork+`_exit` storm a 2 ms window about halved the `procwatch`
+    /// command's CPU time (see `benches/RESULTS.md`); the command uses 2 ms. At most
+    /// [`MAX_BATCH_WINDOW`]; a longer one is refused by [`Builder::build`]. Without a tokio
+    /// runtime (a watcher read from its own thread) it has no effect.
     pub fn batch_window(mut self, window: Duration) -> NetlinkOptions {
         self.batch_window = window;
         self

@@ -179,6 +179,7 @@ fn spawn_task(
     Some(handle.spawn(async move {
         let alive = alive;
         let both = &alive.0;
+        let mut rate = Rate::new(std::time::Instant::now());
         loop {
             let afd = match &registered {
                 Some(afd) => afd,
@@ -192,7 +193,7 @@ fn spawn_task(
                 break;
             };
             let mut ready = Some(ready);
-            if !window.is_zero() {
+            if !window.is_zero() && rate.busy(std::time::Instant::now()) {
                 // Out of the reactor while we wait: each message would wake the thread
                 // otherwise, even with nobody awaiting it. Registering again after the
                 // drain finds the socket readable at once if something came meanwhile.
@@ -221,6 +222,7 @@ fn spawn_task(
                 None => released.await,
                 Some((_, _, true)) => break,
                 Some((drained, resync_due, false)) => {
+                    rate.count(drained.datagrams, std::time::Instant::now());
                     if resync_due {
                         both.kick();
                     }
@@ -236,6 +238,53 @@ fn spawn_task(
             }
         }
     }))
+}
+
+/// Whether the proc connector is busy enough for a batch window to pay: from 10,000
+/// datagrams a second on ([`Rate::BUSY`]), measured over [`Rate::PERIOD`], until the rate
+/// falls under half that. Below it every message is read as it comes, so that a quiet
+/// watcher keeps its latency, and the `/proc` reads an `Exec` may call for find the process
+/// still there.
+struct Rate {
+    since: std::time::Instant,
+    count: usize,
+    busy: bool,
+}
+
+impl Rate {
+    const PERIOD: Duration = Duration::from_millis(10);
+    /// Datagrams a second.
+    const BUSY: f64 = 10_000.0;
+
+    fn new(now: std::time::Instant) -> Rate {
+        Rate {
+            since: now,
+            count: 0,
+            busy: false,
+        }
+    }
+
+    /// Counts `datagrams` read at `now`.
+    fn count(&mut self, datagrams: usize, now: std::time::Instant) {
+        self.count += datagrams;
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed >= Rate::PERIOD {
+            let rate = self.count as f64 / elapsed.as_secs_f64();
+            let threshold = if self.busy {
+                Rate::BUSY / 2.0
+            } else {
+                Rate::BUSY
+            };
+            self.busy = rate >= threshold;
+            self.count = 0;
+            self.since = now;
+        }
+    }
+
+    /// Busy at `now`: the latest period was, and it is not long over.
+    fn busy(&self, now: std::time::Instant) -> bool {
+        self.busy && now.saturating_duration_since(self.since) < 2 * Rate::PERIOD
+    }
 }
 
 /// How long the backstop thread sleeps between rounds while the runtime task keeps up: it
@@ -822,6 +871,37 @@ mod tests {
         if INJECT_PANIC.swap(false, Ordering::SeqCst) {
             panic!("injected panic on the backstop thread (expected by the test)");
         }
+    }
+
+    /// The batch window's rate: busy from 10,000 datagrams a second, until under 5,000; not
+    /// busy once the latest busy period is long over.
+    #[test]
+    fn the_rate_turns_busy_and_back_with_hysteresis() {
+        let t0 = std::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut rate = super::Rate::new(t0);
+        // 50 in 10 ms: 5,000 a second, quiet.
+        rate.count(20, ms(4));
+        rate.count(30, ms(10));
+        assert!(!rate.busy(ms(10)));
+        // 120 in 10 ms, in small drains: busy from the period's end.
+        for i in 1..=12 {
+            rate.count(10, ms(10 + i * 10 / 12));
+            assert_eq!(rate.busy(ms(10 + i * 10 / 12)), i == 12, "drain {i}");
+        }
+        // 60 in 10 ms (6,000 a second): still busy; 40 in 10 ms: no more.
+        rate.count(60, ms(30));
+        assert!(rate.busy(ms(30)));
+        rate.count(40, ms(40));
+        assert!(!rate.busy(ms(40)));
+        // Busy again, then silence: not busy 20 ms after its last period.
+        rate.count(500, ms(50));
+        assert!(rate.busy(ms(50)));
+        assert!(rate.busy(ms(69)));
+        assert!(!rate.busy(ms(70)));
+        // The first drain after a long silence counts over the whole silence: quiet.
+        rate.count(150, ms(1_000));
+        assert!(!rate.busy(ms(1_000)));
     }
 
     #[test]
