@@ -117,3 +117,45 @@ fn system_json_shows_a_later_process_and_stops_on_sigint() {
     assert!(summary["processes"].as_u64().unwrap() >= 1, "{summary}");
     assert!(stderr.contains("born during the run"), "{stderr}");
 }
+
+#[test]
+fn system_stops_on_sigterm_with_the_summary() {
+    let mut procwatch = Command::new(env!("CARGO_BIN_EXE_procwatch"))
+        .args(["--system"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the procwatch binary");
+    // The human view writes its header and pid 1's line to stderr first.
+    let mut err = BufReader::new(procwatch.stderr.take().unwrap());
+    let (tx, first) = mpsc::channel::<String>();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        while err.read_line(&mut text).is_ok_and(|n| n > 0) {
+            if text.contains("watching every process") {
+                let _ = tx.send(String::new());
+            }
+        }
+        text
+    });
+    if first.recv_timeout(TIMEOUT).is_err() {
+        let status = wait_or_kill(&mut procwatch, "procwatch --system");
+        let stderr = stderr.join().unwrap();
+        if !in_ci() && status.code() == Some(1) && stderr.contains("cannot") {
+            eprintln!("SKIPPED: procwatch --system cannot run here: {stderr}");
+            return;
+        }
+        panic!("procwatch --system did not start ({status}): {stderr}");
+    }
+    let sent = Instant::now();
+    let target = rustix::process::Pid::from_raw(procwatch.id() as i32).unwrap();
+    rustix::process::kill_process(target, rustix::process::Signal::TERM).expect("send SIGTERM");
+    let status = wait_or_kill(&mut procwatch, "procwatch --system after SIGTERM");
+    let took = sent.elapsed();
+    let stderr = stderr.join().unwrap();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(took < PROMPTLY, "took {took:?} to stop after SIGTERM");
+    assert!(stderr.contains("SIGTERM: stopped watching"), "{stderr}");
+    assert!(stderr.contains("── process tree ──"), "{stderr}");
+}
