@@ -8,7 +8,7 @@
 //! then shows only the processes born during the run, since the whole host would bury them.
 
 use crate::model::Tree;
-use crate::procfs::{read_ppid, Cmdline};
+use crate::procfs::{read_comm, read_ppid, Cmdline};
 use crate::report::Report;
 use crate::text::plural;
 use crate::{frame_ticker, Fatal};
@@ -91,11 +91,17 @@ fn introduce(report: &mut Report, ev: &ProcEvent) {
     if report.tree().by_pid.contains_key(&pid) {
         return;
     }
-    // Gone already (its exit is the event): the report makes a record of what is left.
-    let Some(ppid) = read_ppid(pid) else {
-        return;
-    };
-    report.adopt(pid, ppid, Cmdline::read(pid));
+    match read_ppid(pid) {
+        Some(ppid) => report.adopt(pid, ppid, Cmdline::read(pid)),
+        None => {
+            // Gone already (its exit is the event): a record of what is left, as a root,
+            // still marked as running before the watch (so no lifetime is made up for it).
+            let at = report.elapsed();
+            let tree = report.tree_mut();
+            let idx = tree.add(pid, None, read_comm(pid).into_iter().collect(), at);
+            tree.procs[idx].pre_existing = true;
+        }
+    }
 }
 
 /// Cuts the tree down to the records in `keep`, each under its nearest kept parent or else
