@@ -71,6 +71,10 @@ fn children_of(events: &[ProcEvent], p: Pid) -> Vec<Pid> {
         .collect()
 }
 
+/// Held by the tests that count the host's processes, and by the one that makes a storm of
+/// them.
+static QUIET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn pid_of(child: &std::process::Child) -> Pid {
     Pid::from_raw(child.id() as i32).unwrap()
 }
@@ -232,9 +236,13 @@ async fn a_process_that_existed_before_has_no_child_but_its_exit() {
 #[tokio::test]
 async fn the_stream_covers_the_host_and_does_not_end() {
     let w = require!(netlink_watcher());
+    // Not beside the storm of `processes_created_during_the_call_keep_the_order`.
+    let _quiet = QUIET.lock().await;
     let host = live_processes();
     let mut events = w.watch_system(Interest::ALL).expect("watch the system");
     assert_eq!(events.pid(), Pid::from_raw(1).unwrap());
+    // A process that exited counts until its exit is read: read what is there.
+    while let Ok(Some(_)) = events.try_next() {}
     let tracked = events.tracked();
     let after = live_processes();
     // Other programs start and stop processes meanwhile: a tolerance of a tenth, plus a few.
@@ -284,6 +292,56 @@ async fn ptrace_and_hold_are_refused_with_a_reason() {
         "{text}"
     );
     assert_eq!(w.tracked(), 0, "nothing is left attached");
+}
+
+/// Processes created while the call runs are either announced (`Child`) or attached as
+/// already running, never both, and the per-stream order holds for every pid on the host.
+#[tokio::test]
+async fn processes_created_during_the_call_keep_the_order() {
+    let w = require!(netlink_watcher());
+    let _storm = QUIET.lock().await;
+    let mut storm = support::sh("while :; do /bin/true; done")
+        .spawn()
+        .expect("spawn the storm");
+    let shell = Pid::from_raw(storm.id().unwrap() as i32).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut events = w.watch_system(Interest::ALL).expect("watch the system");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    storm.start_kill().expect("stop the storm");
+    support::within(DEADLINE, "the storm stops", storm.wait())
+        .await
+        .unwrap();
+    // Everything up to the shell's exit, and the exits of the children it announced.
+    let mut children: Vec<Pid> = Vec::new();
+    let seen = read_until(
+        &mut events,
+        |e| {
+            if let ProcEvent::Child { pid, parent, .. } = e {
+                if *parent == shell {
+                    children.push(*pid);
+                }
+            }
+            true
+        },
+        |k| {
+            exit_of(k, shell).is_some()
+                && children_of(k, shell)
+                    .iter()
+                    .all(|&c| exit_of(k, c).is_some())
+        },
+    )
+    .await;
+    check_order_allowing_lost(&seen);
+    let announced = children_of(&seen, shell);
+    assert!(
+        announced.len() > 5,
+        "few children of the storm: {}",
+        announced.len()
+    );
+    for c in announced {
+        assert_eq!(execs_of(&seen, c), 1, "{c}");
+        assert_eq!(exit_of(&seen, c).unwrap().and_then(|s| s.code()), Some(0));
+    }
 }
 
 #[tokio::test]
@@ -337,6 +395,7 @@ static ALLOC: Counting = Counting;
 #[tokio::test]
 async fn cost_of_a_system_stream() {
     let w = require!(netlink_watcher());
+    let _quiet = QUIET.lock().await;
     let host = live_processes();
     let heap_before = HEAP.load(Ordering::Relaxed);
     let started = Instant::now();
