@@ -570,16 +570,17 @@ impl ProcWatcher {
     /// that all of them now reach your stream, and wake its task).
     ///
     /// Measured on a 2-core virtual machine (Linux 6.18, release build, other builds
-    /// running: load average about 5) by `cost_of_a_system_stream` in `tests/system.rs`,
-    /// five runs, with 78 processes on the host: the call took 3.7 ms (about 47 µs per
-    /// process; 8 ms in the slowest run); the stream tracked 78 processes, and the heap grew
-    /// by 21 KB with it (about 270 bytes per tracked process). Events of 50 short processes
-    /// started after the call (a `Child`, an `Exec` and an `Exit` each) reached the reader
-    /// 26–47 µs after the kernel stamped them at the median (90th percentile 0.2–3 ms, the
+    /// running: load average 4 to 5) by `cost_of_a_system_stream` in `tests/system.rs`,
+    /// eight runs, with 78 to 81 processes on the host: the call took 3.7 ms in the
+    /// quietest runs (about 47 µs per process) and up to 17 ms in the busiest; the stream
+    /// tracked as many processes as `/proc` listed, and the heap grew by 21 KB with it
+    /// (250 to 270 bytes per tracked process). Events of 50 short processes started after
+    /// the call (a `Child`, an `Exec` and an `Exit` each) reached the reader 26 to 160 µs
+    /// after the kernel stamped them at the median (90th percentile 0.2 to 3 ms, the
     /// scheduler's share on a busy machine), no later than the same processes' events on
-    /// streams of their own (`spawn`) in the same runs. On a host with many thousands of
-    /// processes, call it from `tokio::task::spawn_blocking`, as you would any walk of
-    /// `/proc`.
+    /// streams of their own (`spawn`, median 75 to 240 µs) in the same runs. On a host with
+    /// many thousands of processes, call it from `tokio::task::spawn_blocking`, as you
+    /// would any walk of `/proc`.
     ///
     /// The stream counts toward [`Builder::max_tracked`] like any other: a host with more
     /// processes than the limit is refused, and a process created once the stream is full
