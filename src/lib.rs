@@ -5,6 +5,8 @@
 //! — `Fork`, `Exec`, `Exit`, and with [`Interest::TRACK`] a `Child` for every descendant —
 //! the way kqueue's `EVFILT_PROC` with `NOTE_TRACK` does on the BSDs. A child that is born
 //! and dies before anybody reads anything still yields its `Child`, then its `Exit`.
+//! [`watch_system`](ProcWatcher::watch_system) gives one stream about every process on the
+//! host (Netlink backend).
 //!
 //! ```no_run
 //! use futures::StreamExt;

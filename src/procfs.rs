@@ -253,6 +253,25 @@ pub(crate) fn snapshot(pid: Pid) -> io::Result<Option<ProcSnapshot>> {
     snapshot_in(Path::new(PROC_ROOT), pid)
 }
 
+/// The process ids `/proc` lists now (its numeric entries: thread-group ids, never other
+/// threads' ids), in the order the directory gives them.
+pub(crate) fn list_pids() -> io::Result<Vec<Pid>> {
+    list_pids_in(Path::new(PROC_ROOT))
+}
+
+fn list_pids_in(root: &Path) -> io::Result<Vec<Pid>> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let raw = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok());
+        pids.extend(raw.and_then(Pid::from_raw));
+    }
+    Ok(pids)
+}
+
 /// Every process `/proc` lists, as far as this reader may see them.
 #[derive(Debug, Default)]
 pub(crate) struct Listing {

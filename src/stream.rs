@@ -17,10 +17,11 @@ const READ_BATCH: usize = 64;
 /// A stream of [`ProcEvent`]s about one watched process and, with [`Interest::TRACK`], every
 /// process it creates.
 ///
-/// Returned by [`ProcWatcher::watch`](crate::ProcWatcher::watch). It yields events in the
-/// order the crate guarantees (see the crate docs) and ends (`None`) once every process it
-/// tracks has delivered its `Exit`, or once the watcher has shut down and what it held is
-/// read.
+/// Returned by [`ProcWatcher::watch`](crate::ProcWatcher::watch) (and `spawn`, and
+/// [`ProcWatcher::watch_system`](crate::ProcWatcher::watch_system), whose one stream is about
+/// every process on the host). It yields events in the order the crate guarantees (see the
+/// crate docs) and ends (`None`) once every process it tracks has delivered its `Exit`, or
+/// once the watcher has shut down and what it held is read.
 ///
 /// # Cancel safety
 ///
@@ -122,7 +123,8 @@ impl ProcEvents {
         )
     }
 
-    /// The pid this stream was created for.
+    /// The pid this stream was created for: 1 (init) for a
+    /// [`watch_system`](crate::ProcWatcher::watch_system) stream, which has no single root.
     pub fn pid(&self) -> Pid {
         self.pid
     }

@@ -1,4 +1,4 @@
-//! The command line: `procwatch [--json] [--pid N] [--] <command> [args...]`.
+//! The command line: `procwatch [--json] [--pid N | --system] [--] <command> [args...]`.
 
 use crate::filter::{Filter, Glob};
 use clap::Parser;
@@ -31,6 +31,14 @@ pub struct Args {
     #[arg(long, value_name = "PID", value_parser = parse_pid, conflicts_with = "command")]
     pub pid: Option<Pid>,
 
+    /// Watch every process on the host, like forkstat, until Ctrl-C (exit code 130) or
+    /// SIGTERM (143). A process that existed before is shown once it does something, under
+    /// its parent if that is known. The summary tree (and --trace) shows only the processes
+    /// born during the run, with a line counting those left out. Needs the proc connector:
+    /// root or CAP_NET_ADMIN.
+    #[arg(long, conflicts_with_all = ["pid", "command"])]
+    pub system: bool,
+
     /// When the run ends, write it to FILE as a trace-event JSON file, one span per process
     /// (open it in ui.perfetto.dev or chrome://tracing).
     #[arg(long, value_name = "FILE")]
@@ -41,7 +49,7 @@ pub struct Args {
     #[arg(
         value_name = "COMMAND",
         trailing_var_arg = true,
-        required_unless_present = "pid"
+        required_unless_present_any = ["pid", "system"]
     )]
     pub command: Vec<OsString>,
 
@@ -81,6 +89,8 @@ pub enum Target {
     Command(Vec<OsString>),
     /// Watch this running process.
     Pid(Pid),
+    /// Watch every process on the host.
+    System,
 }
 
 impl Args {
@@ -111,6 +121,7 @@ impl Args {
     pub fn target(&self) -> Target {
         match self.pid {
             Some(pid) => Target::Pid(pid),
+            None if self.system => Target::System,
             None => Target::Command(self.command.clone()),
         }
     }
@@ -194,6 +205,14 @@ mod tests {
     }
 
     #[test]
+    fn system_takes_no_command() {
+        let parsed = args(&["--system", "--json", "--exec"]).ok().unwrap();
+        assert!(matches!(parsed.target(), Target::System));
+        assert!(parsed.json && parsed.exec);
+        assert!(usage_error(&["--system", "make"]).contains("--system"));
+    }
+
+    #[test]
     fn trace_takes_a_file() {
         let parsed = args(&["--trace", "run.json", "--json", "ls"]).ok().unwrap();
         assert_eq!(parsed.trace, Some(PathBuf::from("run.json")));
@@ -227,6 +246,8 @@ mod tests {
             &["--pid", "1", "ls"],
             &["--pid", "1", "--pid", "2"],
             &["--json", "--tree", "ls"],
+            &["--system", "ls"],
+            &["--system", "--pid", "1"],
         ] {
             let message = usage_error(list);
             assert!(

@@ -10,6 +10,10 @@
 //!   watch is armed, so even its fastest children are seen. `--pid` uses
 //!   [`ProcWatcher::watch`] on the process and on each of its descendants that is already
 //!   running (shown as `running`); whatever they create from then on is tracked.
+//! * `--system` uses [`ProcWatcher::watch_system`]: every process on the host, until Ctrl-C
+//!   (exit code 130) or SIGTERM (143). A process that was already running is shown
+//!   (`running`) once it does something; the summary keeps only the processes born during
+//!   the run (see [`system`]).
 //! * Times are when each thing happened (the kernel's timestamps), relative to the start.
 //! * The exit code is the command's own, or 128 + N if signal N killed it, like a shell's;
 //!   127 if the command was not found, 126 if it could not be executed. Bad arguments exit
@@ -29,7 +33,7 @@
 //!
 //! Modules: [`args`] (the command line), [`filter`] (which lines are shown), [`model`] (the
 //! tree of processes seen), [`procfs`] (what is read from `/proc`), [`report`] (feeding the
-//! tree and choosing the output), [`live`], [`live_tree`], [`summary`], [`json`] and [`trace`] (the output
+//! tree and choosing the output), [`system`] (the `--system` mode), [`live`], [`live_tree`], [`summary`], [`json`] and [`trace`] (the output
 //! formats), [`style`] and [`text`] (colours, widths and quoting).
 
 mod args;
@@ -42,6 +46,7 @@ mod procfs;
 mod report;
 mod style;
 mod summary;
+mod system;
 mod text;
 mod trace;
 
@@ -104,6 +109,7 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
     let code = match args.target() {
         Target::Command(argv) => run_command(&watcher, argv, &mut report, sigint).await,
         Target::Pid(pid) => watch_pid(&watcher, pid, &mut report, sigint).await,
+        Target::System => system::watch_system(&watcher, &mut report, sigint).await,
     }?;
     if let Some(trace) = trace {
         // After the run: failing to write is exit code 1, in place of the command's.

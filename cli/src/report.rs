@@ -106,6 +106,12 @@ impl Report {
         &self.tree
     }
 
+    /// Everything recorded so far, to change before the summary (`--system` keeps only the
+    /// processes born during the run).
+    pub fn tree_mut(&mut self) -> &mut Tree {
+        &mut self.tree
+    }
+
     /// Time since the start of the run.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()

@@ -75,6 +75,11 @@ pub(crate) enum Begin {
     Begun,
     /// Another `watch` of this pid is between its two steps: try again in a moment.
     Busy,
+    /// The stream follows this pid already (a stream with several roots, whose `TRACK` took
+    /// the process in before the attach came to it): nothing to do.
+    Already,
+    /// The stream tracks as many processes as its limit allows: nothing was linked.
+    Full,
 }
 
 /// What [`Registry::finish_attach`] decided.
@@ -92,7 +97,9 @@ impl Registry {
     /// Starts attaching stream `id` to `pid`: step 1 of a `watch` (see the module docs).
     /// `since` is when the watch began: inputs that happened earlier never reach the stream,
     /// even if they are applied after this call (a message still unread in the kernel's
-    /// queue).
+    /// queue). A stream attached to several pids (`watch_system`) keeps the `since` of its
+    /// first attach: what its processes do after that reaches it, whichever was attached
+    /// first, so a fork made between two attaches is not lost to the later one.
     pub(crate) fn begin_attach(
         &mut self,
         id: StreamId,
@@ -106,10 +113,22 @@ impl Registry {
         if self.attaching.contains_key(&raw) {
             return Ok(Begin::Busy);
         }
+        let followed = self
+            .procs
+            .get(&raw)
+            .is_some_and(|e| e.knotes.has_stream(id.idx));
         let Some(stream) = self.stream_mut(id) else {
             return Err(ErrorKind::Closed);
         };
-        stream.since = since;
+        if followed {
+            return Ok(Begin::Already);
+        }
+        if stream.knotes.len() >= stream.max_tracked {
+            return Ok(Begin::Full);
+        }
+        if stream.since == Stamp::default() {
+            stream.since = since;
+        }
         let kid = stream
             .knotes
             .insert(Knote::new(pid, None, Timestamp::UNKNOWN));
@@ -398,7 +417,7 @@ impl Registry {
         since: Stamp,
         wake: &mut Actions,
     ) -> Result<(), ErrorKind> {
-        if self.begin_attach(id, pid, since)? == Begin::Busy {
+        if self.begin_attach(id, pid, since)? != Begin::Begun {
             return Err(ErrorKind::Other);
         }
         match self.finish_attach(id, pid, snap, wake)? {

@@ -1684,3 +1684,63 @@ fn hold_coming_or_going_tells_the_backend_which_processes_to_hold() {
     s.reg.set_interest(b, Interest::EXIT, &mut s.wake);
     assert_eq!(s.hold_changes(), vec![(pid(11), false)]);
 }
+
+/// One stream attached to several processes, as `watch_system` makes it: each attach links
+/// one more root; the stream keeps the start of its first attach, takes in once what `TRACK`
+/// brought, refuses a process beyond its limit, and ends only when the last one is gone.
+#[test]
+fn one_stream_with_many_roots() {
+    let mut s = Script::new();
+    let id = s
+        .reg
+        .add_stream(pid(1), Interest::ALL | Interest::TRACK, 3)
+        .unwrap();
+    let attach = |s: &mut Script, p: i32, since: u64| {
+        let begun = s.reg.begin_attach(id, pid(p), st(since));
+        if begun == Ok(Begin::Begun) {
+            let mut snap = read_at(since + 1, &[]);
+            snap.start_ns = 0;
+            assert_eq!(s.finish(id, p, Some(&snap)), Ok(Finish::Done));
+        }
+        begun
+    };
+    assert_eq!(attach(&mut s, 1, 1_000), Ok(Begin::Begun));
+    assert_eq!(attach(&mut s, 2, 3_000), Ok(Begin::Begun));
+    // Forked by 1 between the two attaches, and applied after the second: not lost.
+    s.input_at(
+        Input::Fork {
+            parent: pid(1),
+            child: pid(5),
+            start_ns: 0,
+        },
+        2_000,
+    );
+    assert_eq!(s.reg.tracked_count(id), 3);
+    // The listing shows 5 too: the stream follows it already.
+    assert_eq!(attach(&mut s, 5, 4_000), Ok(Begin::Already));
+    // Full: a listed process is refused, a child is a TrackErr on its parent.
+    assert_eq!(attach(&mut s, 7, 5_000), Ok(Begin::Full));
+    s.input_at(
+        Input::Fork {
+            parent: pid(2),
+            child: pid(8),
+            start_ns: 0,
+        },
+        6_000,
+    );
+    let (events, done) = s.read(id);
+    assert!(!done);
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[..3], [fork(1, 5, 1), child(5, 1), fork(2, 8, 1)]);
+    assert!(
+        matches!(events[3], ProcEvent::TrackErr { pid: p, child: c, reason: TrackErrReason::Limit, .. } if p == pid(2) && c == pid(8)),
+        "{events:?}"
+    );
+    for (p, at) in [(1, 7_000), (5, 7_100)] {
+        s.thread_exit_at(p, p, 0, at);
+        let (events, done) = s.read(id);
+        assert_eq!((events, done), (vec![exit(p, 0)], false));
+    }
+    s.thread_exit_at(2, 2, 0, 7_200);
+    assert_eq!(s.read(id), (vec![exit(2, 0)], true));
+}
