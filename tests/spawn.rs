@@ -96,6 +96,14 @@ async fn a_program_that_forks_at_once_misses_nothing() {
 #[tokio::test]
 async fn a_missing_program_is_an_error_and_leaves_nothing_behind() {
     let w = require!(watcher());
+    // A first spawn sets up what lives as long as the program (tokio's signal pipe, for
+    // the `SIGCHLD` that the orphan table listens to): not a leak of the failed spawn.
+    let mut warm = spawn_sh(&w, "exit 0", Interest::EXIT);
+    let _ = collect(&mut warm.events, DEADLINE).await;
+    within(DEADLINE, "wait for sh", warm.child.wait())
+        .await
+        .expect("wait");
+    drop(warm);
     let before = fd_count();
     let cmd = tokio::process::Command::new("/nonexistent/program");
     let err = w.spawn(cmd, Interest::ALL).unwrap_err();

@@ -275,6 +275,7 @@ async fn watch_pid(
     let mut events = futures_util::stream::SelectAll::new();
     events.push(root);
     follow_running(watcher, report, &mut events, pid, earlier);
+    report.flush();
     let mut code = 0;
     let mut frames = frame_ticker();
     loop {
@@ -303,29 +304,40 @@ const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
 const BATCH: usize = 256;
 
 /// Reports `first`, what `events` just yielded, and the events already waiting behind it (up
-/// to [`BATCH`]), then writes their lines at once: under a storm that is one write for many
-/// lines, and an event never waits for a later one. False once `events` has ended.
+/// to [`BATCH`]), then writes their lines at once (see [`each_ready`]). False once `events`
+/// has ended.
 fn report_ready<S>(report: &mut Report, events: &mut S, first: Option<ProcEvent>) -> bool
+where
+    S: Stream<Item = ProcEvent> + Unpin,
+{
+    let open = each_ready(events, first, |ev| report.event(ev));
+    report.flush();
+    open
+}
+
+/// Hands `first` (what `events` just yielded) and the events already waiting behind it, up
+/// to [`BATCH`], to `handle`: under a storm the caller then writes many lines at once, and
+/// an event never waits for a later one. False once `events` has ended.
+pub(crate) fn each_ready<S>(
+    events: &mut S,
+    first: Option<ProcEvent>,
+    mut handle: impl FnMut(ProcEvent),
+) -> bool
 where
     S: Stream<Item = ProcEvent> + Unpin,
 {
     let Some(first) = first else {
         return false;
     };
-    report.event(first);
-    let mut open = true;
+    handle(first);
     for _ in 1..BATCH {
         match events.next().now_or_never() {
-            Some(Some(ev)) => report.event(ev),
-            Some(None) => {
-                open = false;
-                break;
-            }
+            Some(Some(ev)) => handle(ev),
+            Some(None) => return false,
             None => break,
         }
     }
-    report.flush();
-    open
+    true
 }
 
 /// The clock of the live tree's frames (it skips the ticks it missed rather than catch up).

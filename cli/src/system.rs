@@ -11,7 +11,7 @@ use crate::model::Tree;
 use crate::procfs::{read_comm, read_ppid, Cmdline};
 use crate::report::Report;
 use crate::text::plural;
-use crate::{frame_ticker, Fatal};
+use crate::{each_ready, frame_ticker, Fatal};
 use futures_util::StreamExt;
 use procwatch::{ErrorKind, Interest, Pid, ProcEvent, ProcWatcher};
 use std::collections::{HashMap, HashSet};
@@ -46,8 +46,8 @@ pub async fn watch_system(
     let code = loop {
         tokio::select! {
             _ = frames.tick(), if report.is_live_tree() => report.tick(),
-            ev = events.next() => match ev {
-                Some(ev) => {
+            ev = events.next() => {
+                let open = each_ready(&mut events, ev, |ev| {
                     introduce(report, &ev);
                     let child = match ev {
                         ProcEvent::Child { pid, .. } => Some(pid),
@@ -55,9 +55,12 @@ pub async fn watch_system(
                     };
                     report.event(ev);
                     born.extend(child.and_then(|pid| report.tree().by_pid.get(&pid).copied()));
-                }
+                });
+                report.flush();
                 // Every process on the host is gone: only in a pid namespace of our own.
-                None => break 0,
+                if !open {
+                    break 0;
+                }
             },
             Some(()) = sigint.recv() => {
                 report.note("^C: stopped watching");
