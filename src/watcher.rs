@@ -418,6 +418,10 @@ impl ProcWatcher {
             .lock()
             .add_stream(pid, interest, self.max_tracked)
             .map_err(fail)?;
+        if interest.contains(Interest::EXEC | Interest::ARGV) {
+            // Before the attach: the first exec after `watch` returns has its command line.
+            self.backend.sync_argv();
+        }
         // Another `watch` of the same pid may be between its two steps: wait for it (it only
         // reads a few files), up to a deadline.
         let busy_until = Instant::now() + BUSY_WAIT;

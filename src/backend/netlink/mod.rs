@@ -8,7 +8,8 @@
 //! * **a task on the tokio runtime** the watcher was built in, woken by the runtime's reactor
 //!   when the socket becomes readable. The consumer's tasks usually run on that same
 //!   runtime, so an event costs one thread wakeup from kernel to stream. It reads at most
-//!   [`TASK_BUDGET`] datagrams before yielding, and never reads `/proc`;
+//!   [`TASK_BUDGET`] datagrams before yielding, and never scans `/proc` (it reads one file
+//!   per exec, the command line, while a stream asks for it: see [`Drainer::read_argvs`]);
 //! * **a backstop thread** (`procwatch-netlink`) that drains whatever the task has left —
 //!   every 10 ms, backing off while it finds nothing to as long as the receive buffer can
 //!   absorb a storm (100 ms with the default 64 MiB, which needs `CAP_NET_ADMIN`; 10 ms with
@@ -377,6 +378,7 @@ pub(crate) fn to_input(msg: ProcMsg) -> Option<(Input, u64)> {
         ProcMsg::Exec { tgid, ts_ns, .. } => Some((
             Input::Exec {
                 pid: Pid::from_raw(tgid)?,
+                argv: None,
             },
             ts_ns,
         )),
@@ -432,6 +434,19 @@ struct Drainer {
     resync_retry_at: Option<std::time::Instant>,
     /// Datagrams read while a resync scans `/proc`, applied after it (see [`Stash`]).
     stash: Stash,
+    /// What [`Drainer::read_argvs`] keeps about the batch not applied yet.
+    argvs: ArgvReads,
+}
+
+/// What the command-line reads of one batch need to know (cleared when it is applied).
+#[derive(Default)]
+struct ArgvReads {
+    /// The buffer `/proc/<pid>/cmdline` is read into.
+    buf: Vec<u8>,
+    /// Processes created in the batch, and their parents: not in the registry yet.
+    born: HashMap<i32, i32>,
+    /// The latest exec of each process in the batch that got a command line: its index.
+    read: HashMap<i32, usize>,
 }
 
 /// The receive buffer for one datagram (the kernel sends a few hundred bytes at most).
@@ -513,6 +528,7 @@ impl Drainer {
             resync_cutoff: None,
             resync_retry_at: None,
             stash: Stash::default(),
+            argvs: ArgvReads::default(),
         }
     }
 
@@ -535,12 +551,16 @@ impl Drainer {
                 Ok(None) => drained.datagrams += 1,
                 Ok(Some(n)) => {
                     drained.datagrams += 1;
+                    let from = self.batch.len();
                     decode_into(
                         &mut self.batch,
                         &self.buf[..n],
                         self.mono_offset,
                         self.boot_ahead,
                     );
+                    if self.shared.argv_wanted() {
+                        self.read_argvs(from);
+                    }
                     if self.batch.len() >= BATCH {
                         self.flush();
                         if self.stopping() {
@@ -561,7 +581,68 @@ impl Drainer {
         drained
     }
 
+    /// Reads the command line of each exec in `self.batch[from..]` (just decoded) that a
+    /// stream with `Interest::ARGV` may want, before anything else: a process that exits
+    /// within a millisecond of its exec is often still there now, and gone by the time a
+    /// consumer could look.
+    ///
+    /// Whether it is wanted is asked of the registry under its lock, but the file is read
+    /// outside it. A process created earlier in the same batch is not in the registry yet:
+    /// its exec is read if its creator (or the creator's creator...) is followed.
+    ///
+    /// A read can come after the process already executed again (its next exec message is
+    /// then in the socket behind this one): when the next exec of the same process in the
+    /// batch reads the same text, the earlier exec's is dropped (`None`), as it cannot be told
+    /// to be its own.
+    fn read_argvs(&mut self, from: usize) {
+        for i in from..self.batch.len() {
+            let pid = match &self.batch[i].0 {
+                Input::Fork { parent, child, .. } => {
+                    self.argvs.born.insert(child.as_raw(), parent.as_raw());
+                    continue;
+                }
+                Input::Exec { pid, .. } => *pid,
+                _ => continue,
+            };
+            let mut lineage = [pid.as_raw(); 16];
+            let mut n = 1;
+            while n < lineage.len() {
+                match self.argvs.born.get(&lineage[n - 1]) {
+                    Some(&parent) => lineage[n] = parent,
+                    None => break,
+                }
+                n += 1;
+            }
+            let wanted = {
+                let reg = self.shared.lock();
+                lineage[..n]
+                    .iter()
+                    .filter_map(|&p| Pid::from_raw(p))
+                    .any(|p| reg.wants_argv_of(p))
+            };
+            if !wanted {
+                continue;
+            }
+            let argv = procfs::read_cmdline(pid.as_raw(), &mut self.argvs.buf, true);
+            if let (Some(new), Some(&earlier)) = (&argv, self.argvs.read.get(&pid.as_raw())) {
+                if let Input::Exec { argv: old, .. } = &mut self.batch[earlier].0 {
+                    if old.as_ref() == Some(new) {
+                        *old = None;
+                    }
+                }
+            }
+            if argv.is_some() {
+                self.argvs.read.insert(pid.as_raw(), i);
+            }
+            if let Input::Exec { argv: slot, .. } = &mut self.batch[i].0 {
+                *slot = argv;
+            }
+        }
+    }
+
     fn flush(&mut self) {
+        self.argvs.born.clear();
+        self.argvs.read.clear();
         if self.batch.is_empty() {
             return;
         }
