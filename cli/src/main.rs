@@ -91,7 +91,8 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
         .map(trace::TraceFile::create)
         .transpose()
         .map_err(|message| Fatal::new(2, message))?;
-    let watcher = ProcWatcher::new().map_err(Fatal::watcher)?;
+    let watcher =
+        (ProcWatcher::builder().backend(args.backend.into()).build()).map_err(Fatal::watcher)?;
     // Registered before anything starts, so an early Ctrl-C cannot kill us and orphan the tree.
     let sigint = signal(SignalKind::interrupt())
         .map_err(|e| Fatal::new(1, format!("cannot handle SIGINT: {e}")))?;
@@ -176,7 +177,7 @@ async fn run_command(
     let cmd = command_for(&argv, report.is_json())?;
     report.restart_clock();
     let started = watcher
-        .spawn(cmd, Interest::ALL)
+        .spawn(cmd, Interest::ALL | Interest::ARGV)
         .map_err(|e| Fatal::spawn(&argv[0], e))?;
     let root = started.pid();
     let argv = argv
@@ -256,7 +257,7 @@ async fn watch_pid(
     // Listed before the watch (see `follow_running`).
     let earlier = existing_children(pid);
     let root = watcher
-        .watch(pid, Interest::ALL)
+        .watch(pid, Interest::ALL | Interest::ARGV)
         .map_err(|e| match e.kind() {
             ErrorKind::NoSuchProcess => Fatal::new(2, format!("no process with pid {pid}")),
             _ => Fatal::new(1, format!("cannot watch pid {pid}: {e}")),
@@ -313,7 +314,7 @@ fn follow_running(
             }
             let grandchildren = existing_children(child);
             // Gone meanwhile (or not ours to watch): nothing to follow.
-            let Ok(stream) = watcher.watch(child, Interest::ALL) else {
+            let Ok(stream) = watcher.watch(child, Interest::ALL | Interest::ARGV) else {
                 continue;
             };
             // Gone and its pid taken by another process before the watch: not the one listed.
