@@ -420,7 +420,7 @@ impl ProcWatcher {
             .map_err(fail)?;
         if interest.contains(Interest::EXEC | Interest::ARGV) {
             // Before the attach: the first exec after `watch` returns has its command line.
-            self.backend.sync_argv();
+            self.backend.sync_argv(true);
         }
         // Another `watch` of the same pid may be between its two steps: wait for it (it only
         // reads a few files), up to a deadline.

@@ -84,9 +84,10 @@ pub(crate) trait Backend: Send + Sync {
     /// [`Shared::argv_wanted`](crate::shared::Shared::argv_wanted)) went to or from 0: a
     /// backend that reads them somewhere else than where it checks that count (the Ptrace
     /// backend's tracer process) is told the current state. Called by `watch` before it
-    /// attaches, so that the stream's first exec has its command line; like `set_hold`, it
-    /// returns once a change is in effect. Never called from the backend's own thread.
-    fn sync_argv(&self) {}
+    /// attaches, so that the stream's first exec has its command line. With `wait`, it
+    /// returns once a change is in effect, like `set_hold`; without (a stream's drop), it
+    /// must not block. Never called from the backend's own thread.
+    fn sync_argv(&self, _wait: bool) {}
     /// Lets held processes run: no stream holds them any more. Must not block.
     fn release(&self, _pids: &[Pid]) {}
     /// No stream follows these pids any more (their processes may live on): stop following

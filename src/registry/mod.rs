@@ -166,8 +166,9 @@ pub(crate) struct Actions {
     /// Processes to hold at their next events from now on (`true`), or no more (`false`):
     /// a stream's [`Interest::HOLD`] changed.
     hold_changes: Vec<(Pid, bool)>,
-    /// Whether the number of streams that want command lines went to or from 0.
-    argv_changed: bool,
+    /// Whether the number of streams that want command lines went from 0 (`Some(true)`)
+    /// or to 0 (`Some(false)`).
+    argv_changed: Option<bool>,
 }
 
 impl Actions {
@@ -192,8 +193,9 @@ impl Actions {
         let hold_changes = std::mem::take(&mut self.hold_changes);
         let argv_changed = std::mem::take(&mut self.argv_changed);
         self.wake_all();
-        if argv_changed {
-            backend.sync_argv();
+        if let Some(up) = argv_changed {
+            // Only a count going up waits for the backend (`set_interest`); a drop never does.
+            backend.sync_argv(up);
         }
         if !hold_changes.is_empty() {
             backend.set_hold(&hold_changes);
@@ -417,7 +419,7 @@ impl Registry {
         };
         let after = if up { before + 1 } else { before - 1 };
         if let (Some(a), true) = (actions, before == 0 || after == 0) {
-            a.argv_changed = true;
+            a.argv_changed = Some(up);
         }
     }
 

@@ -38,8 +38,9 @@ pub(crate) struct Ptrace {
     answers: std::sync::Arc<Answers>,
     tracer: i32,
     shared: Arc<Shared>,
-    /// Whether the tracer was last told to read command lines (see `sync_argv`).
-    argv_sent: Mutex<bool>,
+    /// Whether the tracer was last told to read command lines (see `sync_argv`), and
+    /// whether it has answered since.
+    argv_sent: Mutex<(bool, bool)>,
 }
 
 /// Requests waiting for the tracer's answer, and how to read its clocks.
@@ -126,7 +127,7 @@ impl Ptrace {
             answers,
             tracer,
             shared,
-            argv_sent: Mutex::new(false),
+            argv_sent: Mutex::new((false, false)),
         };
         backend.measure_clocks()?;
         Ok(backend)
@@ -350,22 +351,24 @@ impl Backend for Ptrace {
         let _ = self.ask(Record::new(Kind::Clock, 0), "set_interest");
     }
 
-    fn sync_argv(&self) {
+    fn sync_argv(&self, wait: bool) {
         // Under the lock, so that what is sent last is the latest state, whichever thread
         // changed the count last.
-        let mut sent = self.argv_sent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.argv_sent.lock().unwrap_or_else(|e| e.into_inner());
         let want = self.shared.argv_wanted();
-        if *sent == want {
-            return;
+        if state.0 != want {
+            *state = (want, false);
+            send_records(
+                &self.sock,
+                std::iter::once(Record::new(Kind::ArgvFrom, 0).with(0, want.into())),
+            );
         }
-        *sent = want;
-        send_records(
-            &self.sock,
-            std::iter::once(Record::new(Kind::ArgvFrom, 0).with(0, want.into())),
-        );
-        if want {
-            // In effect once the tracer answers (it reads its commands in order).
-            let _ = self.ask(Record::new(Kind::Clock, 0), "set_interest");
+        if want && wait && !state.1 {
+            // In effect once the tracer answers (it reads its commands in order). If it is
+            // gone, nothing is traced any more.
+            state.1 = self
+                .ask(Record::new(Kind::Clock, 0), "set_interest")
+                .is_ok();
         }
     }
 
