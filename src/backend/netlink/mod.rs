@@ -58,6 +58,8 @@ const BACKSTOP_LONGEST: Duration = Duration::from_millis(100);
 pub(crate) struct Netlink {
     stop: OwnedFd,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The backstop thread's wake-up eventfd (a duplicate of `Shared2::kick`).
+    kick: OwnedFd,
 }
 
 /// What the drainer's two runners share.
@@ -102,6 +104,8 @@ impl Netlink {
             released: tokio::sync::Notify::new(),
             kick: new_eventfd()?,
         });
+        let kick = rustix::io::fcntl_dupfd_cloexec(&both.kick, 0)
+            .map_err(|e| wrap("netlink eventfd", e))?;
         let task = spawn_task(&sock, &both);
         let backstop = both.clone();
         let longest = backstop_longest_period(granted);
@@ -114,7 +118,7 @@ impl Netlink {
                 }
                 Error::io("netlink dispatcher thread", e).with_backend(BackendKind::Netlink)
             })?;
-        Ok(Netlink { stop, task })
+        Ok(Netlink { stop, task, kick })
     }
 }
 
@@ -132,6 +136,13 @@ impl Backend for Netlink {
 
     /// The socket hears of every process anyway; the registry drops what nobody follows.
     fn detach(&self, _pids: &[(Pid, u64)]) {}
+
+    /// Wakes the backstop thread, which reads the socket itself while command lines are
+    /// wanted (see [`backstop_thread`]).
+    fn sync_argv(&self, _wait: bool) {
+        // Fails only if the counter would overflow, and then a wakeup is pending anyway.
+        let _ = rustix::io::write(&self.kick, &1u64.to_ne_bytes());
+    }
 
     fn shutdown(&self) {
         // An eventfd write only fails if the counter would overflow: it is stopping anyway.
@@ -242,18 +253,26 @@ fn backstop_longest_period(granted_rcvbuf: usize) -> Duration {
 
 /// The backstop: drains every few milliseconds while the runtime task lives, the whole
 /// socket on its own otherwise, runs every resync, until told to stop. Then unsubscribes.
+///
+/// While a stream wants command lines (`Interest::ARGV`), it also sleeps on the socket
+/// itself, beside the runtime task: an exec's command line is read as soon as one of the
+/// two wakes, and the thread wakes even while the runtime's thread is busy with the
+/// consumer (with a `current_thread` runtime the task would wait for it, and a program
+/// that exits within a millisecond of its exec would often be gone by then).
 fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Duration) {
     // However the loop ends — told to stop, or a panic while draining or resyncing — the
     // streams end and a task waiting for the drainer is let go.
     let _closing = Closing { sock, both };
     let mut period = BACKSTOP_PERIOD;
     loop {
-        let task = both.task_alive.load(Ordering::SeqCst);
-        let pending = both
+        let (pending, eager) = both
             .drainer
             .lock()
-            .map(|d| d.resync_cutoff.is_some())
-            .unwrap_or(false);
+            .map(|d| (d.resync_cutoff.is_some(), d.shared.argv_wanted()))
+            .unwrap_or((false, false));
+        // The socket is this thread's to watch when the task is gone, or to share with it
+        // while command lines are wanted.
+        let task = both.task_alive.load(Ordering::SeqCst) && !eager;
         // Every release of the drainer is announced: a task that found it taken, even for
         // this short look, waits for exactly this.
         both.released.notify_waiters();
