@@ -57,7 +57,7 @@ impl Interest {
     /// line ([`Argv`](crate::Argv)), read by the backend as soon as it hears of the exec: by
     /// the Ptrace backend while the process is stopped at its exec, so it is always there;
     /// by the Netlink backend on its drain path, before anything is queued, so a process
-    /// that is already gone by then (it exited within microseconds) has none.
+    /// that is already gone by then (it exited within a millisecond or so) has none.
     ///
     /// It costs one read of `/proc/<pid>/cmdline` per exec of a followed process while some
     /// stream asks for it (none otherwise), so [`Interest::ALL`] does not include it. It
