@@ -80,8 +80,14 @@ impl ScriptedRegistry {
 
     /// `pid` exec'd.
     pub fn exec(&mut self, p: i32, at_ns: u64) {
-        self.reg
-            .apply_at(Input::Exec { pid: pid(p) }, stamp(at_ns), &mut self.wake);
+        self.reg.apply_at(
+            Input::Exec {
+                pid: pid(p),
+                argv: None,
+            },
+            stamp(at_ns),
+            &mut self.wake,
+        );
     }
 
     /// Thread `tid` of `tgid` exited with wait status `code`.

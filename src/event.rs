@@ -90,6 +90,204 @@ impl fmt::Debug for Timestamp {
     }
 }
 
+/// A process's command line as the kernel shows it in `/proc/<pid>/cmdline`: the arguments
+/// of its `execve(2)`, raw bytes, each ended by a NUL. Carried by [`ProcEvent::Exec`] on
+/// streams that ask for [`Interest::ARGV`](crate::Interest::ARGV).
+///
+/// Cloning is cheap (one reference count): every stream that gets the same exec shares one
+/// copy. At most [`Argv::MAX_BYTES`] bytes are kept; a longer command line is cut there
+/// ([`Argv::is_truncated`]), its last argument possibly in the middle.
+///
+/// The bytes are what the process's memory holds at the read: a program that rewrites its
+/// arguments (`setproctitle`) before the read shows the rewritten text, and a process may
+/// have been started with no arguments at all (then [`Argv::is_empty`]).
+///
+/// # Examples
+///
+/// ```
+/// use procwatch::Argv;
+/// use std::ffi::OsStr;
+///
+/// let argv = Argv::from_bytes(b"printf\0%d\0two words\0");
+/// assert_eq!(argv.len(), 3);
+/// assert_eq!(argv.get(2), Some(OsStr::new("two words")));
+/// assert_eq!(argv.program(), Some(OsStr::new("printf")));
+/// assert_eq!(argv.to_string(), "printf %d 'two words'");
+/// assert!(!argv.is_truncated());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Argv {
+    /// The command line, each argument followed by a NUL, then one byte: 1 if it was cut at
+    /// [`Argv::MAX_BYTES`], else 0: one allocation per command line.
+    bytes: std::sync::Arc<[u8]>,
+}
+
+impl Argv {
+    /// The most command-line bytes kept per exec (64 KiB, the final NUL included). A command
+    /// line is at most about
+    /// a quarter of the stack limit (2 MiB with the common 8 MiB); one that long is cut here,
+    /// so that a stalled stream's pending execs stay small.
+    pub const MAX_BYTES: usize = 64 * 1024;
+
+    /// An `Argv` from the raw bytes of `/proc/<pid>/cmdline` (NUL-separated arguments; a
+    /// missing final NUL is supplied), cut at [`Argv::MAX_BYTES`].
+    pub fn from_bytes(raw: &[u8]) -> Argv {
+        Argv::from_read(raw, false)
+    }
+
+    /// An `Argv` of these arguments (an argument with a NUL byte ends at it, as in
+    /// `execve`).
+    ///
+    /// ```
+    /// use procwatch::Argv;
+    ///
+    /// let argv = Argv::from_args(["sh", "-c", "echo hi"]);
+    /// assert_eq!(argv.as_bytes(), b"sh\0-c\0echo hi\0");
+    /// ```
+    pub fn from_args<I, S>(args: I) -> Argv
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut raw = Vec::new();
+        for a in args {
+            let a = a.as_ref().as_bytes();
+            let end = a.iter().position(|&b| b == 0).unwrap_or(a.len());
+            raw.extend_from_slice(&a[..end]);
+            raw.push(0);
+        }
+        Argv::from_bytes(&raw)
+    }
+
+    /// What a read of `/proc/<pid>/cmdline` gave; `more` says the file went on past it.
+    pub(crate) fn from_read(raw: &[u8], more: bool) -> Argv {
+        let mut cut = more || raw.len() > Argv::MAX_BYTES;
+        let mut raw = &raw[..raw.len().min(Argv::MAX_BYTES)];
+        if raw.len() == Argv::MAX_BYTES && raw.last() != Some(&0) {
+            // Room for the final NUL.
+            raw = &raw[..Argv::MAX_BYTES - 1];
+            cut = true;
+        }
+        let mut v = Vec::with_capacity(raw.len() + 2);
+        v.extend_from_slice(raw);
+        if v.last().is_some_and(|&b| b != 0) {
+            v.push(0);
+        }
+        v.push(u8::from(cut));
+        Argv { bytes: v.into() }
+    }
+
+    /// The raw command line: each argument followed by a NUL byte (empty if there are no
+    /// arguments).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.bytes.len() - 1]
+    }
+
+    /// Whether the command line was longer than [`Argv::MAX_BYTES`] and was cut.
+    pub fn is_truncated(&self) -> bool {
+        self.bytes[self.bytes.len() - 1] != 0
+    }
+
+    /// The arguments, `argv[0]` first.
+    pub fn iter(&self) -> ArgvIter<'_> {
+        ArgvIter {
+            rest: self.as_bytes(),
+        }
+    }
+
+    /// How many arguments there are.
+    pub fn len(&self) -> usize {
+        self.as_bytes().iter().filter(|&&b| b == 0).count()
+    }
+
+    /// Whether there are no arguments (a program started with an empty `argv`).
+    pub fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+
+    /// Argument `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&std::ffi::OsStr> {
+        self.iter().nth(i)
+    }
+
+    /// `argv[0]`, usually the program's name or path.
+    pub fn program(&self) -> Option<&std::ffi::OsStr> {
+        self.get(0)
+    }
+
+    /// The arguments as owned strings.
+    pub fn to_vec(&self) -> Vec<std::ffi::OsString> {
+        self.iter().map(|a| a.to_os_string()).collect()
+    }
+}
+
+impl fmt::Debug for Argv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut l = f.debug_list();
+        for a in self.iter() {
+            l.entry(&a);
+        }
+        if self.is_truncated() {
+            l.entry(&format_args!(".."));
+        }
+        l.finish()
+    }
+}
+
+/// The arguments separated by spaces, each quoted for a POSIX shell where it needs to be
+/// (bytes that are not UTF-8 are shown as U+FFFD), and `...` after a cut command line.
+impl fmt::Display for Argv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            let a = a.to_string_lossy();
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+%@".contains(&b) || b >= 0x80);
+            if plain {
+                f.write_str(&a)?;
+            } else {
+                write!(f, "'{}'", a.replace('\'', "'\\''"))?;
+            }
+        }
+        if self.is_truncated() {
+            f.write_str(" ...")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> IntoIterator for &'a Argv {
+    type Item = &'a std::ffi::OsStr;
+    type IntoIter = ArgvIter<'a>;
+    fn into_iter(self) -> ArgvIter<'a> {
+        self.iter()
+    }
+}
+
+/// The arguments of an [`Argv`] ([`Argv::iter`]).
+#[derive(Debug, Clone)]
+pub struct ArgvIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for ArgvIter<'a> {
+    type Item = &'a std::ffi::OsStr;
+    fn next(&mut self) -> Option<&'a std::ffi::OsStr> {
+        use std::os::unix::ffi::OsStrExt;
+        if self.rest.is_empty() {
+            return None;
+        }
+        let end = self.rest.iter().position(|&b| b == 0)?;
+        let arg = &self.rest[..end];
+        self.rest = &self.rest[end + 1..];
+        Some(std::ffi::OsStr::from_bytes(arg))
+    }
+}
+
 /// One thing that happened to a watched process.
 ///
 /// Every variant names the process it is about, returned by [`ProcEvent::pid`]. Per stream the
@@ -169,6 +367,26 @@ pub enum ProcEvent {
         count: u32,
         /// When the (last) exec happened.
         at: Timestamp,
+        /// The new program's command line, read right after the exec, on a stream with
+        /// [`Interest::ARGV`](crate::Interest::ARGV); for `count > 1`, the latest exec's.
+        ///
+        /// `None` on a stream without `ARGV`, and where the backend could not read it:
+        ///
+        /// * with the Netlink backend, a process that had already exited (or become a
+        ///   zombie, whose command line the kernel no longer shows) when the backend read
+        ///   it, a moment after the exec message arrived; and a process that executed again
+        ///   before that read while the later exec's message was already in (so the text
+        ///   cannot be told to belong to this exec rather than the next). The Netlink
+        ///   backend reads after the fact: it cannot tell an empty `argv` from a zombie, and
+        ///   gives `None` for both. The Ptrace backend reads while the process is stopped at
+        ///   its exec, so it always has it;
+        /// * when a stream fell behind and one process executed more than once with other
+        ///   events between (so the execs were not folded into one event): a stream keeps
+        ///   one command line per process, so only the latest of those `Exec` events has it;
+        /// * on a stream that added `ARGV` with
+        ///   [`ProcEvents::set_interest`](crate::ProcEvents::set_interest), for execs the
+        ///   backend saw before that.
+        argv: Option<Argv>,
     },
     /// The whole process is gone (its last thread exited) (`NOTE_EXIT`). This is the last event
     /// about `pid` on this stream.

@@ -21,6 +21,8 @@ use std::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not, Sub, SubAssign};
 /// assert!(!(all - Interest::TRACK).contains(Interest::TRACK));
 /// assert_eq!(!Interest::TRACK, Interest::FORK | Interest::EXEC | Interest::EXIT);
 /// assert_eq!(format!("{:?}", Interest::FORK | Interest::EXIT), "FORK | EXIT");
+/// assert_eq!(format!("{:?}", Interest::EXEC | Interest::ARGV), "EXEC | ARGV");
+/// assert!(!Interest::ALL.contains(Interest::ARGV));
 /// ```
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Interest(u8);
@@ -40,7 +42,8 @@ impl Interest {
     #[doc(alias = "NOTE_TRACK")]
     pub const TRACK: Interest = Interest(8);
     /// `FORK | EXEC | EXIT | TRACK`: every event. (Not [`Interest::HOLD`], which changes how
-    /// the watched processes run.)
+    /// the watched processes run, nor [`Interest::ARGV`], which costs a `/proc` read per
+    /// exec.)
     pub const ALL: Interest = Interest(15);
     /// Keep a process stopped at each `Child` and `Exec` event this stream delivers, until
     /// the stream's consumer polls for its next event (or drops the stream): the supervisor
@@ -50,13 +53,24 @@ impl Interest {
     /// [`ProcEvents::set_interest`](crate::ProcEvents::set_interest) ignores it there). See
     /// the crate docs, "Held events", for the deadlock to avoid.
     pub const HOLD: Interest = Interest(16);
+    /// Make each [`ProcEvent::Exec`](crate::ProcEvent::Exec) carry the new program's command
+    /// line ([`Argv`](crate::Argv)), read by the backend as soon as it hears of the exec: by
+    /// the Ptrace backend while the process is stopped at its exec, so it is always there;
+    /// by the Netlink backend on its drain path, before anything is queued, so a process
+    /// that is already gone by then (it exited within a millisecond or so) has none.
+    ///
+    /// It costs one read of `/proc/<pid>/cmdline` per exec of a followed process while some
+    /// stream asks for it (none otherwise), so [`Interest::ALL`] does not include it. It
+    /// only matters together with [`Interest::EXEC`].
+    pub const ARGV: Interest = Interest(32);
 
-    const NAMES: [(Interest, &'static str); 5] = [
+    const NAMES: [(Interest, &'static str); 6] = [
         (Interest::FORK, "FORK"),
         (Interest::EXEC, "EXEC"),
         (Interest::EXIT, "EXIT"),
         (Interest::TRACK, "TRACK"),
         (Interest::HOLD, "HOLD"),
+        (Interest::ARGV, "ARGV"),
     ];
 
     /// No flags at all.
@@ -67,6 +81,18 @@ impl Interest {
     /// Whether every flag of `other` is set in `self`.
     pub const fn contains(self, other: Interest) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// The flags of both, like `self | other`, usable in a `const`.
+    ///
+    /// ```
+    /// use procwatch::Interest;
+    ///
+    /// const WANTED: Interest = Interest::ALL.union(Interest::ARGV);
+    /// assert_eq!(WANTED, Interest::ALL | Interest::ARGV);
+    /// ```
+    pub const fn union(self, other: Interest) -> Interest {
+        Interest(self.0 | other.0)
     }
 
     /// Whether no flag is set.
@@ -95,7 +121,7 @@ impl Interest {
     /// assert_eq!(Interest::from_bits(0x80), None);
     /// ```
     pub const fn from_bits(bits: u8) -> Option<Interest> {
-        if bits & !(Interest::ALL.0 | Interest::HOLD.0) == 0 {
+        if bits & !(Interest::ALL.0 | Interest::HOLD.0 | Interest::ARGV.0) == 0 {
             Some(Interest(bits))
         } else {
             None
@@ -115,8 +141,8 @@ impl SubAssign for Interest {
     }
 }
 
-/// The flags of [`Interest::ALL`] that are not set ([`Interest::HOLD`] is never in the
-/// result).
+/// The flags of [`Interest::ALL`] that are not set ([`Interest::HOLD`] and
+/// [`Interest::ARGV`] are never in the result).
 impl Not for Interest {
     type Output = Interest;
     fn not(self) -> Interest {

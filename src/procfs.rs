@@ -6,13 +6,30 @@
 //! `proc_pid_stat(5)`.
 
 use crate::registry::{ProcSnapshot, SystemSnapshot};
-use crate::{Pid, Timestamp};
+use crate::{Argv, Pid, Timestamp};
 use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
+
+/// Reads `/proc/<pid>/cmdline` (`proc_pid_cmdline(5)`) into `buf` (reused between calls),
+/// at most [`Argv::MAX_BYTES`] of it: `None` if the process is gone or the read fails.
+/// An empty file is a process without arguments, or one whose memory is gone (a zombie): with
+/// `empty_is_gone`, the caller cannot tell them apart and gets `None`.
+pub(crate) fn read_cmdline(raw: i32, buf: &mut Vec<u8>, empty_is_gone: bool) -> Option<Argv> {
+    use std::io::Read;
+    let mut file = fs::File::open(format!("/proc/{raw}/cmdline")).ok()?;
+    buf.clear();
+    let limit = Argv::MAX_BYTES as u64 + 1;
+    file.by_ref().take(limit).read_to_end(buf).ok()?;
+    if buf.is_empty() && empty_is_gone {
+        return None;
+    }
+    let more = buf.len() > Argv::MAX_BYTES;
+    Some(Argv::from_read(buf, more))
+}
 
 /// The fields of `/proc/<pid>/stat` the crate uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

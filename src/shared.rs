@@ -6,13 +6,24 @@ use crate::registry::Registry;
 /// The registry behind its lock.
 pub(crate) struct Shared {
     registry: Mutex<Registry>,
+    /// How many streams want command lines (`Interest::ARGV`), kept by the registry.
+    argv_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Shared {
     pub(crate) fn new() -> Shared {
+        let registry = Registry::new();
+        let argv_streams = registry.argv_wanted();
         Shared {
-            registry: Mutex::new(Registry::new()),
+            registry: Mutex::new(registry),
+            argv_streams,
         }
+    }
+
+    /// Whether some stream wants command lines read at execs (`Interest::ARGV`), without the
+    /// lock: a backend checks this before anything else costs.
+    pub(crate) fn argv_wanted(&self) -> bool {
+        self.argv_streams.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     /// Locks the registry. A panic while it was held (a bug) does not make every later call
@@ -170,7 +181,13 @@ mod loom_model {
             let (shared, id) = watching(10);
             let s2 = shared.clone();
             let dispatcher = loom::thread::spawn(move || {
-                dispatch(&s2, vec![Input::Exec { pid: pid(10) }]);
+                dispatch(
+                    &s2,
+                    vec![Input::Exec {
+                        pid: pid(10),
+                        argv: None,
+                    }],
+                );
             });
             let flag = std::sync::Arc::new(Flag(AtomicUsize::new(0)));
             let waker = Waker::from(flag.clone());

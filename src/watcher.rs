@@ -475,6 +475,10 @@ impl ProcWatcher {
             .lock()
             .add_stream(pid, interest, self.max_tracked)
             .map_err(fail)?;
+        if interest.contains(Interest::EXEC | Interest::ARGV) {
+            // Before the attach: the first exec after `watch` returns has its command line.
+            self.backend.sync_argv(true);
+        }
         let attached = match self.attach_to(id, pid, interest, "watch", false) {
             Ok(Attach::Attached) => Ok(()),
             Ok(Attach::Already) => unreachable!("a new stream follows nothing yet"),
@@ -676,6 +680,9 @@ impl ProcWatcher {
             .lock()
             .add_stream(init, interest, self.max_tracked)
             .map_err(fail)?;
+        if interest.contains(Interest::EXEC | Interest::ARGV) {
+            self.backend.sync_argv(true);
+        }
         match self.attach_system(id, interest) {
             Ok(()) => Ok(ProcEvents::new(
                 self.shared.clone(),

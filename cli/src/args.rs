@@ -78,9 +78,35 @@ pub struct Args {
     )]
     pub comm: Option<Glob>,
 
+    /// Which kernel mechanism follows the processes: `netlink` (the proc connector: any
+    /// process, reads each new program's argv a moment after its exec, so one that exits at
+    /// once may show as `?`), `ptrace` (the command and its descendants only, each stopped
+    /// briefly at every fork and exec: argv is read while it is stopped there, so always),
+    /// or `auto` (netlink where the kernel allows it, else ptrace).
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = Backend::Auto)]
+    pub backend: Backend,
+
     /// Print a completion script for SHELL on stdout, and exit.
     #[arg(long, value_name = "SHELL", exclusive = true)]
     pub completions: Option<clap_complete::Shell>,
+}
+
+/// The values of `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Auto,
+    Netlink,
+    Ptrace,
+}
+
+impl From<Backend> for procwatch::BackendKind {
+    fn from(b: Backend) -> procwatch::BackendKind {
+        match b {
+            Backend::Auto => procwatch::BackendKind::Auto,
+            Backend::Netlink => procwatch::BackendKind::Netlink,
+            Backend::Ptrace => procwatch::BackendKind::Ptrace,
+        }
+    }
 }
 
 /// What to watch.

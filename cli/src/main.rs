@@ -99,6 +99,7 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
         .transpose()
         .map_err(|message| Fatal::new(2, message))?;
     let watcher = ProcWatcher::builder()
+        .backend(args.backend.into())
         .netlink(NetlinkOptions::new().batch_window(BATCH_WINDOW))
         .build()
         .map_err(Fatal::watcher)?;
@@ -187,7 +188,7 @@ async fn run_command(
     let cmd = command_for(&argv, report.is_json())?;
     report.restart_clock();
     let started = watcher
-        .spawn(cmd, Interest::ALL)
+        .spawn(cmd, Interest::ALL | Interest::ARGV)
         .map_err(|e| Fatal::spawn(&argv[0], e))?;
     let root = started.pid();
     let argv = argv
@@ -266,7 +267,7 @@ async fn watch_pid(
     // Listed before the watch (see `follow_running`).
     let earlier = existing_children(pid);
     let root = watcher
-        .watch(pid, Interest::ALL)
+        .watch(pid, Interest::ALL | Interest::ARGV)
         .map_err(|e| match e.kind() {
             ErrorKind::NoSuchProcess => Fatal::new(2, format!("no process with pid {pid}")),
             _ => Fatal::new(1, format!("cannot watch pid {pid}: {e}")),
@@ -368,7 +369,7 @@ fn follow_running(
             }
             let grandchildren = existing_children(child);
             // Gone meanwhile (or not ours to watch): nothing to follow.
-            let Ok(stream) = watcher.watch(child, Interest::ALL) else {
+            let Ok(stream) = watcher.watch(child, Interest::ALL | Interest::ARGV) else {
                 continue;
             };
             // Gone and its pid taken by another process before the watch: not the one listed.

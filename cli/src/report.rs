@@ -195,8 +195,16 @@ impl Report {
         } else {
             self.start.elapsed()
         };
-        let cmdline = match ev {
-            ProcEvent::Exec { pid, .. } => Some(self.exec_cmdline(pid)),
+        let cmdline = match &ev {
+            // Read by the library right after the exec (Interest::ARGV); /proc only without.
+            ProcEvent::Exec {
+                argv: Some(argv), ..
+            } if !argv.is_empty() => Some(Cmdline::Argv(
+                argv.iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
+            )),
+            ProcEvent::Exec { pid, .. } => Some(self.exec_cmdline(*pid)),
             _ => None,
         };
         let idx = self.tree.apply(&ev, cmdline.as_ref(), at);

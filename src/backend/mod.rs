@@ -30,7 +30,12 @@
 //!    (what events' [`Timestamp`](crate::Timestamp)s are) and `CLOCK_BOOTTIME` (what `/proc`
 //!    start times count in), as close as the source allows to when the event happened; 0
 //!    when unknown. A stream's start and a thread set's read are compared with these.
-//! 8. **Reap nothing that is not its own.** A backend never calls `waitpid(-1)` or
+//! 8. **Read command lines early, and only when asked.** While
+//!    [`Shared::argv_wanted`](crate::shared::Shared::argv_wanted) holds, an `Input::Exec`
+//!    of a process a stream with `Interest::ARGV` follows carries `/proc/<pid>/cmdline`, read
+//!    as soon as the backend hears of the exec (while the process is stopped there, for a
+//!    backend that stops it), without the registry lock held during the read.
+//! 9. **Reap nothing that is not its own.** A backend never calls `waitpid(-1)` or
 //!    `waitid(P_ALL)` without `WNOWAIT`: other code in the program (tokio, std) owns its
 //!    children's exit statuses.
 
@@ -75,6 +80,14 @@ pub(crate) trait Backend: Send + Sync {
     /// Returns once the change is in effect (like `attach`, it may wait for the backend's
     /// thread; never called from it).
     fn set_hold(&self, _changes: &[(Pid, bool)]) {}
+    /// The number of streams that want command lines (`Interest::ARGV`, see
+    /// [`Shared::argv_wanted`](crate::shared::Shared::argv_wanted)) went to or from 0: a
+    /// backend that reads them somewhere else than where it checks that count (the Ptrace
+    /// backend's tracer process) is told the current state. Called by `watch` before it
+    /// attaches, so that the stream's first exec has its command line. With `wait`, it
+    /// returns once a change is in effect, like `set_hold`; without (a stream's drop), it
+    /// must not block. Never called from the backend's own thread.
+    fn sync_argv(&self, _wait: bool) {}
     /// Lets held processes run: no stream holds them any more. Must not block.
     fn release(&self, _pids: &[Pid]) {}
     /// No stream follows these pids any more (their processes may live on): stop following

@@ -307,7 +307,7 @@ impl Registry {
                     }
                 }
             }
-            Input::Exec { pid } => {
+            Input::Exec { pid, .. } => {
                 if let Some(e) = self.procs.get_mut(&pid.as_raw()) {
                     if !thread_input_is_stale(e, stamp) {
                         e.threads.exec();
@@ -351,7 +351,7 @@ impl Registry {
         }
         let subject = match input {
             Input::ThreadStart { tgid, .. } | Input::ThreadExit { tgid, .. } => *tgid,
-            Input::Exit { pid, .. } | Input::Exec { pid } => *pid,
+            Input::Exit { pid, .. } | Input::Exec { pid, .. } => *pid,
             _ => return false,
         };
         match self.attaching.get_mut(&subject.as_raw()) {

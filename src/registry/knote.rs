@@ -3,9 +3,11 @@
 //! A knote stores *pending state*, not a queue of events: a `Child` flag, a short list of
 //! `Fork`/`Exec`/`TrackErr` runs in program order (each run counts repeats), and the exit
 //! status. Its size is fixed, so a stream's memory grows with the number of processes it
-//! tracks, never with the number of raw events a stalled consumer has not read.
+//! tracks, never with the number of raw events a stalled consumer has not read. For a stream
+//! with `Interest::ARGV` it also keeps one command line: the latest exec's (at most
+//! `Argv::MAX_BYTES`, shared with the other streams that got the same exec).
 
-use crate::{Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
+use crate::{Argv, Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
 use std::collections::VecDeque;
 use std::process::ExitStatus;
 
@@ -161,6 +163,9 @@ pub(crate) struct Knote {
     /// `Some(status)` once the exit is recorded and not yet delivered.
     exit: Option<Option<ExitStatus>>,
     exit_at: Timestamp,
+    /// The command line of the latest exec recorded, for the last `Exec` run (one per knote,
+    /// whatever the number of runs).
+    argv: Option<Argv>,
     pub(crate) state: KnoteState,
     /// Whether the knote sits in its stream's ready list.
     pub(crate) queued: bool,
@@ -183,6 +188,7 @@ impl Knote {
             nruns: 0,
             exit: None,
             exit_at: Timestamp::UNKNOWN,
+            argv: None,
             state: KnoteState::Attached,
             queued: false,
             exit_split: false,
@@ -211,6 +217,13 @@ impl Knote {
     /// kind (their relative order is lost, their counts are not).
     pub(crate) fn record_run(&mut self, ev: RunEvent) {
         self.record_runs(ev, 1);
+    }
+
+    /// Records one exec and the command line it was read with, which replaces the one kept
+    /// for an earlier exec: it belongs to the last `Exec` run from now on.
+    pub(crate) fn record_exec(&mut self, at: Timestamp, argv: Option<Argv>) {
+        self.argv = argv;
+        self.record_run(RunEvent::exec(at));
     }
 
     /// Records `count` events like `ev` at once (see [`Knote::record_run`]).
@@ -275,6 +288,12 @@ impl Knote {
             };
             self.record_runs(ev, run.count());
         }
+        if held.runs[..held.nruns as usize]
+            .iter()
+            .any(|r| r.kind() == RunKind::Exec)
+        {
+            self.argv = held.argv.clone();
+        }
         if let Some(status) = held.exit {
             self.record_exit(status, held.exit_at);
         }
@@ -302,7 +321,14 @@ impl Knote {
                 at: self.born_at,
             });
         }
-        for run in &self.runs[..self.nruns as usize] {
+        let last_exec = self.runs[..self.nruns as usize]
+            .iter()
+            .rposition(|r| r.kind() == RunKind::Exec);
+        let mut argv = self
+            .argv
+            .take()
+            .filter(|_| interest.contains(Interest::ARGV));
+        for (i, run) in self.runs[..self.nruns as usize].iter().enumerate() {
             let other = Pid::from_raw(run.other);
             let (count, at) = (run.count(), run.at);
             match (run.kind(), other) {
@@ -315,7 +341,16 @@ impl Knote {
                     });
                 }
                 (RunKind::Exec, _) if interest.contains(Interest::EXEC) => {
-                    out.push_back(ProcEvent::Exec { pid, count, at });
+                    out.push_back(ProcEvent::Exec {
+                        pid,
+                        count,
+                        at,
+                        argv: if Some(i) == last_exec {
+                            argv.take()
+                        } else {
+                            None
+                        },
+                    });
                 }
                 (RunKind::TrackErr, Some(child)) if interest.contains(Interest::TRACK) => {
                     out.push_back(ProcEvent::TrackErr {
@@ -390,7 +425,8 @@ mod tests {
                 ProcEvent::Exec {
                     pid: p,
                     count: 1,
-                    at: t(4)
+                    at: t(4),
+                    argv: None
                 },
                 ProcEvent::Fork {
                     pid: p,
@@ -455,16 +491,82 @@ mod tests {
             vec![ProcEvent::Exec {
                 pid: pid(10),
                 count: 1,
-                at: t(2)
+                at: t(2),
+                argv: None
             }]
         );
     }
 
+    fn exec_argvs(evs: &[ProcEvent]) -> Vec<(u32, Option<Argv>)> {
+        evs.iter()
+            .filter_map(|e| match e {
+                ProcEvent::Exec { count, argv, .. } => Some((*count, argv.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn coalesced_execs_keep_the_latest_argv() {
+        let a = |s: &str| Some(Argv::from_args(s.split(' ')));
+        let mut k = Knote::new(pid(10), None, t(0));
+        k.record_exec(t(1), a("sh -c x"));
+        k.record_exec(t(2), a("/bin/true one"));
+        k.record_exec(t(3), a("/bin/true two"));
+        let mut out = VecDeque::new();
+        k.drain_into(Interest::EXEC | Interest::ARGV, &mut out, true);
+        let evs = Vec::from(out);
+        assert_eq!(exec_argvs(&evs), vec![(3, a("/bin/true two"))]);
+
+        // Execs apart (a fork between): only the latest run has the command line.
+        k.record_exec(t(4), a("first"));
+        k.record_run(RunEvent::fork(11, t(5)));
+        k.record_exec(t(6), a("second"));
+        k.record_run(RunEvent::fork(12, t(7)));
+        let mut out = VecDeque::new();
+        k.drain_into(Interest::ALL | Interest::ARGV, &mut out, true);
+        let evs = Vec::from(out);
+        assert_eq!(exec_argvs(&evs), vec![(1, None), (1, a("second"))]);
+
+        // Folded by kind past `MAX_RUNS`: the one `Exec` run has the latest.
+        for i in 0..10u64 {
+            k.record_exec(t(10 + 2 * i), a(&format!("run {i}")));
+            k.record_run(RunEvent::fork(20 + i as i32, t(11 + 2 * i)));
+        }
+        let mut out = VecDeque::new();
+        k.drain_into(Interest::ALL | Interest::ARGV, &mut out, true);
+        let execs = exec_argvs(&Vec::from(out));
+        let (last, earlier) = execs.split_last().unwrap();
+        assert_eq!(last.1, a("run 9"));
+        assert!(earlier.iter().all(|(_, argv)| argv.is_none()), "{execs:?}");
+        assert_eq!(execs.iter().map(|(n, _)| n).sum::<u32>(), 10);
+
+        // A stream without ARGV never sees it, and nothing stays behind.
+        k.record_exec(t(40), a("hidden"));
+        let mut out = VecDeque::new();
+        k.drain_into(Interest::EXEC, &mut out, true);
+        assert_eq!(exec_argvs(&Vec::from(out)), vec![(1, None)]);
+        assert!(k.argv.is_none());
+    }
+
+    #[test]
+    fn a_held_knote_hands_its_argv_over() {
+        let mut held = Knote::new(pid(10), None, t(0));
+        held.record_exec(t(1), Some(Argv::from_args(["held"])));
+        let mut k = Knote::new(pid(10), Some(pid(1)), t(0));
+        k.absorb(&held);
+        let mut out = VecDeque::new();
+        k.drain_into(Interest::ALL | Interest::ARGV, &mut out, true);
+        let evs = Vec::from(out);
+        assert_eq!(exec_argvs(&evs), vec![(1, Some(Argv::from_args(["held"])))]);
+    }
+
     #[test]
     fn knote_stays_small() {
-        // Part of the per-tracked-process memory budget (see benches/RESULTS.md).
+        // Part of the per-tracked-process memory budget (see benches/RESULTS.md): 112 bytes
+        // before the command line slot, 120 with it (16 bytes, 8 of which were padding).
         assert!(
-            std::mem::size_of::<Knote>() <= 112,
+            std::mem::size_of::<Knote>() <= 120,
             "{}",
             std::mem::size_of::<Knote>()
         );

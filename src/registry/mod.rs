@@ -32,7 +32,7 @@ mod links;
 mod slab;
 mod threads;
 
-use crate::{ErrorKind, Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
+use crate::{Argv, ErrorKind, Interest, Pid, ProcEvent, Timestamp, TrackErrReason};
 pub(crate) use attach::{Begin, Finish};
 use knote::{Knote, KnoteState, RunEvent};
 use links::Links;
@@ -41,6 +41,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 #[cfg(test)]
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::Waker;
 pub(crate) use threads::Threads;
 
@@ -66,8 +68,9 @@ pub(crate) enum Input {
     },
     /// Process `tgid` created thread `tid`.
     ThreadStart { tgid: Pid, tid: i32 },
-    /// Process `pid` called `execve` successfully.
-    Exec { pid: Pid },
+    /// Process `pid` called `execve` successfully; `argv` is its new command line, if the
+    /// backend read it (only while some stream wants it: [`Registry::argv_wanted`]).
+    Exec { pid: Pid, argv: Option<Argv> },
     /// Thread `tid` of process `tgid` exited with wait status `code`.
     ThreadExit { tgid: Pid, tid: i32, code: i32 },
     /// The whole process exited (for backends that see process exits directly, such as
@@ -163,6 +166,9 @@ pub(crate) struct Actions {
     /// Processes to hold at their next events from now on (`true`), or no more (`false`):
     /// a stream's [`Interest::HOLD`] changed.
     hold_changes: Vec<(Pid, bool)>,
+    /// Whether the number of streams that want command lines went from 0 (`Some(true)`)
+    /// or to 0 (`Some(false)`).
+    argv_changed: Option<bool>,
 }
 
 impl Actions {
@@ -185,7 +191,12 @@ impl Actions {
         let detached = std::mem::take(&mut self.detached);
         let released = std::mem::take(&mut self.released);
         let hold_changes = std::mem::take(&mut self.hold_changes);
+        let argv_changed = std::mem::take(&mut self.argv_changed);
         self.wake_all();
+        if let Some(up) = argv_changed {
+            // Only a count going up waits for the backend (`set_interest`); a drop never does.
+            backend.sync_argv(up);
+        }
         if !hold_changes.is_empty() {
             backend.set_hold(&hold_changes);
         }
@@ -349,6 +360,14 @@ pub(crate) struct Registry {
     /// detach decided before an attach from one decided after it.
     tickets: u64,
     closed: bool,
+    /// How many streams want command lines with their execs (`EXEC | ARGV`), readable
+    /// without the lock (see [`Registry::argv_wanted`]).
+    argv_streams: Arc<AtomicUsize>,
+}
+
+/// Whether a stream with this interest wants command lines read.
+fn wants_argv(interest: Interest) -> bool {
+    interest.contains(Interest::EXEC | Interest::ARGV)
 }
 
 /// The resolution of `/proc` start times (`USER_HZ` clock ticks, 100 per second on Linux).
@@ -382,7 +401,39 @@ impl Registry {
             holds: HashMap::new(),
             tickets: 0,
             closed: false,
+            argv_streams: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The count of streams that want command lines, to read without the lock: a backend
+    /// reads `/proc/<pid>/cmdline` at an exec only while it is above 0.
+    pub(crate) fn argv_wanted(&self) -> Arc<AtomicUsize> {
+        self.argv_streams.clone()
+    }
+
+    fn count_argv_stream(&mut self, up: bool, actions: Option<&mut Actions>) {
+        let before = if up {
+            self.argv_streams.fetch_add(1, Ordering::SeqCst)
+        } else {
+            self.argv_streams.fetch_sub(1, Ordering::SeqCst)
+        };
+        let after = if up { before + 1 } else { before - 1 };
+        if let (Some(a), true) = (actions, before == 0 || after == 0) {
+            a.argv_changed = Some(up);
+        }
+    }
+
+    /// Whether some stream that wants command lines follows `pid` (an exec of a process the
+    /// backend has not yet reported the creation of is not covered: see the caller).
+    pub(crate) fn wants_argv_of(&self, pid: Pid) -> bool {
+        let Some(entry) = self.procs.get(&pid.as_raw()) else {
+            return self.held.contains_key(&pid.as_raw());
+        };
+        entry.knotes.iter().any(|(sidx, _)| {
+            self.streams
+                .get(sidx)
+                .is_some_and(|s| wants_argv(s.interest))
+        })
     }
 
     fn stream_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
@@ -401,6 +452,10 @@ impl Registry {
         }
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
+        if wants_argv(interest) {
+            // The watch tells the backend before it attaches (see `ProcWatcher::watch`).
+            self.count_argv_stream(true, None);
+        }
         let idx = self.streams.insert(Stream {
             gen,
             root,
@@ -423,6 +478,9 @@ impl Registry {
             return;
         }
         let stream = self.streams.remove(id.idx).expect("checked above");
+        if wants_argv(stream.interest) {
+            self.count_argv_stream(false, Some(actions));
+        }
         for (_, k) in stream.knotes.iter() {
             if k.hold {
                 self.release_one(k.pid, actions);
@@ -450,6 +508,12 @@ impl Registry {
             return;
         };
         let was = std::mem::replace(&mut s.interest, interest);
+        if wants_argv(was) != wants_argv(interest) {
+            self.count_argv_stream(wants_argv(interest), Some(actions));
+        }
+        let Some(s) = self.stream_mut(id) else {
+            return;
+        };
         let hold = interest.contains(Interest::HOLD);
         if was.contains(Interest::HOLD) == hold {
             return;
@@ -672,7 +736,7 @@ impl Registry {
             let subject = match &input {
                 Input::Fork { parent, .. } => *parent,
                 Input::ThreadStart { tgid, .. } | Input::ThreadExit { tgid, .. } => *tgid,
-                Input::Exec { pid } | Input::Exit { pid, .. } => *pid,
+                Input::Exec { pid, .. } | Input::Exit { pid, .. } => *pid,
                 Input::Birth { .. } | Input::Abandon { .. } | Input::Hold { .. } => {
                     return self.dispatch(input, at, wake)
                 }
@@ -705,7 +769,7 @@ impl Registry {
                     self.apply_thread_input(input, stamp, wake);
                 }
             }
-            Input::Exec { pid } => self.exec(pid, at, stamp, wake),
+            Input::Exec { pid, argv } => self.exec(pid, argv, at, stamp, wake),
             Input::Birth { pid } => {
                 let raw = pid.as_raw();
                 if !self.procs.contains_key(&raw) && self.held.len() < MAX_HELD {
@@ -723,11 +787,18 @@ impl Registry {
         }
     }
 
-    fn exec(&mut self, pid: Pid, at: Timestamp, stamp: Stamp, wake: &mut Actions) {
+    fn exec(
+        &mut self,
+        pid: Pid,
+        argv: Option<Argv>,
+        at: Timestamp,
+        stamp: Stamp,
+        wake: &mut Actions,
+    ) {
         let raw = pid.as_raw();
         let Some(entry) = self.procs.get_mut(&raw) else {
             if let Some(h) = self.held.get_mut(&raw) {
-                h.knote.record_run(RunEvent::exec(at));
+                h.knote.record_exec(at, argv);
             }
             return;
         };
@@ -739,7 +810,7 @@ impl Registry {
             self.attaching.get_mut(&raw)
         };
         match attaching {
-            Some(a) if a.waiting => a.log(Input::Exec { pid }, stamp),
+            Some(a) if a.waiting => a.log(Input::Exec { pid, argv: None }, stamp),
             _ if !thread_input_is_stale(entry, stamp) => entry.threads.exec(),
             _ => {}
         }
@@ -749,7 +820,10 @@ impl Registry {
             };
             if s.interest.contains(Interest::EXEC) && !s.predates(stamp) {
                 if let Some(k) = s.knotes.get_mut(kid) {
-                    k.record_run(RunEvent::exec(at));
+                    let argv = argv
+                        .as_ref()
+                        .filter(|_| s.interest.contains(Interest::ARGV));
+                    k.record_exec(at, argv.cloned());
                 }
                 s.enqueue(kid, wake);
             }

@@ -78,7 +78,10 @@ impl Script {
     }
 
     fn exec(&mut self, p: i32) {
-        self.input(Input::Exec { pid: pid(p) });
+        self.input(Input::Exec {
+            pid: pid(p),
+            argv: None,
+        });
     }
 
     fn input(&mut self, input: Input) {
@@ -144,6 +147,7 @@ fn exec(p: i32, count: u32) -> ProcEvent {
         pid: pid(p),
         count,
         at: T0,
+        argv: None,
     }
 }
 
@@ -241,10 +245,22 @@ fn events_carry_the_kernel_time_of_what_they_report() {
         start_ns: 5_000,
     };
     s.reg.apply_at(fork_in, st(5_000), &mut s.wake);
-    s.reg
-        .apply_at(Input::Exec { pid: pid(11) }, st(6_000), &mut s.wake);
-    s.reg
-        .apply_at(Input::Exec { pid: pid(11) }, st(7_000), &mut s.wake);
+    s.reg.apply_at(
+        Input::Exec {
+            pid: pid(11),
+            argv: None,
+        },
+        st(6_000),
+        &mut s.wake,
+    );
+    s.reg.apply_at(
+        Input::Exec {
+            pid: pid(11),
+            argv: None,
+        },
+        st(7_000),
+        &mut s.wake,
+    );
     let exit_in = Input::ThreadExit {
         tgid: pid(11),
         tid: 11,
@@ -748,7 +764,13 @@ fn wakers_fire_on_events_end_and_shutdown() {
         PopStatus::Pending
     );
     let mut wake = Actions::default();
-    s.reg.apply(Input::Exec { pid: pid(10) }, &mut wake);
+    s.reg.apply(
+        Input::Exec {
+            pid: pid(10),
+            argv: None,
+        },
+        &mut wake,
+    );
     assert_eq!(wake.len(), 1);
     wake.wake_all();
     assert_eq!(counter.0.load(Ordering::SeqCst), 1);
@@ -982,7 +1004,13 @@ fn inputs_stamped_before_the_watch_do_not_reach_the_stream() {
     let id = s.watch_since(10, 5_000, &read_at(5_001, &[]));
     // Still queued when the watch began: the exec that started the program, a fork, and the
     // exit of the child it forked.
-    s.input_at(Input::Exec { pid: pid(10) }, 4_000);
+    s.input_at(
+        Input::Exec {
+            pid: pid(10),
+            argv: None,
+        },
+        4_000,
+    );
     let fork_11 = Input::Fork {
         parent: pid(10),
         child: pid(11),
@@ -997,7 +1025,13 @@ fn inputs_stamped_before_the_watch_do_not_reach_the_stream() {
         "11 was created before the watch"
     );
     // What comes after the watch began is delivered, from its first nanosecond.
-    s.input_at(Input::Exec { pid: pid(10) }, 5_000);
+    s.input_at(
+        Input::Exec {
+            pid: pid(10),
+            argv: None,
+        },
+        5_000,
+    );
     let fork_12 = Input::Fork {
         parent: pid(10),
         child: pid(12),
@@ -1034,8 +1068,20 @@ fn an_older_stream_still_gets_what_a_newer_one_on_the_same_pid_does_not() {
         },
         3_000,
     );
-    s.input_at(Input::Exec { pid: pid(11) }, 4_000);
-    s.input_at(Input::Exec { pid: pid(10) }, 6_000);
+    s.input_at(
+        Input::Exec {
+            pid: pid(11),
+            argv: None,
+        },
+        4_000,
+    );
+    s.input_at(
+        Input::Exec {
+            pid: pid(10),
+            argv: None,
+        },
+        6_000,
+    );
     assert_eq!(
         s.read(old).0,
         vec![fork(10, 11, 1), exec(10, 1), child(11, 10), exec(11, 1)]
@@ -1055,7 +1101,13 @@ fn a_non_leader_execs_old_leader_exit_from_before_the_watch_is_not_an_exit() {
     let id = s.watch_since(10, 5_000, &read_at(5_001, &[]));
     s.thread_exit_at(10, 11, 0, 4_000);
     s.thread_exit_at(10, 10, 0, 4_100);
-    s.input_at(Input::Exec { pid: pid(10) }, 4_200);
+    s.input_at(
+        Input::Exec {
+            pid: pid(10),
+            argv: None,
+        },
+        4_200,
+    );
     assert_eq!(s.read(id), (vec![], false), "the process lives on");
     // Its program forks a thread and exits for real.
     s.input_at(
@@ -1221,7 +1273,13 @@ fn a_resync_rebuilds_the_thread_set_as_of_its_read() {
         &mut s.wake,
     );
     s.thread_exit_at(10, 10, 0, 4_000);
-    s.input_at(Input::Exec { pid: pid(10) }, 4_100);
+    s.input_at(
+        Input::Exec {
+            pid: pid(10),
+            argv: None,
+        },
+        4_100,
+    );
     let (evs, done) = s.read(id);
     assert!(!done, "{evs:?}");
     assert_eq!(
@@ -1432,7 +1490,13 @@ fn a_fork_of_a_pids_previous_owner_claiming_it_during_a_read_is_retired() {
         s.read(parent),
         (vec![fork(7, 20, 1), child(20, 7), exit_unknown(20)], false)
     );
-    s.input_at(Input::Exec { pid: pid(20) }, 61_000_000);
+    s.input_at(
+        Input::Exec {
+            pid: pid(20),
+            argv: None,
+        },
+        61_000_000,
+    );
     assert_eq!(s.read(parent), (vec![], false));
     assert_eq!(s.read(w), (vec![exec(20, 1)], false));
     s.thread_exit_at(20, 20, 0, 62_000_000);

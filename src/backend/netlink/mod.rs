@@ -8,7 +8,8 @@
 //! * **a task on the tokio runtime** the watcher was built in, woken by the runtime's reactor
 //!   when the socket becomes readable. The consumer's tasks usually run on that same
 //!   runtime, so an event costs one thread wakeup from kernel to stream. It reads at most
-//!   [`TASK_BUDGET`] datagrams before yielding, and never reads `/proc`;
+//!   [`TASK_BUDGET`] datagrams before yielding, and never scans `/proc` (it reads one file
+//!   per exec, the command line, while a stream asks for it: see [`Drainer::read_argvs`]);
 //! * **a backstop thread** (`procwatch-netlink`) that drains whatever the task has left —
 //!   every 10 ms, backing off while it finds nothing to as long as the receive buffer can
 //!   absorb a storm (100 ms with the default 64 MiB, which needs `CAP_NET_ADMIN`; 10 ms with
@@ -57,6 +58,8 @@ const BACKSTOP_LONGEST: Duration = Duration::from_millis(100);
 pub(crate) struct Netlink {
     stop: OwnedFd,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The backstop thread's wake-up eventfd (a duplicate of `Shared2::kick`).
+    kick: OwnedFd,
 }
 
 /// What the drainer's two runners share.
@@ -70,6 +73,10 @@ struct Shared2 {
     released: tokio::sync::Notify,
     /// An eventfd that wakes the backstop thread at once: a resync is due, or the task ended.
     kick: OwnedFd,
+    /// Whether the proc connector is busy enough for the batch window ([`Rate`]), as the
+    /// latest drain found: the task then waits the window, and the backstop thread leaves
+    /// the socket to it even while command lines are wanted.
+    storm: std::sync::Arc<AtomicBool>,
 }
 
 impl Shared2 {
@@ -95,12 +102,16 @@ impl Netlink {
             rustix::io::fcntl_dupfd_cloexec(&stop, 0).map_err(|e| wrap("netlink eventfd", e))?;
         let granted = socket::rcvbuf(&sock);
         tracing::debug!(rcvbuf = granted, "proc connector subscribed");
+        let storm = std::sync::Arc::new(AtomicBool::new(false));
         let both = std::sync::Arc::new(Shared2 {
-            drainer: Mutex::new(Drainer::new(sock.clone(), shared, acked)),
+            drainer: Mutex::new(Drainer::new(sock.clone(), shared, acked, storm.clone())),
             task_alive: AtomicBool::new(false),
             released: tokio::sync::Notify::new(),
             kick: new_eventfd()?,
+            storm,
         });
+        let kick = rustix::io::fcntl_dupfd_cloexec(&both.kick, 0)
+            .map_err(|e| wrap("netlink eventfd", e))?;
         let task = spawn_task(&sock, &both, opts.batch_window);
         let backstop = both.clone();
         let longest = backstop_longest_period(granted);
@@ -113,7 +124,7 @@ impl Netlink {
                 }
                 Error::io("netlink dispatcher thread", e).with_backend(BackendKind::Netlink)
             })?;
-        Ok(Netlink { stop, task })
+        Ok(Netlink { stop, task, kick })
     }
 }
 
@@ -131,6 +142,13 @@ impl Backend for Netlink {
 
     /// The socket hears of every process anyway; the registry drops what nobody follows.
     fn detach(&self, _pids: &[(Pid, u64)]) {}
+
+    /// Wakes the backstop thread, which reads the socket itself while command lines are
+    /// wanted (see [`backstop_thread`]).
+    fn sync_argv(&self, _wait: bool) {
+        // Fails only if the counter would overflow, and then a wakeup is pending anyway.
+        let _ = rustix::io::write(&self.kick, &1u64.to_ne_bytes());
+    }
 
     fn shutdown(&self) {
         // An eventfd write only fails if the counter would overflow: it is stopping anyway.
@@ -179,7 +197,6 @@ fn spawn_task(
     Some(handle.spawn(async move {
         let alive = alive;
         let both = &alive.0;
-        let mut rate = Rate::new(std::time::Instant::now());
         loop {
             let afd = match &registered {
                 Some(afd) => afd,
@@ -193,7 +210,7 @@ fn spawn_task(
                 break;
             };
             let mut ready = Some(ready);
-            if !window.is_zero() && rate.busy(std::time::Instant::now()) {
+            if !window.is_zero() && both.storm.load(Ordering::Relaxed) {
                 // Out of the reactor while we wait: each message would wake the thread
                 // otherwise, even with nobody awaiting it. Registering again after the
                 // drain finds the socket readable at once if something came meanwhile.
@@ -222,7 +239,6 @@ fn spawn_task(
                 None => released.await,
                 Some((_, _, true)) => break,
                 Some((drained, resync_due, false)) => {
-                    rate.count(drained.datagrams, std::time::Instant::now());
                     if resync_due {
                         both.kick();
                     }
@@ -305,18 +321,30 @@ fn backstop_longest_period(granted_rcvbuf: usize) -> Duration {
 
 /// The backstop: drains every few milliseconds while the runtime task lives, the whole
 /// socket on its own otherwise, runs every resync, until told to stop. Then unsubscribes.
+///
+/// While a stream wants command lines (`Interest::ARGV`), it also sleeps on the socket
+/// itself, beside the runtime task: an exec's command line is read as soon as one of the
+/// two wakes, and the thread wakes even while the runtime's thread is busy with the
+/// consumer (with a `current_thread` runtime the task would wait for it, and a program
+/// that exits within a millisecond of its exec would often be gone by then).
 fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Duration) {
     // However the loop ends — told to stop, or a panic while draining or resyncing — the
     // streams end and a task waiting for the drainer is let go.
     let _closing = Closing { sock, both };
     let mut period = BACKSTOP_PERIOD;
     loop {
-        let task = both.task_alive.load(Ordering::SeqCst);
-        let pending = both
+        let (pending, eager) = both
             .drainer
             .lock()
-            .map(|d| d.resync_cutoff.is_some())
-            .unwrap_or(false);
+            .map(|d| (d.resync_cutoff.is_some(), d.shared.argv_wanted()))
+            .unwrap_or((false, false));
+        // The socket is this thread's to watch when the task is gone, or to share with it
+        // while command lines are wanted.
+        // Not during a storm, though: each message would wake it, and the task's batch
+        // window would be for nothing (a process exiting within a millisecond of its exec
+        // is gone by the time a busy machine runs either of them anyway).
+        let eager = eager && !both.storm.load(Ordering::Relaxed);
+        let task = both.task_alive.load(Ordering::SeqCst) && !eager;
         // Every release of the drainer is announced: a task that found it taken, even for
         // this short look, waits for exactly this.
         both.released.notify_waiters();
@@ -441,6 +469,7 @@ pub(crate) fn to_input(msg: ProcMsg) -> Option<(Input, u64)> {
         ProcMsg::Exec { tgid, ts_ns, .. } => Some((
             Input::Exec {
                 pid: Pid::from_raw(tgid)?,
+                argv: None,
             },
             ts_ns,
         )),
@@ -496,6 +525,23 @@ struct Drainer {
     resync_retry_at: Option<std::time::Instant>,
     /// Datagrams read while a resync scans `/proc`, applied after it (see [`Stash`]).
     stash: Stash,
+    /// What [`Drainer::read_argvs`] keeps about the batch not applied yet.
+    argvs: ArgvReads,
+    /// How fast datagrams come, over every drain (the task's and the backstop's).
+    rate: Rate,
+    /// What `rate` last said, for those who do not hold the drainer (`Shared2::storm`).
+    storm: std::sync::Arc<AtomicBool>,
+}
+
+/// What the command-line reads of one batch need to know (cleared when it is applied).
+#[derive(Default)]
+struct ArgvReads {
+    /// The buffer `/proc/<pid>/cmdline` is read into.
+    buf: Vec<u8>,
+    /// Processes created in the batch, and their parents: not in the registry yet.
+    born: HashMap<i32, i32>,
+    /// The latest exec of each process in the batch that got a command line: its index.
+    read: HashMap<i32, usize>,
 }
 
 /// The receive buffer for one datagram (the kernel sends a few hundred bytes at most).
@@ -564,7 +610,12 @@ impl Stash {
 }
 
 impl Drainer {
-    fn new(sock: std::sync::Arc<OwnedFd>, shared: Arc<Shared>, acked: socket::Acked) -> Drainer {
+    fn new(
+        sock: std::sync::Arc<OwnedFd>,
+        shared: Arc<Shared>,
+        acked: socket::Acked,
+        storm: std::sync::Arc<AtomicBool>,
+    ) -> Drainer {
         let now = clock::now();
         Drainer {
             sock,
@@ -577,6 +628,9 @@ impl Drainer {
             resync_cutoff: None,
             resync_retry_at: None,
             stash: Stash::default(),
+            argvs: ArgvReads::default(),
+            rate: Rate::new(std::time::Instant::now()),
+            storm,
         }
     }
 
@@ -601,12 +655,18 @@ impl Drainer {
                     drained.datagrams += n;
                     for (i, slot) in slots[..n].iter().enumerate() {
                         match *slot {
-                            sys::Slot::Kernel(len) => decode_into(
-                                &mut self.batch,
-                                &self.buf[i * sys::SLOT..][..len],
-                                self.mono_offset,
-                                self.boot_ahead,
-                            ),
+                            sys::Slot::Kernel(len) => {
+                                let from = self.batch.len();
+                                decode_into(
+                                    &mut self.batch,
+                                    &self.buf[i * sys::SLOT..][..len],
+                                    self.mono_offset,
+                                    self.boot_ahead,
+                                );
+                                if self.shared.argv_wanted() {
+                                    self.read_argvs(from);
+                                }
+                            }
                             sys::Slot::Foreign => {
                                 tracing::debug!(
                                     "dropped a proc connector datagram not sent by the kernel"
@@ -634,10 +694,74 @@ impl Drainer {
             }
         }
         self.flush();
+        let now = std::time::Instant::now();
+        self.rate.count(drained.datagrams, now);
+        self.storm.store(self.rate.busy(now), Ordering::Relaxed);
         drained
     }
 
+    /// Reads the command line of each exec in `self.batch[from..]` (just decoded) that a
+    /// stream with `Interest::ARGV` may want, before anything else: a process that exits
+    /// within a millisecond of its exec is often still there now, and gone by the time a
+    /// consumer could look.
+    ///
+    /// Whether it is wanted is asked of the registry under its lock, but the file is read
+    /// outside it. A process created earlier in the same batch is not in the registry yet:
+    /// its exec is read if its creator (or the creator's creator...) is followed.
+    ///
+    /// A read can come after the process already executed again (its next exec message is
+    /// then in the socket behind this one): when the next exec of the same process in the
+    /// batch reads the same text, the earlier exec's is dropped (`None`), as it cannot be told
+    /// to be its own.
+    fn read_argvs(&mut self, from: usize) {
+        for i in from..self.batch.len() {
+            let pid = match &self.batch[i].0 {
+                Input::Fork { parent, child, .. } => {
+                    self.argvs.born.insert(child.as_raw(), parent.as_raw());
+                    continue;
+                }
+                Input::Exec { pid, .. } => *pid,
+                _ => continue,
+            };
+            let mut lineage = [pid.as_raw(); 16];
+            let mut n = 1;
+            while n < lineage.len() {
+                match self.argvs.born.get(&lineage[n - 1]) {
+                    Some(&parent) => lineage[n] = parent,
+                    None => break,
+                }
+                n += 1;
+            }
+            let wanted = {
+                let reg = self.shared.lock();
+                lineage[..n]
+                    .iter()
+                    .filter_map(|&p| Pid::from_raw(p))
+                    .any(|p| reg.wants_argv_of(p))
+            };
+            if !wanted {
+                continue;
+            }
+            let argv = procfs::read_cmdline(pid.as_raw(), &mut self.argvs.buf, true);
+            if let (Some(new), Some(&earlier)) = (&argv, self.argvs.read.get(&pid.as_raw())) {
+                if let Input::Exec { argv: old, .. } = &mut self.batch[earlier].0 {
+                    if old.as_ref() == Some(new) {
+                        *old = None;
+                    }
+                }
+            }
+            if argv.is_some() {
+                self.argvs.read.insert(pid.as_raw(), i);
+            }
+            if let Input::Exec { argv: slot, .. } = &mut self.batch[i].0 {
+                *slot = argv;
+            }
+        }
+    }
+
     fn flush(&mut self) {
+        self.argvs.born.clear();
+        self.argvs.read.clear();
         if self.batch.is_empty() {
             return;
         }

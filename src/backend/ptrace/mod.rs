@@ -37,6 +37,10 @@ pub(crate) struct Ptrace {
     sock: std::sync::Arc<OwnedFd>,
     answers: std::sync::Arc<Answers>,
     tracer: i32,
+    shared: Arc<Shared>,
+    /// Whether the tracer was last told to read command lines (see `sync_argv`), and
+    /// whether it has answered since.
+    argv_sent: Mutex<(bool, bool)>,
 }
 
 /// Requests waiting for the tracer's answer, and how to read its clocks.
@@ -82,6 +86,7 @@ impl Ptrace {
         let (tx, rx) = std::sync::mpsc::channel();
         let reader_sock = sock.clone();
         let reader_answers = answers.clone();
+        let reader_shared = shared.clone();
         // The tracer is forked by this thread and dies with it (its death signal), so it
         // never outlives the watcher, even if this process is killed.
         std::thread::Builder::new()
@@ -104,7 +109,7 @@ impl Ptrace {
                     rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
                 });
                 let _ = tx.send(Ok(tracer));
-                read_tracer(&reader_sock, &shared, &reader_answers);
+                read_tracer(&reader_sock, &reader_shared, &reader_answers);
                 reap_tracer(tracer, pidfd);
             })
             .map_err(|e| fail("ptrace reader thread", e))?;
@@ -121,6 +126,8 @@ impl Ptrace {
             sock,
             answers,
             tracer,
+            shared,
+            argv_sent: Mutex::new((false, false)),
         };
         backend.measure_clocks()?;
         Ok(backend)
@@ -344,6 +351,27 @@ impl Backend for Ptrace {
         let _ = self.ask(Record::new(Kind::Clock, 0), "set_interest");
     }
 
+    fn sync_argv(&self, wait: bool) {
+        // Under the lock, so that what is sent last is the latest state, whichever thread
+        // changed the count last.
+        let mut state = self.argv_sent.lock().unwrap_or_else(|e| e.into_inner());
+        let want = self.shared.argv_wanted();
+        if state.0 != want {
+            *state = (want, false);
+            send_records(
+                &self.sock,
+                std::iter::once(Record::new(Kind::ArgvFrom, 0).with(0, want.into())),
+            );
+        }
+        if want && wait && !state.1 {
+            // In effect once the tracer answers (it reads its commands in order). If it is
+            // gone, nothing is traced any more.
+            state.1 = self
+                .ask(Record::new(Kind::Clock, 0), "set_interest")
+                .is_ok();
+        }
+    }
+
     fn release(&self, pids: &[Pid]) {
         send_releases(&self.sock, pids);
     }
@@ -374,6 +402,7 @@ impl Drop for Ptrace {
 /// and fails the attaches still waiting.
 fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
     let mut buf = vec![0u8; DATAGRAM];
+    let mut reader = wire::Reader::default();
     let mut replies = Vec::new();
     let mut detach = Vec::new();
     let ours = |t: u64, ahead: &AtomicI64| -> u64 {
@@ -392,22 +421,22 @@ fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
         let mut wake = Actions::default();
         {
             let mut reg = shared.lock();
-            for r in Record::parse(&buf[..n]) {
+            reader.feed(&buf[..n], |r, argv| {
                 if r.kind == Kind::Reply {
                     replies.push((r.b, r));
-                    continue;
+                    return;
                 }
                 let at = Stamp {
                     mono: ours(r.mono, &answers.mono_ahead),
                     boot: ours(r.boot, &answers.boot_ahead),
                 };
                 let Some(a) = Pid::from_raw(r.a) else {
-                    continue;
+                    return;
                 };
                 match r.kind {
                     Kind::Fork => {
                         let Some(child) = Pid::from_raw(r.b) else {
-                            continue;
+                            return;
                         };
                         let input = Input::Fork {
                             parent: a,
@@ -419,7 +448,7 @@ fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
                             detach.push((child, reg.ticket()));
                         }
                     }
-                    Kind::Exec => reg.apply_at(Input::Exec { pid: a }, at, &mut wake),
+                    Kind::Exec => reg.apply_at(Input::Exec { pid: a, argv }, at, &mut wake),
                     Kind::Exit => {
                         let status = Some(ExitStatus::from_raw(r.c));
                         reg.apply_at(Input::Exit { pid: a, status }, at, &mut wake);
@@ -429,7 +458,7 @@ fn read_tracer(sock: &OwnedFd, shared: &Shared, answers: &Answers) {
                     Kind::Abandon => reg.apply_at(Input::Abandon { pid: a }, at, &mut wake),
                     _ => {}
                 }
-            }
+            });
         }
         let released = wake.take_released();
         wake.wake_all();

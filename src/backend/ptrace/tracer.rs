@@ -175,6 +175,9 @@ struct Tracer {
     inbuf: Vec<u8>,
     /// New tasks' first stops seen before their creation events, and after.
     first_stops: [u64; 2],
+    /// Whether a stream wants command lines (`Kind::ArgvFrom`): each exec stop then reads
+    /// the process's, while it is stopped there, into this buffer.
+    argv: Option<Vec<u8>>,
 }
 
 /// Runs the tracer on `sock` until told to stop or the watcher goes away; the return value is
@@ -212,6 +215,7 @@ pub(crate) fn run(sock: OwnedFd, options: libc::c_int) -> i32 {
         out: Vec::with_capacity(DATAGRAM),
         inbuf: vec![0u8; DATAGRAM],
         first_stops: [0; 2],
+        argv: None,
     };
     let code = t.serve();
     // Reaped here, not left to whoever would inherit it (a subreaper program's own reaper).
@@ -294,6 +298,18 @@ impl Tracer {
         r.put(&mut self.out);
     }
 
+    /// Reports an exec of process `pid`, which is stopped at it, with its command line when a
+    /// stream wants it (the process is stopped, so it is always there).
+    fn emit_exec(&mut self, pid: i32) {
+        let r = stamped(Kind::Exec, pid, 0, 0);
+        let Some(buf) = &mut self.argv else {
+            return self.emit(r);
+        };
+        let read = read_cmdline(pid, buf);
+        let argv = read.map(|more| (&buf[..buf.len().min(crate::Argv::MAX_BYTES)], more));
+        super::wire::put_exec(&mut self.out, r, argv);
+    }
+
     /// Sends what is queued, as far as the socket takes it. False if the watcher is gone.
     fn flush(&mut self) -> bool {
         let mut sent = 0;
@@ -340,6 +356,9 @@ impl Tracer {
                         if let Some(p) = self.procs.get_mut(&r.a) {
                             p.hold = r.c != 0;
                         }
+                    }
+                    Kind::ArgvFrom => {
+                        self.argv = (r.c != 0).then(|| self.argv.take().unwrap_or_default());
                     }
                     Kind::Stop => return false,
                     Kind::Clock => self.emit(stamped(Kind::Reply, 0, r.b, 0)),
@@ -698,7 +717,7 @@ impl Tracer {
                         p.threads = p.threads.saturating_sub(1);
                     }
                 }
-                self.emit(stamped(Kind::Exec, tgid, 0, 0));
+                self.emit_exec(tgid);
                 if self.procs.get(&tgid).is_some_and(|p| p.hold) {
                     self.keep_stopped(tgid, tid, TRAP_STATUS);
                 } else {
@@ -987,6 +1006,20 @@ impl Tracer {
 }
 
 /// Whether a `SIGCONT` is pending for thread `tid` or its process (`/proc/<tid>/status`).
+/// Reads `/proc/<pid>/cmdline` into `buf`, one byte past [`Argv::MAX_BYTES`] at most:
+/// whether there was more than that, or `None` if it could not be read.
+///
+/// [`Argv::MAX_BYTES`]: crate::Argv::MAX_BYTES
+fn read_cmdline(pid: i32, buf: &mut Vec<u8>) -> Option<bool> {
+    use std::io::Read;
+    let file = std::fs::File::open(format!("/proc/{pid}/cmdline")).ok()?;
+    buf.clear();
+    file.take(crate::Argv::MAX_BYTES as u64 + 1)
+        .read_to_end(buf)
+        .ok()?;
+    Some(buf.len() > crate::Argv::MAX_BYTES)
+}
+
 fn sigcont_pending(tid: i32) -> bool {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
         return false;
