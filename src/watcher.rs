@@ -187,7 +187,10 @@ impl NetlinkOptions {
     /// granularity, about a millisecond) later; their timestamps
     /// ([`ProcEvent::at`](crate::ProcEvent::at)) still say when they happened. Order, loss
     /// and resync are as without it. What reads `/proc` when an event arrives (a command
-    /// line at `Exec`, say) reads it that much later, when a short-lived process may be gone.
+    /// line at `Exec`, say) reads it that much later, when a short-lived process may be gone;
+    /// and while a stream asks for [`Interest::ARGV`], which otherwise makes the backend's
+    /// own thread read the socket too as messages come, that thread leaves it to the
+    /// windowed reads for the storm's length.
     /// On a 2 × 20,000 fork+`_exit` storm a 2 ms window about halved the `procwatch`
     /// command's CPU time (see `benches/RESULTS.md`); the command uses 2 ms. At most
     /// [`MAX_BATCH_WINDOW`]; a longer one is refused by [`Builder::build`]. Without a tokio
