@@ -255,6 +255,8 @@ struct State {
     /// Sent at once to every member that appears from now on (a shutdown is under way).
     stopping: Option<Signal>,
     untracked: usize,
+    /// How many events of the tree's stream were applied (see [`Inner::ended`]).
+    applied: u64,
 }
 
 struct Member {
@@ -351,6 +353,20 @@ impl State {
         }
     }
 
+    /// Whether every member is gone: its `Exit` read, or its pidfd (else `/proc`) says so.
+    fn all_gone(&self) -> bool {
+        self.members.iter().all(|m| {
+            m.exited
+                || match &m.pidfd {
+                    Some(fd) => crate::procfs::exited(fd) == Some(true),
+                    None => {
+                        m.no_pidfd == Some(REAPED_EARLY)
+                            || !std::path::Path::new(&format!("/proc/{}", m.pid)).exists()
+                    }
+                }
+        })
+    }
+
     fn push(&mut self, m: Member) -> usize {
         let i = self.members.len();
         self.index.insert(m.pid, i);
@@ -361,6 +377,7 @@ impl State {
     /// Applies one event of the tree's own stream; returns a member that exited and whose
     /// orphan status may be this program's to reap.
     fn apply(&mut self, root: Pid, ev: ProcEvent) -> Option<(Pid, Arc<OwnedFd>)> {
+        self.applied += 1;
         match ev {
             ProcEvent::Child {
                 pid, parent, at, ..
@@ -458,15 +475,50 @@ async fn follow(inner: Arc<Inner>, mut stream: ProcEvents) {
     }
 }
 
+/// How long every member the tree knows must have been gone, with no event of its stream
+/// applied meanwhile, before the tree counts as ended without its stream's end (see
+/// [`Inner::ended`]).
+const SILENT_END: Duration = Duration::from_millis(250);
+
 impl Inner {
-    /// Waits until every tracked member has exited.
+    /// Waits until every tracked member has exited: the tree's stream ended.
+    ///
+    /// A backstop, for a backend that misses an exit (a Ptrace tracer has been seen to lose
+    /// one member's `Exit` when the whole tree is killed while one of its members forks as
+    /// fast as it can; the stream then never ends): once every member the tree knows is gone
+    /// by its pidfd and [`SILENT_END`] has passed without a new event, the tree counts as
+    /// ended, and says so in a warning.
     async fn ended(&self) {
+        let mut gone_since: Option<(Instant, u64)> = None;
         loop {
             let notified = self.changed.notified();
-            if lock(&self.state).ended {
-                return;
+            {
+                let mut st = lock(&self.state);
+                if st.ended {
+                    return;
+                }
+                gone_since = match gone_since {
+                    _ if !st.all_gone() => None,
+                    Some((since, applied)) if applied == st.applied => {
+                        if since.elapsed() >= SILENT_END {
+                            tracing::warn!(
+                                root = %self.root,
+                                "every member of the tree is gone, but the backend did not \
+                                 report each exit: counting the tree as ended"
+                            );
+                            st.settle();
+                            st.ended = true;
+                            drop(st);
+                            self.changed.notify_waiters();
+                            return;
+                        }
+                        Some((since, applied))
+                    }
+                    _ => Some((Instant::now(), st.applied)),
+                };
             }
-            notified.await;
+            // Woken by the tree's events, or to look again while all seem gone.
+            let _ = tokio::time::timeout(SILENT_END / 2, notified).await;
         }
     }
 }
