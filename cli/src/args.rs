@@ -68,7 +68,7 @@ pub struct Args {
     )]
     pub failed: bool,
 
-    /// Show only events of processes whose program name (the file name of argv[0])
+    /// Show only events of processes whose program name (the file name of `argv[0]`)
     /// matches PATTERN as a whole; `*` matches any characters, `?` one.
     #[arg(
         long,
