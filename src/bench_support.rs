@@ -263,6 +263,12 @@ pub fn first_stops(watcher: &crate::ProcWatcher) -> Option<(u64, u64)> {
     watcher.backend_impl().first_stops()
 }
 
+/// How many times a Netlink watcher's runtime task waited its batch window before reading
+/// (`NetlinkOptions::batch_window`, during a storm); `None` for other backends.
+pub fn windowed_reads(watcher: &crate::ProcWatcher) -> Option<u64> {
+    watcher.backend_impl().windowed_reads()
+}
+
 /// How many exited processes the program-wide orphan table still holds (each with a pidfd)
 /// until it reaps them, or sees that someone else did: for the tests that check it empties.
 pub fn orphans_pending() -> usize {

@@ -490,6 +490,9 @@ impl Inner {
     /// ended, and says so in a warning.
     async fn ended(&self) {
         let mut gone_since: Option<(Instant, u64)> = None;
+        // Whether the last wait ran out without news: only then are the pidfds looked at,
+        // not at every batch of events.
+        let mut quiet = false;
         loop {
             let notified = self.changed.notified();
             {
@@ -498,7 +501,7 @@ impl Inner {
                     return;
                 }
                 gone_since = match gone_since {
-                    _ if !st.all_gone() => None,
+                    _ if !quiet || !st.all_gone() => None,
                     Some((since, applied)) if applied == st.applied => {
                         if since.elapsed() >= SILENT_END {
                             tracing::warn!(
@@ -518,7 +521,9 @@ impl Inner {
                 };
             }
             // Woken by the tree's events, or to look again while all seem gone.
-            let _ = tokio::time::timeout(SILENT_END / 2, notified).await;
+            quiet = tokio::time::timeout(SILENT_END / 2, notified)
+                .await
+                .is_err();
         }
     }
 }

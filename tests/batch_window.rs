@@ -4,6 +4,7 @@
 #[macro_use]
 mod support;
 
+use procwatch::bench_support::windowed_reads;
 use procwatch::{
     BackendKind, ErrorKind, Interest, NetlinkOptions, Pid, ProcEvent, ProcWatcher, MAX_BATCH_WINDOW,
 };
@@ -75,6 +76,71 @@ async fn a_window_loses_nothing_on_a_current_thread_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_loses_nothing_on_a_multi_thread_runtime() {
     storm_under_window(Duration::from_millis(20)).await;
+}
+
+/// 20,000 short processes from four shells at once: well over 10,000 messages a second on
+/// this kind of machine, so the watcher reads in windows; nothing is lost or out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_is_read_in_windows_and_loses_nothing() {
+    let Some(w) = windowed(Duration::from_millis(5)) else {
+        return;
+    };
+    let script = "l=0
+while [ $l -lt 4 ]; do
+  ( r=0; while [ $r -lt 100 ]; do
+      j=0; while [ $j -lt 50 ]; do true & j=$((j+1)); done; wait; r=$((r+1))
+    done ) &
+  l=$((l+1))
+done
+wait";
+    let started = w.spawn(sh(script), Interest::ALL).expect("spawn the storm");
+    let (mut child, mut events) = (started.child, started.events);
+    let reader = tokio::spawn(async move { collect(&mut events, DEADLINE).await });
+    let status = within(DEADLINE, "the storm's exit", child.wait()).await;
+    assert!(status.expect("wait").success());
+    let trace = reader.await.expect("the reader");
+    check_order(&trace);
+    assert!(
+        !trace.iter().any(|e| matches!(e, ProcEvent::Lost { .. })),
+        "nothing lost"
+    );
+    let children = trace
+        .iter()
+        .filter(|e| matches!(e, ProcEvent::Child { .. }))
+        .count();
+    let exits = trace
+        .iter()
+        .filter(|e| matches!(e, ProcEvent::Exit { .. }))
+        .count();
+    assert_eq!(children, 4 + 20_000, "the four loops and every `true`");
+    assert_eq!(exits, children + 1, "every child's exit, and the root's");
+    let windows = windowed_reads(&w).expect("a Netlink watcher counts its windows");
+    assert!(
+        windows > 0,
+        "a storm of 20,000 processes was read without a window"
+    );
+}
+
+/// A few processes, 20 ms apart: each message is read as it comes (no window), so what
+/// reads `/proc` at an exec still finds the process.
+#[tokio::test(flavor = "current_thread")]
+async fn a_quiet_tree_is_read_without_a_window() {
+    let Some(w) = windowed(Duration::from_millis(20)) else {
+        return;
+    };
+    let started = w
+        .spawn(
+            sh("for i in 1 2 3 4 5 6 7 8 9 10; do (exit $i); sleep 0.02; done"),
+            Interest::ALL,
+        )
+        .expect("spawn watched sh");
+    let (mut child, mut events) = (started.child, started.events);
+    let trace = collect(&mut events, DEADLINE).await;
+    within(DEADLINE, "the shell's exit", child.wait())
+        .await
+        .expect("wait");
+    check_order(&trace);
+    assert_eq!(windowed_reads(&w), Some(0), "a quiet tree waited a window");
 }
 
 /// A consumer that does not read for a while, with the longest window: the events wait in

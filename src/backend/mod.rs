@@ -75,6 +75,12 @@ pub(crate) trait Backend: Send + Sync {
     fn first_stops(&self) -> Option<(u64, u64)> {
         None
     }
+    /// How many times the Netlink runtime task waited a batch window before reading (see
+    /// `NetlinkOptions::batch_window`); `None` for other backends.
+    #[cfg(any(test, feature = "bench-support"))]
+    fn windowed_reads(&self) -> Option<u64> {
+        None
+    }
     /// Holds these processes (and what they create from then on) at their next creation
     /// and exec events (`true`), or no more (`false`): a stream's `HOLD` interest changed.
     /// Returns once the change is in effect (like `attach`, it may wait for the backend's

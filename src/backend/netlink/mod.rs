@@ -60,6 +60,8 @@ pub(crate) struct Netlink {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The backstop thread's wake-up eventfd (a duplicate of `Shared2::kick`).
     kick: OwnedFd,
+    /// `Shared2::windowed`, for the tests.
+    windowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the drainer's two runners share.
@@ -77,6 +79,8 @@ struct Shared2 {
     /// latest drain found: the task then waits the window, and the backstop thread leaves
     /// the socket to it even while command lines are wanted.
     storm: std::sync::Arc<AtomicBool>,
+    /// How many times the task waited a batch window before reading.
+    windowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared2 {
@@ -109,10 +113,12 @@ impl Netlink {
             released: tokio::sync::Notify::new(),
             kick: new_eventfd()?,
             storm,
+            windowed: Default::default(),
         });
         let kick = rustix::io::fcntl_dupfd_cloexec(&both.kick, 0)
             .map_err(|e| wrap("netlink eventfd", e))?;
         let task = spawn_task(&sock, &both, opts.batch_window);
+        let windowed = both.windowed.clone();
         let backstop = both.clone();
         let longest = backstop_longest_period(granted);
         std::thread::Builder::new()
@@ -124,13 +130,23 @@ impl Netlink {
                 }
                 Error::io("netlink dispatcher thread", e).with_backend(BackendKind::Netlink)
             })?;
-        Ok(Netlink { stop, task, kick })
+        Ok(Netlink {
+            stop,
+            task,
+            kick,
+            windowed,
+        })
     }
 }
 
 impl Backend for Netlink {
     fn kind(&self) -> BackendKind {
         BackendKind::Netlink
+    }
+
+    #[cfg(any(test, feature = "bench-support"))]
+    fn windowed_reads(&self) -> Option<u64> {
+        Some(self.windowed.load(Ordering::Relaxed))
     }
 
     /// The socket covers every process from the moment it is subscribed: attaching is only
@@ -216,6 +232,7 @@ fn spawn_task(
                 // drain finds the socket readable at once if something came meanwhile.
                 ready = None;
                 registered = None;
+                both.windowed.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(window).await;
             }
             // Armed before the check, so a release between the two is not missed.
