@@ -19,16 +19,42 @@ use std::process::ExitStatus;
 /// An empty file is a process without arguments, or one whose memory is gone (a zombie): with
 /// `empty_is_gone`, the caller cannot tell them apart and gets `None`.
 pub(crate) fn read_cmdline(raw: i32, buf: &mut Vec<u8>, empty_is_gone: bool) -> Option<Argv> {
-    use std::io::Read;
-    let mut file = fs::File::open(format!("/proc/{raw}/cmdline")).ok()?;
-    buf.clear();
-    let limit = Argv::MAX_BYTES as u64 + 1;
-    file.by_ref().take(limit).read_to_end(buf).ok()?;
+    let more = read_cmdline_bytes(raw, buf)?;
     if buf.is_empty() && empty_is_gone {
         return None;
     }
-    let more = buf.len() > Argv::MAX_BYTES;
     Some(Argv::from_read(buf, more))
+}
+
+/// Reads `/proc/<pid>/cmdline` into `buf`, one byte past [`Argv::MAX_BYTES`] at most:
+/// whether there was more than that, or `None` if it could not be read.
+///
+/// The kernel fills a read as far as the command line goes, so a read that comes back short
+/// is the end: an ordinary command line takes one `read`, not two (the read of an exec's
+/// command line is on the path of every event that follows it).
+pub(crate) fn read_cmdline_bytes(raw: i32, buf: &mut Vec<u8>) -> Option<bool> {
+    use std::io::Read;
+    let mut file = fs::File::open(format!("/proc/{raw}/cmdline")).ok()?;
+    buf.clear();
+    let limit = Argv::MAX_BYTES + 1;
+    let mut chunk = 4096;
+    while buf.len() < limit {
+        let start = buf.len();
+        let want = chunk.min(limit - start);
+        buf.resize(start + want, 0);
+        match file.read(&mut buf[start..]) {
+            Ok(n) => {
+                buf.truncate(start + n);
+                if n < want {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(_) => return None,
+        }
+        chunk *= 2;
+    }
+    Some(buf.len() > Argv::MAX_BYTES)
 }
 
 /// The fields of `/proc/<pid>/stat` the crate uses.

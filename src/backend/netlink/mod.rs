@@ -61,6 +61,7 @@ pub(crate) struct Netlink {
     /// The backstop thread's wake-up eventfd (a duplicate of `Shared2::kick`).
     kick: OwnedFd,
     /// `Shared2::windowed`, for the tests.
+    #[cfg_attr(not(any(test, feature = "bench-support")), allow(dead_code))]
     windowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -81,6 +82,11 @@ struct Shared2 {
     storm: std::sync::Arc<AtomicBool>,
     /// How many times the task waited a batch window before reading.
     windowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// When a command line was last found gone ([`Timestamp`](crate::Timestamp) nanoseconds,
+    /// 0 for never): the backstop thread then reads the socket too, for [`EAGER_FOR`].
+    argv_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the backstop thread is reading the socket beside the task ([`EAGER_FOR`]).
+    eager: AtomicBool,
 }
 
 impl Shared2 {
@@ -107,13 +113,23 @@ impl Netlink {
         let granted = socket::rcvbuf(&sock);
         tracing::debug!(rcvbuf = granted, "proc connector subscribed");
         let storm = std::sync::Arc::new(AtomicBool::new(false));
+        let argv_missed = std::sync::Arc::<std::sync::atomic::AtomicU64>::default();
+        let drainer = Drainer::new(
+            sock.clone(),
+            shared,
+            acked,
+            storm.clone(),
+            argv_missed.clone(),
+        );
         let both = std::sync::Arc::new(Shared2 {
-            drainer: Mutex::new(Drainer::new(sock.clone(), shared, acked, storm.clone())),
+            drainer: Mutex::new(drainer),
             task_alive: AtomicBool::new(false),
             released: tokio::sync::Notify::new(),
             kick: new_eventfd()?,
             storm,
             windowed: Default::default(),
+            argv_missed,
+            eager: AtomicBool::new(false),
         });
         let kick = rustix::io::fcntl_dupfd_cloexec(&both.kick, 0)
             .map_err(|e| wrap("netlink eventfd", e))?;
@@ -256,7 +272,10 @@ fn spawn_task(
                 None => released.await,
                 Some((_, _, true)) => break,
                 Some((drained, resync_due, false)) => {
-                    if resync_due {
+                    // A command line gone before we read it: the backstop thread reads the
+                    // socket too from now on (see `EAGER_FOR`).
+                    let eager_due = drained.argv_missed && !both.eager.load(Ordering::SeqCst);
+                    if resync_due || eager_due {
                         both.kick();
                     }
                     if drained.more {
@@ -339,11 +358,12 @@ fn backstop_longest_period(granted_rcvbuf: usize) -> Duration {
 /// The backstop: drains every few milliseconds while the runtime task lives, the whole
 /// socket on its own otherwise, runs every resync, until told to stop. Then unsubscribes.
 ///
-/// While a stream wants command lines (`Interest::ARGV`), it also sleeps on the socket
-/// itself, beside the runtime task: an exec's command line is read as soon as one of the
-/// two wakes, and the thread wakes even while the runtime's thread is busy with the
-/// consumer (with a `current_thread` runtime the task would wait for it, and a program
-/// that exits within a millisecond of its exec would often be gone by then).
+/// While a stream wants command lines (`Interest::ARGV`) and one was lately found gone
+/// before it could be read ([`EAGER_FOR`]), it also sleeps on the socket itself, beside the
+/// runtime task: an exec's command line is read as soon as one of the two wakes, and the
+/// thread wakes even while the runtime's thread is busy with the consumer (with a
+/// `current_thread` runtime the task would wait for it, and a program that exits within a
+/// millisecond of its exec would often be gone by then).
 fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Duration) {
     // However the loop ends — told to stop, or a panic while draining or resyncing — the
     // streams end and a task waiting for the drainer is let go.
@@ -360,7 +380,9 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
         // Not during a storm, though: each message would wake it, and the task's batch
         // window would be for nothing (a process exiting within a millisecond of its exec
         // is gone by the time a busy machine runs either of them anyway).
-        let eager = eager && !both.storm.load(Ordering::Relaxed);
+        let eager_left = eager_left(both.argv_missed.load(Ordering::SeqCst));
+        let eager = eager && !both.storm.load(Ordering::Relaxed) && !eager_left.is_zero();
+        both.eager.store(eager, Ordering::SeqCst);
         let task = both.task_alive.load(Ordering::SeqCst) && !eager;
         // Every release of the drainer is announced: a task that found it taken, even for
         // this short look, waits for exactly this.
@@ -370,6 +392,12 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
             (true, true) => Some(period.min(RESYNC_RETRY)),
             (false, true) => Some(RESYNC_RETRY),
             (false, false) => None,
+        };
+        // Eager, the thread looks again once that is over.
+        let timeout = match timeout {
+            _ if !eager => timeout,
+            Some(t) => Some(t.min(eager_left)),
+            None => Some(eager_left),
         };
         let ts = timeout.map(|t| Timespec {
             tv_sec: 0,
@@ -420,6 +448,25 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
             (period * 2).min(longest)
         };
     }
+}
+
+/// How long the backstop thread keeps reading the socket beside the runtime task (while
+/// command lines are wanted) after one was found gone before it could be read.
+///
+/// Two threads woken by every message cost about twice the CPU of one: on a build, where
+/// every program lives long enough for the task to read its command line, the second is
+/// not needed. A shell loop of programs that exit within a millisecond of their exec is
+/// where it pays: half as many command lines lost, measured with `/bin/true` in a loop.
+const EAGER_FOR: Duration = Duration::from_secs(1);
+
+/// How much longer the backstop thread reads the socket beside the task, given when a
+/// command line was last found gone (`Timestamp` nanoseconds, 0 for never).
+fn eager_left(missed_at: u64) -> Duration {
+    if missed_at == 0 {
+        return Duration::ZERO;
+    }
+    let since = crate::Timestamp::now().as_nanos().saturating_sub(missed_at);
+    EAGER_FOR.saturating_sub(Duration::from_nanos(since))
 }
 
 /// What the backstop thread does last, in a `Drop` so that it also runs on a panic:
@@ -520,6 +567,8 @@ struct Drained {
     datagrams: usize,
     /// Whether it stopped at its budget with more possibly queued.
     more: bool,
+    /// Whether a wanted command line was gone before it could be read.
+    argv_missed: bool,
 }
 
 /// The receive side of the socket and what decoding and resyncing need.
@@ -548,6 +597,8 @@ struct Drainer {
     rate: Rate,
     /// What `rate` last said, for those who do not hold the drainer (`Shared2::storm`).
     storm: std::sync::Arc<AtomicBool>,
+    /// `Shared2::argv_missed`, set by [`Drainer::read_argvs`].
+    argv_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the command-line reads of one batch need to know (cleared when it is applied).
@@ -632,6 +683,7 @@ impl Drainer {
         shared: Arc<Shared>,
         acked: socket::Acked,
         storm: std::sync::Arc<AtomicBool>,
+        argv_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     ) -> Drainer {
         let now = clock::now();
         Drainer {
@@ -648,6 +700,7 @@ impl Drainer {
             argvs: ArgvReads::default(),
             rate: Rate::new(std::time::Instant::now()),
             storm,
+            argv_missed,
         }
     }
 
@@ -681,7 +734,7 @@ impl Drainer {
                                     self.boot_ahead,
                                 );
                                 if self.shared.argv_wanted() {
-                                    self.read_argvs(from);
+                                    drained.argv_missed |= self.read_argvs(from);
                                 }
                             }
                             sys::Slot::Foreign => {
@@ -730,7 +783,10 @@ impl Drainer {
     /// then in the socket behind this one): when the next exec of the same process in the
     /// batch reads the same text, the earlier exec's is dropped (`None`), as it cannot be told
     /// to be its own.
-    fn read_argvs(&mut self, from: usize) {
+    ///
+    /// Returns whether a command line was gone already, and records when in `argv_missed`.
+    fn read_argvs(&mut self, from: usize) -> bool {
+        let mut missed = false;
         for i in from..self.batch.len() {
             let pid = match &self.batch[i].0 {
                 Input::Fork { parent, child, .. } => {
@@ -770,10 +826,18 @@ impl Drainer {
             if argv.is_some() {
                 self.argvs.read.insert(pid.as_raw(), i);
             }
+            if argv.is_none() {
+                missed = true;
+            }
             if let Input::Exec { argv: slot, .. } = &mut self.batch[i].0 {
                 *slot = argv;
             }
         }
+        if missed {
+            let now = crate::Timestamp::now().as_nanos();
+            self.argv_missed.store(now, Ordering::SeqCst);
+        }
+        missed
     }
 
     fn flush(&mut self) {
@@ -1043,6 +1107,22 @@ mod tests {
         // The first drain after a long silence counts over the whole silence: quiet.
         rate.count(150, ms(1_000));
         assert!(!rate.busy(ms(1_000)));
+    }
+
+    /// The backstop thread reads the socket beside the task for `EAGER_FOR` after a command
+    /// line was found gone, and not at all before the first.
+    #[test]
+    fn the_backstop_is_eager_for_a_while_after_a_lost_command_line() {
+        use super::{eager_left, EAGER_FOR};
+        assert_eq!(eager_left(0), Duration::ZERO);
+        let now = crate::Timestamp::now().as_nanos();
+        let left = eager_left(now);
+        assert!(left <= EAGER_FOR && left > EAGER_FOR / 2, "{left:?}");
+        let half_ago = now - EAGER_FOR.as_nanos() as u64 / 2;
+        assert!(eager_left(half_ago) <= EAGER_FOR / 2);
+        assert!(eager_left(half_ago) > Duration::ZERO);
+        let long_ago = now - 2 * EAGER_FOR.as_nanos() as u64;
+        assert_eq!(eager_left(long_ago), Duration::ZERO);
     }
 
     #[test]

@@ -305,7 +305,7 @@ impl Tracer {
         let Some(buf) = &mut self.argv else {
             return self.emit(r);
         };
-        let read = read_cmdline(pid, buf);
+        let read = crate::procfs::read_cmdline_bytes(pid, buf);
         let argv = read.map(|more| (&buf[..buf.len().min(crate::Argv::MAX_BYTES)], more));
         super::wire::put_exec(&mut self.out, r, argv);
     }
@@ -1006,20 +1006,6 @@ impl Tracer {
 }
 
 /// Whether a `SIGCONT` is pending for thread `tid` or its process (`/proc/<tid>/status`).
-/// Reads `/proc/<pid>/cmdline` into `buf`, one byte past [`Argv::MAX_BYTES`] at most:
-/// whether there was more than that, or `None` if it could not be read.
-///
-/// [`Argv::MAX_BYTES`]: crate::Argv::MAX_BYTES
-fn read_cmdline(pid: i32, buf: &mut Vec<u8>) -> Option<bool> {
-    use std::io::Read;
-    let file = std::fs::File::open(format!("/proc/{pid}/cmdline")).ok()?;
-    buf.clear();
-    file.take(crate::Argv::MAX_BYTES as u64 + 1)
-        .read_to_end(buf)
-        .ok()?;
-    Some(buf.len() > crate::Argv::MAX_BYTES)
-}
-
 fn sigcont_pending(tid: i32) -> bool {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
         return false;
