@@ -1271,6 +1271,12 @@ mod workload {
             Some("forkexit") => forkexit(arg(args, 1, 2), arg(args, 2, 20000)),
             Some("tree") => tree(arg(args, 1, 6), arg(args, 2, 4)),
             Some("light") => light(arg(args, 1, 500), arg(args, 2, 2)),
+            // Not a workload: writes the `make` workload's project into a directory, for
+            // measuring it with other tools (`benches/oncpu.sh`).
+            Some("c-project") => {
+                let dir = args.get(2).expect("c-project FILES DIR");
+                c_project_in(Path::new(dir), arg(args, 1, 40));
+            }
             other => panic!("unknown workload {other:?}"),
         }
     }
@@ -1364,8 +1370,14 @@ mod workload {
     /// Writes a small C project with `files` sources and a Makefile into a fresh temp dir.
     pub fn c_project(files: u32) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("procwatch-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create project dir");
+        c_project_in(&dir, files);
+        dir
+    }
+
+    /// Writes the project of [`c_project`] into `dir`, emptied first.
+    fn c_project_in(dir: &Path, files: u32) {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("create project dir");
         let mut objs = Vec::new();
         let mut decls = String::new();
         let mut calls = String::new();
@@ -1390,7 +1402,6 @@ mod workload {
                 objs = objs.join(" ")
             ),
         );
-        dir
     }
 
     fn write(path: &Path, text: &str) {
