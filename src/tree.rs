@@ -418,7 +418,9 @@ impl State {
             ProcEvent::Exit { pid, status, .. } => {
                 let &i = self.index.get(&pid)?;
                 let m = &mut self.members[i];
-                if m.exited {
+                // Counted as gone by its pidfd before this event came (see `State::settle`):
+                // its status is still news.
+                if m.exited && m.status.is_some() {
                     return None;
                 }
                 m.exited = true;
@@ -941,8 +943,17 @@ impl Tree {
                 {
                     break;
                 }
+                let left = self.pids();
+                if left.is_empty() {
+                    // Every member is gone by its pidfd; their `Exit` events, with the
+                    // statuses, may still be on their way from the backend (a busy tracer
+                    // sends them later than `KILL_AGAIN`). The stream's end brings them, and
+                    // `ended` does not wait past `SILENT_END` for an event that never comes.
+                    self.inner.ended().await;
+                    break;
+                }
                 // Done when nothing is left but members that cannot be signalled.
-                if self.pids().iter().all(|p| cannot.contains(p)) {
+                if left.iter().all(|p| cannot.contains(p)) {
                     break;
                 }
             }
