@@ -1091,6 +1091,27 @@ mod tests {
         assert!(std::mem::size_of::<(Pid, usize)>() <= 16);
     }
 
+    /// A member counted as gone by its pidfd before its `Exit` came (`State::settle`, when
+    /// `shutdown` builds its report) still gets the status the late event brings, once.
+    #[test]
+    fn a_late_exit_still_gives_its_status() {
+        let root = Pid::from_raw(1_000_000).unwrap();
+        let pid = Pid::from_raw(2_000_000).unwrap();
+        let exit = |code: i32| ProcEvent::Exit {
+            pid,
+            status: Some(ExitStatus::from_raw(code)),
+            at: Timestamp::UNKNOWN,
+        };
+        let mut st = State::default();
+        st.apply(root, member(2_000_000, 1_000_000));
+        // What `settle` does when the pidfd says the process is gone.
+        st.members[0].exited = true;
+        st.apply(root, exit(9));
+        assert_eq!(st.members[0].status, Some(ExitStatus::from_raw(9)));
+        st.apply(root, exit(0));
+        assert_eq!(st.members[0].status, Some(ExitStatus::from_raw(9)));
+    }
+
     #[test]
     fn a_pid_that_comes_back_is_a_new_member() {
         let root = Pid::from_raw(1_000_000).unwrap();
