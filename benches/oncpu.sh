@@ -51,13 +51,18 @@ for tool in bpftrace cc; do
 done
 
 tmp=$(mktemp -d)
-trap 'kill "${tracer:-0}" 2>/dev/null || true; [[ -n ${ONCPU_KEEP:-} ]] || rm -rf "$tmp"' EXIT
+trap '[[ -z ${tracer:-} ]] || kill "$tracer" 2>/dev/null || true; [[ -n ${ONCPU_KEEP:-} ]] || rm -rf "$tmp"' EXIT
 cc -O2 -o "$tmp/cn_listener" "$here/peer/cn_listener.c"
 
 BPFTRACE_MAP_KEYS_MAX=1048576 bpftrace "$here/oncpu.bt" >"$tmp/trace" 2>"$tmp/trace.err" &
 tracer=$!
 for _ in $(seq 300); do
     grep -q Attaching "$tmp/trace" "$tmp/trace.err" 2>/dev/null && break
+    if ! kill -0 "$tracer" 2>/dev/null; then
+        echo "oncpu.sh: bpftrace stopped:" >&2
+        cat "$tmp/trace" "$tmp/trace.err" >&2
+        exit 1
+    fi
     sleep 0.1
 done
 sleep 1
