@@ -6,35 +6,15 @@
 //! cargo bench --features bench-support --bench memory
 //! ```
 
+#[path = "../tests/support/heap.rs"]
+mod heap;
+
 use procwatch::bench_support::ScriptedRegistry;
 use procwatch::Interest;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is kept.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 fn measure(n: i32, exited: bool) -> f64 {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = heap::live();
     let mut reg = ScriptedRegistry::default();
     let stream = reg.watch(1000, Interest::ALL, 1);
     for i in 0..n {
@@ -46,7 +26,7 @@ fn measure(n: i32, exited: bool) -> f64 {
             reg.exit(pid, pid, 0, t + 2);
         }
     }
-    let used = LIVE.load(Ordering::Relaxed) - before;
+    let used = heap::live() - before;
     // Reading everything frees it again.
     let mut out = VecDeque::new();
     while reg.read(stream, &mut out, 4096) > 0 {

@@ -6,12 +6,13 @@
 #[macro_use]
 mod support;
 
+#[path = "support/heap.rs"]
+mod heap;
+
 use futures::stream::FusedStream;
 use procwatch::{BackendKind, ErrorKind, Interest, Pid, ProcEvent, ProcEvents};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{check_order_allowing_lost, netlink_watcher, watcher_on, DEADLINE};
 
@@ -367,28 +368,6 @@ async fn a_host_beyond_the_limit_is_refused_and_nothing_stays_attached() {
         .unwrap();
 }
 
-/// Counts the heap bytes in use, for the memory figure of [`cost_of_a_system_stream`].
-struct Counting;
-
-static HEAP: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call goes to the system allocator unchanged; only a counter is kept.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller keeps the same contract with us.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HEAP.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller keeps the same contract with us.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
 /// The figures quoted in `ProcWatcher::watch_system`'s docs, printed (run with
 /// `--nocapture`): the call's duration, what the stream tracks, the heap it adds, and how
 /// long an event takes from the kernel's stamp to the reader.
@@ -397,11 +376,11 @@ async fn cost_of_a_system_stream() {
     let w = require!(netlink_watcher());
     let _quiet = QUIET.lock().await;
     let host = live_processes();
-    let heap_before = HEAP.load(Ordering::Relaxed);
+    let heap_before = heap::live();
     let started = Instant::now();
     let mut events = w.watch_system(Interest::ALL).expect("watch the system");
     let took = started.elapsed();
-    let heap = HEAP.load(Ordering::Relaxed).saturating_sub(heap_before);
+    let heap = heap::live().saturating_sub(heap_before);
     let tracked = events.tracked();
     // Per event: 50 short processes, one after the other, each a Child, an Exec and an
     // Exit, read as they come.
