@@ -56,8 +56,11 @@ impl Interest {
     /// Make each [`ProcEvent::Exec`](crate::ProcEvent::Exec) carry the new program's command
     /// line ([`Argv`](crate::Argv)), read by the backend as soon as it hears of the exec: by
     /// the Ptrace backend while the process is stopped at its exec, so it is always there;
-    /// by the Netlink backend on its drain path, before anything is queued, so a process
-    /// that is already gone by then (it exited within a millisecond or so) has none.
+    /// by the Netlink backend before anything is queued, either on its drain path or, often
+    /// first, by a thread of its own woken by the exec alone
+    /// ([`NetlinkOptions::argv_priority`](crate::NetlinkOptions::argv_priority)), so a
+    /// process that is already gone by then (it exited within a fraction of a millisecond
+    /// while every core was busy) has none.
     ///
     /// It costs one read of `/proc/<pid>/cmdline` per exec of a followed process while some
     /// stream asks for it (none otherwise), so [`Interest::ALL`] does not include it. It

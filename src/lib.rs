@@ -109,12 +109,16 @@
 //! A stream with [`Interest::ARGV`] (and `EXEC`) gets each program's command line on its
 //! [`ProcEvent::Exec`] as an [`Argv`], read from `/proc/<pid>/cmdline` as soon as the backend
 //! hears of the exec, before anything is queued for a consumer: the Ptrace backend reads it
-//! while the process is stopped at its exec, so every exec has it; the Netlink backend reads
-//! it on its drain path a moment after the exec, so a program that exits within a millisecond
-//! may be gone by then (`argv: None`; in a shell loop of `/bin/true`, `tr` and `wc`, 3–8 %
-//! of the execs here, where a consumer reading `/proc` itself missed 25–30 %). It
-//! costs one small read per exec of a followed process, and nothing while no stream asks,
-//! which is why [`Interest::ALL`] leaves it out.
+//! while the process is stopped at its exec, so every exec has it. The Netlink backend keeps,
+//! while a stream asks, a second proc-connector socket that hears of execs alone, and a
+//! thread (`procwatch-argv`) that reads each command line the moment that socket wakes it;
+//! the drain path reads the ones it gets to first. A program that exits within a fraction of
+//! a millisecond of its exec may still be gone by then, mostly when every core is busy
+//! (`argv: None`): with a busy loop on each core, a loop of 300 `/bin/true` lost 13–17 of them
+//! with the thread's default scheduling and none with [`ArgvPriority::Realtime`], which the
+//! `procwatch` command uses (see [`NetlinkOptions::argv_priority`]). It costs one small read
+//! per exec of a followed process, and nothing while no stream asks, which is why
+//! [`Interest::ALL`] leaves it out.
 //!
 //! # Held events
 //!
@@ -324,8 +328,8 @@ pub use signal::Signal;
 pub use stream::{Finished, ProcEvents};
 pub use tree::{Adoption, KillReport, Mechanism, ProcessEnd, RootExit, Tree, TreeReport};
 pub use watcher::{
-    BackendKind, Builder, NetlinkOptions, ProcWatcher, PtraceOptions, DEFAULT_MAX_TRACKED,
-    MAX_BATCH_WINDOW,
+    ArgvPriority, BackendKind, Builder, NetlinkOptions, ProcWatcher, PtraceOptions,
+    DEFAULT_MAX_TRACKED, MAX_BATCH_WINDOW,
 };
 
 #[doc(no_inline)]

@@ -134,6 +134,7 @@ pub struct NetlinkOptions {
     pub(crate) rcvbuf: usize,
     pub(crate) ack_timeout: Duration,
     pub(crate) batch_window: Duration,
+    pub(crate) argv_priority: ArgvPriority,
 }
 
 /// The longest [`NetlinkOptions::batch_window`] a watcher takes.
@@ -145,6 +146,7 @@ impl Default for NetlinkOptions {
             rcvbuf: netlink::socket::DEFAULT_RCVBUF,
             ack_timeout: Duration::from_secs(2),
             batch_window: Duration::ZERO,
+            argv_priority: ArgvPriority::default(),
         }
     }
 }
@@ -187,10 +189,9 @@ impl NetlinkOptions {
     /// granularity, about a millisecond) later; their timestamps
     /// ([`ProcEvent::at`](crate::ProcEvent::at)) still say when they happened. Order, loss
     /// and resync are as without it. What reads `/proc` when an event arrives (a command
-    /// line at `Exec`, say) reads it that much later, when a short-lived process may be gone;
-    /// and while a stream asks for [`Interest::ARGV`], which otherwise makes the backend's
-    /// own thread read the socket too as messages come, that thread leaves it to the
-    /// windowed reads for the storm's length.
+    /// line at `Exec`, say) reads it that much later, when a short-lived process may be gone
+    /// (the command lines of [`Interest::ARGV`] are read by a thread of the backend's own,
+    /// which the window does not delay; see [`NetlinkOptions::argv_priority`]).
     /// On a 2 × 20,000 fork+`_exit` storm a 2 ms window about halved the `procwatch`
     /// command's CPU time (see `benches/RESULTS.md`); the command uses 2 ms. At most
     /// [`MAX_BATCH_WINDOW`]; a longer one is refused by [`Builder::build`]. Without a tokio
@@ -199,6 +200,41 @@ impl NetlinkOptions {
         self.batch_window = window;
         self
     }
+
+    /// How the thread that reads command lines for [`Interest::ARGV`] asks to be scheduled
+    /// (default [`ArgvPriority::ShortSlice`]).
+    ///
+    /// From the first time a stream asks for command lines, the backend runs a thread
+    /// (`procwatch-argv`) with a second proc-connector socket that hears of execs alone:
+    /// it wakes for each exec and reads the new program's `/proc/<pid>/cmdline` at once,
+    /// beside the thread that reads every other event. A program that exits within a
+    /// millisecond of its exec is often gone before a thread woken on a busy machine gets a
+    /// core: an ordinary thread waits for the running one's time slice to end. With the
+    /// `procwatch` command on 300 shell pipelines (`/bin/true`, `tr`, `wc`; 902 execs), 2
+    /// cores busy: about 160 command lines lost with an ordinary thread, 20-40 with the
+    /// shortest slice, 0-1 with [`ArgvPriority::Realtime`] (`benches/RESULTS.md`). The
+    /// thread's CPU time is the same either way: it only runs sooner.
+    pub fn argv_priority(mut self, priority: ArgvPriority) -> NetlinkOptions {
+        self.argv_priority = priority;
+        self
+    }
+}
+
+/// How the Netlink backend's `procwatch-argv` thread asks to be scheduled
+/// ([`NetlinkOptions::argv_priority`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ArgvPriority {
+    /// An ordinary thread with the shortest time slice the fair scheduler grants (Linux
+    /// 6.12 and later; older kernels keep the default slice). It needs no privilege.
+    #[default]
+    ShortSlice,
+    /// `SCHED_FIFO` at priority 1, the lowest real-time one: it runs the moment it wakes,
+    /// whatever else runs. Needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of at least 1; without
+    /// either, the thread falls back to [`ShortSlice`](ArgvPriority::ShortSlice).
+    Realtime,
+    /// The thread is left as the process's other threads are.
+    Inherit,
 }
 
 /// Settings of the `Ptrace` backend, used when a [`Builder`] ends up starting it

@@ -56,7 +56,8 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use model::shell_exit_code;
 use procfs::{existing_children, read_ppid, Cmdline};
 use procwatch::{
-    Error, ErrorKind, Interest, NetlinkOptions, Pid, ProcEvent, ProcEvents, ProcWatcher,
+    ArgvPriority, Error, ErrorKind, Interest, NetlinkOptions, Pid, ProcEvent, ProcEvents,
+    ProcWatcher,
 };
 use report::Report;
 use std::ffi::OsString;
@@ -101,7 +102,13 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
         .map_err(|message| Fatal::new(2, message))?;
     let watcher = ProcWatcher::builder()
         .backend(args.backend.into())
-        .netlink(NetlinkOptions::new().batch_window(BATCH_WINDOW))
+        .netlink(
+            NetlinkOptions::new()
+                .batch_window(BATCH_WINDOW)
+                // Showing every program's command line is this tool's job: the thread that
+                // reads them runs the moment an exec wakes it, where the system allows.
+                .argv_priority(ArgvPriority::Realtime),
+        )
         .build()
         .map_err(Fatal::watcher)?;
     // Registered before anything starts, so an early Ctrl-C cannot kill us and orphan the tree.

@@ -436,6 +436,13 @@ impl Registry {
         })
     }
 
+    /// Whether an exec of `pid` heard now may be wanted with its command line: a stream that
+    /// asks for it follows the process, or the process is not known yet (a child whose fork
+    /// has not been applied, or one of another tree that nobody follows).
+    pub(crate) fn may_want_argv_of(&self, pid: Pid) -> bool {
+        !self.procs.contains_key(&pid.as_raw()) || self.wants_argv_of(pid)
+    }
+
     fn stream_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
         self.streams.get_mut(id.idx).filter(|s| s.gen == id.gen)
     }

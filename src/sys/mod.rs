@@ -12,7 +12,11 @@
 //! * registering the netlink socket with tokio's reactor, which requires the descriptor to
 //!   stay open and the same for as long as the registration lives;
 //! * two pidfd calls rustix lacks: `pidfd_send_signal` with any signal number, and the
-//!   `PIDFD_GET_INFO` ioctl (a fixed-size struct the kernel fills in).
+//!   `PIDFD_GET_INFO` ioctl (a fixed-size struct the kernel fills in);
+//! * `recvmmsg(2)` on the netlink socket, the classic BPF socket filter
+//!   (`SO_ATTACH_FILTER`) of the socket that hears only execs, and the scheduling requests
+//!   of the thread that reads it (`sched_getattr`/`sched_setattr`, `sched_setscheduler`):
+//!   rustix has none of them.
 
 #![allow(unsafe_code)]
 
@@ -277,8 +281,7 @@ pub(crate) fn recv_many(
         )
     };
     if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO));
+        return Err(last_errno());
     }
     let n = n as usize;
     for i in 0..n {
@@ -294,6 +297,125 @@ pub(crate) fn recv_many(
             };
     }
     Ok(n)
+}
+
+/// `SO_ATTACH_FILTER` (26 on every architecture Linux runs on).
+const SO_ATTACH_FILTER: i32 = 26;
+
+/// Attaches to a proc-connector socket a classic BPF filter that keeps only the datagrams
+/// whose event is of kind `what` (`proc_event.what`, one event per datagram). The kernel runs
+/// it as it delivers each datagram, before it queues it and wakes a reader: so the socket's
+/// reader wakes for those events alone. Netlink sockets honour socket filters on every
+/// kernel; the proc connector's own filter (the longer subscription request) needs 6.6.
+pub(crate) fn keep_only_proc_event(sock: &rustix::fd::OwnedFd, what: u32) -> Result<(), Errno> {
+    use rustix::fd::AsRawFd;
+    // Where `what` is: after the netlink header (16 bytes) and the connector's (20).
+    const WHAT_AT: u32 = 16 + 20;
+    let insn = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let mut prog = [
+        // A filter loads words big-endian; the field is in the host's order.
+        insn(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, WHAT_AT),
+        insn(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            u32::from_be_bytes(what.to_ne_bytes()),
+        ),
+        // Keep the whole datagram...
+        insn(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+        // ... or none of it (a datagram too short for the load ends here too).
+        insn(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, four instructions that outlive the call; the kernel
+    // copies them.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            std::ptr::addr_of!(fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// `struct sched_attr` as of Linux 3.14 (`SCHED_ATTR_SIZE_VER0`, 48 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// Asks for the calling thread the shortest time slice the fair scheduler grants (0.1 ms,
+/// `sched_attr.sched_runtime`, Linux 6.12 and later): a thread with a shorter slice than
+/// the running one may preempt it when it wakes, where otherwise it waits for that one's
+/// slice to end (about a millisecond). Its policy and nice value are kept as they are.
+/// Older kernels ignore the field or refuse it (the error is returned).
+pub(crate) fn shortest_fair_slice() -> Result<(), Errno> {
+    let mut attr = SchedAttr::default();
+    let size = std::mem::size_of::<SchedAttr>() as u32;
+    // SAFETY: `attr` is a `sched_attr` of the size given, which the kernel fills in.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            0,
+            &mut attr as *mut SchedAttr,
+            size,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(last_errno());
+    }
+    if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
+        return Err(Errno::INVAL);
+    }
+    attr.size = size;
+    attr.flags = 0;
+    attr.runtime = 100_000;
+    // SAFETY: as above; the kernel only reads it.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if r < 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// Moves the calling thread to `SCHED_FIFO` at the lowest real-time priority (1), above
+/// every ordinary thread. Needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of at least 1.
+pub(crate) fn lowest_realtime_priority() -> Result<(), Errno> {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: `param` is a valid `sched_param` that outlives the call; pid 0 is this thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if r < 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+fn last_errno() -> Errno {
+    let e = std::io::Error::last_os_error();
+    Errno::from_io_error(&e).unwrap_or(Errno::IO)
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@
 //!   and, when there is no runtime to run the task (or the task stopped), takes over
 //!   entirely, sleeping in `poll(2)` on the socket.
 //!
+//! While a stream asks for command lines, a third thread (`procwatch-argv`, see [`early`])
+//! keeps a second socket that hears of execs alone and reads each exec's command line the
+//! moment it wakes; the drainer takes its reads, or reads itself the ones it gets to first.
+//!
 //! Kernel traps handled here and in the registry:
 //! * a thread creation is reported like a fork, with `child_pid != child_tgid`;
 //! * exits are per thread; the registry's thread set decides when the process is gone;
@@ -27,6 +31,7 @@
 //! * messages can name a pid's previous owner (queued before it was reaped); their
 //!   timestamps are compared with the tracked process's start time.
 
+mod early;
 pub(crate) mod socket;
 pub(crate) mod wire;
 
@@ -58,11 +63,19 @@ const BACKSTOP_LONGEST: Duration = Duration::from_millis(100);
 pub(crate) struct Netlink {
     stop: OwnedFd,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// The backstop thread's wake-up eventfd (a duplicate of `Shared2::kick`).
-    kick: OwnedFd,
     /// `Shared2::windowed`, for the tests.
     #[cfg_attr(not(any(test, feature = "bench-support")), allow(dead_code))]
     windowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    argv: ArgvSlot,
+}
+
+/// The `procwatch-argv` thread ([`early`]), started the first time a stream asks for
+/// command lines, and what it is started with.
+struct ArgvSlot {
+    thread: Mutex<Option<early::ArgvThread>>,
+    shared: Arc<Shared>,
+    early: std::sync::Arc<early::EarlyArgv>,
+    priority: crate::ArgvPriority,
 }
 
 /// What the drainer's two runners share.
@@ -82,11 +95,6 @@ struct Shared2 {
     storm: std::sync::Arc<AtomicBool>,
     /// How many times the task waited a batch window before reading.
     windowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// When a command line was last found gone ([`Timestamp`](crate::Timestamp) nanoseconds,
-    /// 0 for never): the backstop thread then reads the socket too, for [`EAGER_FOR`].
-    argv_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Whether the backstop thread is reading the socket beside the task ([`EAGER_FOR`]).
-    eager: AtomicBool,
 }
 
 impl Shared2 {
@@ -113,14 +121,20 @@ impl Netlink {
         let granted = socket::rcvbuf(&sock);
         tracing::debug!(rcvbuf = granted, "proc connector subscribed");
         let storm = std::sync::Arc::new(AtomicBool::new(false));
-        let argv_missed = std::sync::Arc::<std::sync::atomic::AtomicU64>::default();
+        let early = std::sync::Arc::<early::EarlyArgv>::default();
         let drainer = Drainer::new(
             sock.clone(),
-            shared,
+            shared.clone(),
             acked,
             storm.clone(),
-            argv_missed.clone(),
+            early.clone(),
         );
+        let argv = ArgvSlot {
+            thread: Mutex::new(None),
+            shared,
+            early,
+            priority: opts.argv_priority,
+        };
         let both = std::sync::Arc::new(Shared2 {
             drainer: Mutex::new(drainer),
             task_alive: AtomicBool::new(false),
@@ -128,11 +142,7 @@ impl Netlink {
             kick: new_eventfd()?,
             storm,
             windowed: Default::default(),
-            argv_missed,
-            eager: AtomicBool::new(false),
         });
-        let kick = rustix::io::fcntl_dupfd_cloexec(&both.kick, 0)
-            .map_err(|e| wrap("netlink eventfd", e))?;
         let task = spawn_task(&sock, &both, opts.batch_window);
         let windowed = both.windowed.clone();
         let backstop = both.clone();
@@ -149,8 +159,8 @@ impl Netlink {
         Ok(Netlink {
             stop,
             task,
-            kick,
             windowed,
+            argv,
         })
     }
 }
@@ -175,11 +185,35 @@ impl Backend for Netlink {
     /// The socket hears of every process anyway; the registry drops what nobody follows.
     fn detach(&self, _pids: &[(Pid, u64)]) {}
 
-    /// Wakes the backstop thread, which reads the socket itself while command lines are
-    /// wanted (see [`backstop_thread`]).
-    fn sync_argv(&self, _wait: bool) {
-        // Fails only if the counter would overflow, and then a wakeup is pending anyway.
-        let _ = rustix::io::write(&self.kick, &1u64.to_ne_bytes());
+    /// Tells the `procwatch-argv` thread (see [`early`]), which keeps its exec socket while
+    /// command lines are wanted; starts it the first time they are.
+    fn sync_argv(&self, wait: bool) {
+        let mut thread = self.argv.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if thread.is_none() {
+            if !self.argv.shared.argv_wanted() {
+                return;
+            }
+            let started = rustix::io::fcntl_dupfd_cloexec(&self.stop, 0)
+                .map_err(|e| Error::io("netlink eventfd", e.into()))
+                .and_then(|stop| {
+                    early::ArgvThread::start(
+                        stop,
+                        self.argv.shared.clone(),
+                        self.argv.early.clone(),
+                        self.argv.priority,
+                    )
+                });
+            match started {
+                Ok(t) => *thread = Some(t),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no argv thread; the drainer reads every command line");
+                    return;
+                }
+            }
+        }
+        if let Some(t) = &*thread {
+            t.sync(wait);
+        }
     }
 
     fn shutdown(&self) {
@@ -272,10 +306,7 @@ fn spawn_task(
                 None => released.await,
                 Some((_, _, true)) => break,
                 Some((drained, resync_due, false)) => {
-                    // A command line gone before we read it: the backstop thread reads the
-                    // socket too from now on (see `EAGER_FOR`).
-                    let eager_due = drained.argv_missed && !both.eager.load(Ordering::SeqCst);
-                    if resync_due || eager_due {
+                    if resync_due {
                         both.kick();
                     }
                     if drained.more {
@@ -357,47 +388,22 @@ fn backstop_longest_period(granted_rcvbuf: usize) -> Duration {
 
 /// The backstop: drains every few milliseconds while the runtime task lives, the whole
 /// socket on its own otherwise, runs every resync, until told to stop. Then unsubscribes.
-///
-/// While a stream wants command lines (`Interest::ARGV`) and one was lately found gone
-/// before it could be read ([`EAGER_FOR`]), it also sleeps on the socket itself, beside the
-/// runtime task: an exec's command line is read as soon as one of the two wakes, and the
-/// thread wakes even while the runtime's thread is busy with the consumer (with a
-/// `current_thread` runtime the task would wait for it, and a program that exits within a
-/// millisecond of its exec would often be gone by then).
 fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Duration) {
     // However the loop ends — told to stop, or a panic while draining or resyncing — the
     // streams end and a task waiting for the drainer is let go.
     let _closing = Closing { sock, both };
     let mut period = BACKSTOP_PERIOD;
+    // Whether a resync waits for its retry: known from this thread's own resyncs (the task
+    // kicks it when it finds a loss).
+    let mut pending = false;
     loop {
-        let (pending, eager) = both
-            .drainer
-            .lock()
-            .map(|d| (d.resync_cutoff.is_some(), d.shared.argv_wanted()))
-            .unwrap_or((false, false));
-        // The socket is this thread's to watch when the task is gone, or to share with it
-        // while command lines are wanted.
-        // Not during a storm, though: each message would wake it, and the task's batch
-        // window would be for nothing (a process exiting within a millisecond of its exec
-        // is gone by the time a busy machine runs either of them anyway).
-        let eager_left = eager_left(both.argv_missed.load(Ordering::SeqCst));
-        let eager = eager && !both.storm.load(Ordering::Relaxed) && !eager_left.is_zero();
-        both.eager.store(eager, Ordering::SeqCst);
-        let task = both.task_alive.load(Ordering::SeqCst) && !eager;
-        // Every release of the drainer is announced: a task that found it taken, even for
-        // this short look, waits for exactly this.
-        both.released.notify_waiters();
+        // The socket is this thread's to watch only when the task is gone.
+        let task = both.task_alive.load(Ordering::SeqCst);
         let timeout = match (task, pending) {
             (true, false) => Some(period),
             (true, true) => Some(period.min(RESYNC_RETRY)),
             (false, true) => Some(RESYNC_RETRY),
             (false, false) => None,
-        };
-        // Eager, the thread looks again once that is over.
-        let timeout = match timeout {
-            _ if !eager => timeout,
-            Some(t) => Some(t.min(eager_left)),
-            None => Some(eager_left),
         };
         let ts = timeout.map(|t| Timespec {
             tv_sec: 0,
@@ -415,20 +421,13 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
                 },
             ),
         ];
-        match poll(&mut fds, ts.as_ref()) {
-            Ok(_) => {}
-            Err(Errno::INTR) => continue,
+        match wait(&mut fds, ts.as_ref()) {
+            Ok(false) => {}
+            Ok(true) => break,
             Err(e) => {
                 tracing::error!(error = %e, "procwatch netlink poll failed; stopping");
                 break;
             }
-        }
-        if !fds[0].revents().is_empty() {
-            break;
-        }
-        if !fds[1].revents().is_empty() {
-            let mut count = [0u8; 8];
-            let _ = rustix::io::read(&both.kick, &mut count);
         }
         let Ok(mut d) = both.drainer.lock() else {
             break;
@@ -440,6 +439,7 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
         }
         let drained = d.drain(None);
         d.resync();
+        pending = d.resync_cutoff.is_some();
         drop(d);
         both.released.notify_waiters();
         period = if drained.datagrams > 0 {
@@ -450,25 +450,25 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
     }
 }
 
-/// How long the backstop thread keeps reading the socket beside the runtime task (while
-/// command lines are wanted) after one was found gone before it could be read.
-///
-/// Two threads woken by every message switch twice as often as one: on a build, where
-/// every program lives long enough for the task to read its command line, the second is
-/// not needed (the `procwatch` command spent 31 ms on a `make -j2` where it spent 35 with
-/// it). A loop of programs that exit within a millisecond of their exec is where it pays:
-/// the command lost 7-12 of 2,001 command lines of `/bin/true` run one after the other,
-/// 158-516 without it (`benches/RESULTS.md`).
-const EAGER_FOR: Duration = Duration::from_secs(1);
-
-/// How much longer the backstop thread reads the socket beside the task, given when a
-/// command line was last found gone (`Timestamp` nanoseconds, 0 for never).
-fn eager_left(missed_at: u64) -> Duration {
-    if missed_at == 0 {
-        return Duration::ZERO;
+/// Sleeps in `poll(2)` on `fds`, whose first two are a thread's stop switch and its kick
+/// eventfd, until one is ready or `timeout` passes: `Ok(true)` once told to stop. A kick is
+/// consumed, so that it wakes the thread once.
+fn wait(fds: &mut [PollFd<'_>], timeout: Option<&Timespec>) -> Result<bool, Errno> {
+    loop {
+        match poll(fds, timeout) {
+            Ok(_) => break,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
     }
-    let since = crate::Timestamp::now().as_nanos().saturating_sub(missed_at);
-    EAGER_FOR.saturating_sub(Duration::from_nanos(since))
+    if !fds[0].revents().is_empty() {
+        return Ok(true);
+    }
+    if !fds[1].revents().is_empty() {
+        let mut count = [0u8; 8];
+        let _ = rustix::io::read(&fds[1], &mut count);
+    }
+    Ok(false)
 }
 
 /// What the backstop thread does last, in a `Drop` so that it also runs on a panic:
@@ -569,8 +569,6 @@ struct Drained {
     datagrams: usize,
     /// Whether it stopped at its budget with more possibly queued.
     more: bool,
-    /// Whether a wanted command line was gone before it could be read.
-    argv_missed: bool,
 }
 
 /// The receive side of the socket and what decoding and resyncing need.
@@ -599,8 +597,8 @@ struct Drainer {
     rate: Rate,
     /// What `rate` last said, for those who do not hold the drainer (`Shared2::storm`).
     storm: std::sync::Arc<AtomicBool>,
-    /// `Shared2::argv_missed`, set by [`Drainer::read_argvs`].
-    argv_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Command lines the `procwatch-argv` thread read first ([`early`]).
+    early: std::sync::Arc<early::EarlyArgv>,
 }
 
 /// What the command-line reads of one batch need to know (cleared when it is applied).
@@ -685,7 +683,7 @@ impl Drainer {
         shared: Arc<Shared>,
         acked: socket::Acked,
         storm: std::sync::Arc<AtomicBool>,
-        argv_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        early: std::sync::Arc<early::EarlyArgv>,
     ) -> Drainer {
         let now = clock::now();
         Drainer {
@@ -702,7 +700,7 @@ impl Drainer {
             argvs: ArgvReads::default(),
             rate: Rate::new(std::time::Instant::now()),
             storm,
-            argv_missed,
+            early,
         }
     }
 
@@ -736,7 +734,7 @@ impl Drainer {
                                     self.boot_ahead,
                                 );
                                 if self.shared.argv_wanted() {
-                                    drained.argv_missed |= self.read_argvs(from);
+                                    self.read_argvs(from);
                                 }
                             }
                             sys::Slot::Foreign => {
@@ -754,6 +752,14 @@ impl Drainer {
                         if self.stopping() {
                             return drained;
                         }
+                    }
+                    // The task's reads: a short one emptied the socket, and what comes after
+                    // it wakes the task again (each datagram queued is a new edge for the
+                    // reactor). A second call would nearly always just say `EAGAIN`. An
+                    // overflow the short read left pending is read with the next datagram, or
+                    // by the backstop's next round.
+                    if budget.is_some() && n < sys::SLOTS {
+                        break;
                     }
                 }
                 Err(Errno::AGAIN) => break,
@@ -786,9 +792,9 @@ impl Drainer {
     /// batch reads the same text, the earlier exec's is dropped (`None`), as it cannot be told
     /// to be its own.
     ///
-    /// Returns whether a command line was gone already, and records when in `argv_missed`.
-    fn read_argvs(&mut self, from: usize) -> bool {
-        let mut missed = false;
+    /// While the `procwatch-argv` thread keeps its exec socket, it may have read the file
+    /// first: its read is taken rather than read again ([`early`]).
+    fn read_argvs(&mut self, from: usize) {
         for i in from..self.batch.len() {
             let pid = match &self.batch[i].0 {
                 Input::Fork { parent, child, .. } => {
@@ -817,7 +823,12 @@ impl Drainer {
             if !wanted {
                 continue;
             }
-            let argv = procfs::read_cmdline(pid.as_raw(), &mut self.argvs.buf, true);
+            // The kernel's own stamp, as the exec socket's copy of the message has it.
+            let at = self.batch[i].1.mono.wrapping_sub(self.mono_offset as u64);
+            let argv = match self.early.take(pid.as_raw(), at) {
+                Some(argv) => argv,
+                None => procfs::read_cmdline(pid.as_raw(), &mut self.argvs.buf, true),
+            };
             if let (Some(new), Some(&earlier)) = (&argv, self.argvs.read.get(&pid.as_raw())) {
                 if let Input::Exec { argv: old, .. } = &mut self.batch[earlier].0 {
                     if old.as_ref() == Some(new) {
@@ -828,18 +839,10 @@ impl Drainer {
             if argv.is_some() {
                 self.argvs.read.insert(pid.as_raw(), i);
             }
-            if argv.is_none() {
-                missed = true;
-            }
             if let Input::Exec { argv: slot, .. } = &mut self.batch[i].0 {
                 *slot = argv;
             }
         }
-        if missed {
-            let now = crate::Timestamp::now().as_nanos();
-            self.argv_missed.store(now, Ordering::SeqCst);
-        }
-        missed
     }
 
     fn flush(&mut self) {
@@ -1109,22 +1112,6 @@ mod tests {
         // The first drain after a long silence counts over the whole silence: quiet.
         rate.count(150, ms(1_000));
         assert!(!rate.busy(ms(1_000)));
-    }
-
-    /// The backstop thread reads the socket beside the task for `EAGER_FOR` after a command
-    /// line was found gone, and not at all before the first.
-    #[test]
-    fn the_backstop_is_eager_for_a_while_after_a_lost_command_line() {
-        use super::{eager_left, EAGER_FOR};
-        assert_eq!(eager_left(0), Duration::ZERO);
-        let now = crate::Timestamp::now().as_nanos();
-        let left = eager_left(now);
-        assert!(left <= EAGER_FOR && left > EAGER_FOR / 2, "{left:?}");
-        let half_ago = now - EAGER_FOR.as_nanos() as u64 / 2;
-        assert!(eager_left(half_ago) <= EAGER_FOR / 2);
-        assert!(eager_left(half_ago) > Duration::ZERO);
-        let long_ago = now - 2 * EAGER_FOR.as_nanos() as u64;
-        assert_eq!(eager_left(long_ago), Duration::ZERO);
     }
 
     #[test]

@@ -34,15 +34,20 @@ fn with_privilege_hint(error: Error, e: Errno) -> Error {
     }
 }
 
-/// Opens a non-blocking `NETLINK_CONNECTOR` socket bound to the process-events group.
-pub(crate) fn open(rcvbuf: usize) -> Result<OwnedFd, Error> {
-    let fd = rustix::net::socket_with(
+/// A new non-blocking `NETLINK_CONNECTOR` socket, not bound yet.
+fn new_socket(op: &'static str) -> Result<OwnedFd, Error> {
+    rustix::net::socket_with(
         AddressFamily::NETLINK,
         SocketType::DGRAM,
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         Some(netlink::CONNECTOR),
     )
-    .map_err(|e| err("netlink socket", e))?;
+    .map_err(|e| err(op, e))
+}
+
+/// Opens a non-blocking `NETLINK_CONNECTOR` socket bound to the process-events group.
+pub(crate) fn open(rcvbuf: usize) -> Result<OwnedFd, Error> {
+    let fd = new_socket("netlink socket")?;
     if rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, rcvbuf).is_err() {
         // Without CAP_NET_ADMIN the kernel caps this at net.core.rmem_max; take what it gives.
         let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, rcvbuf);
@@ -221,6 +226,33 @@ impl Acked {
     }
 }
 
+/// Opens a second, subscribed socket that hears of execs alone: its reader wakes for an
+/// exec and for nothing else (see `super::early`). A socket filter keeps only execs on any
+/// kernel; 6.6 and later also stop sending the rest to it at all, with the filtered request.
+///
+/// It does not wait for the kernel's acknowledgement: the main socket already showed that
+/// the kernel serves this process, and an exec missed in the first microseconds is read by
+/// the drainer as usual.
+pub(crate) fn open_execs() -> Result<OwnedFd, Error> {
+    open_execs_with(true)
+}
+
+/// [`open_execs`], with the kernel-side filter asked for or not (the socket filter alone
+/// is what kernels before 6.6 do; the tests check it on its own).
+fn open_execs_with(kernel_side: bool) -> Result<OwnedFd, Error> {
+    let fd = new_socket("netlink exec socket")?;
+    // Before `bind`, so that nothing else is ever queued.
+    crate::sys::keep_only_proc_event(&fd, wire::what::EXEC)
+        .map_err(|e| err("netlink exec socket filter", e))?;
+    rustix::net::bind(&fd, &SocketAddrNetlink::new(0, wire::CN_IDX_PROC))
+        .map_err(|e| err("netlink exec socket bind", e))?;
+    send_op(&fd, wire::PROC_CN_MCAST_LISTEN, None, 0)?;
+    if kernel_side {
+        send_op(&fd, wire::PROC_CN_MCAST_LISTEN, Some(wire::what::EXEC), 0)?;
+    }
+    Ok(fd)
+}
+
 /// Unsubscribes (best effort; closing the socket does the same).
 pub(crate) fn ignore(fd: &OwnedFd) {
     let _ = send_op(fd, wire::PROC_CN_MCAST_IGNORE, None, 0);
@@ -228,7 +260,72 @@ pub(crate) fn ignore(fd: &OwnedFd) {
 
 #[cfg(test)]
 mod tests {
-    use super::{in_child_user_namespace, is_initial_user_namespace, Acked};
+    use super::{in_child_user_namespace, is_initial_user_namespace, open_execs_with, Acked};
+    use super::{wire, ProcMsg};
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::io::Errno;
+    use rustix::net::RecvFlags;
+
+    /// The exec socket: of a thread's start and end and a child's fork, exec and exit, only
+    /// the exec is queued, with the socket filter alone (kernels before 6.6) and with the
+    /// kernel's own filter too.
+    #[test]
+    fn the_exec_socket_hears_execs_alone() {
+        for kernel_side in [false, true] {
+            let fd = match open_execs_with(kernel_side) {
+                Ok(fd) => fd,
+                Err(e) if std::env::var_os("CI").is_none() => {
+                    eprintln!("SKIPPED: no proc connector here: {e}");
+                    return;
+                }
+                Err(e) => panic!("the exec socket: {e}"),
+            };
+            std::thread::spawn(|| ()).join().unwrap();
+            let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+            let pid = child.id() as i32;
+            assert!(child.wait().unwrap().success());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut heard = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !heard.contains(&ProcMsg::Exec {
+                pid,
+                tgid: pid,
+                ts_ns: 0,
+            }) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "kernel_side {kernel_side}: no exec of {pid} within 5 s; heard {heard:?}"
+                );
+                let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+                let ts = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000_000,
+                };
+                poll(&mut fds, Some(&ts)).unwrap();
+                loop {
+                    match rustix::net::recv(&fd, &mut buf[..], RecvFlags::DONTWAIT) {
+                        Ok((n, _)) => wire::decode_datagram(&buf[..n], |m| {
+                            // The stamp is left out so that the exec can be looked for.
+                            heard.push(match m.unwrap() {
+                                ProcMsg::Exec { pid, tgid, .. } => ProcMsg::Exec {
+                                    pid,
+                                    tgid,
+                                    ts_ns: 0,
+                                },
+                                other => other,
+                            })
+                        }),
+                        Err(Errno::AGAIN) => break,
+                        Err(e) => panic!("recv: {e}"),
+                    }
+                }
+            }
+            assert!(
+                heard.iter().all(|m| matches!(m, ProcMsg::Exec { .. })),
+                "kernel_side {kernel_side}: {heard:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_time_namespace_offset_is_checked_against_the_subscriptions_answer() {
