@@ -63,8 +63,11 @@ impl Interest {
     /// while every core was busy) has none.
     ///
     /// It costs one read of `/proc/<pid>/cmdline` per exec of a followed process while some
-    /// stream asks for it (none otherwise), so [`Interest::ALL`] does not include it. It
-    /// only matters together with [`Interest::EXEC`].
+    /// stream asks for it (none otherwise), so [`Interest::ALL`] does not include it. The
+    /// Netlink backend's thread also reads it for execs of processes it does not know yet
+    /// (a child whose fork it has not applied, or one that no stream follows), so on a host
+    /// busy with other programs it reads more than its streams get. It only matters
+    /// together with [`Interest::EXEC`].
     pub const ARGV: Interest = Interest(32);
 
     const NAMES: [(Interest, &'static str); 6] = [

@@ -209,11 +209,12 @@ impl NetlinkOptions {
     /// it wakes for each exec and reads the new program's `/proc/<pid>/cmdline` at once,
     /// beside the thread that reads every other event. A program that exits within a
     /// millisecond of its exec is often gone before a thread woken on a busy machine gets a
-    /// core: an ordinary thread waits for the running one's time slice to end. With the
-    /// `procwatch` command on 300 shell pipelines (`/bin/true`, `tr`, `wc`; 902 execs), 2
-    /// cores busy: about 160 command lines lost with an ordinary thread, 20-40 with the
-    /// shortest slice, 0-1 with [`ArgvPriority::Realtime`] (`benches/RESULTS.md`). The
-    /// thread's CPU time is the same either way: it only runs sooner.
+    /// core: an ordinary thread waits for the running one's time slice to end. Here (2
+    /// cores), of 300 `/bin/true` run one after the other beside a busy loop on each core,
+    /// 21-27 lost their command line with an ordinary thread, 13-17 with the shortest slice,
+    /// none with [`ArgvPriority::Realtime`]; of 300 shell pipelines (`/bin/true`, `tr`,
+    /// `wc`; 902 execs), 157-171, 22-38 and 0-1 (`benches/RESULTS.md`). The thread's CPU
+    /// time is the same either way: it only runs sooner.
     pub fn argv_priority(mut self, priority: ArgvPriority) -> NetlinkOptions {
         self.argv_priority = priority;
         self
