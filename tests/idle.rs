@@ -1,6 +1,6 @@
 //! An idle watcher stays quiet: while nothing happens, its threads sleep instead of polling
 //! (Netlink: the backstop thread backs off to its longest period, the runtime task waits on
-//! the reactor; Ptrace: the reader thread and the tracer process block until something
+//! the reactor, the thread that reads command lines waits for an exec; Ptrace: the reader thread and the tracer process block until something
 //! happens), so a long-running supervisor costs no steady stream of wakeups.
 
 #[macro_use]
@@ -47,7 +47,9 @@ async fn an_idle_watcher_backs_off() {
     let w = require!(watcher());
     let mut cmd = sh("read x");
     cmd.stdin(std::process::Stdio::piped());
-    let mut started = w.spawn(cmd, Interest::ALL).expect("spawn a quiet shell");
+    let mut started = w
+        .spawn(cmd, Interest::ALL | Interest::ARGV)
+        .expect("spawn a quiet shell");
     // The exec of sh, then quiet: the shell blocks reading its stdin, a pipe nobody writes.
     assert!(matches!(
         next(&mut started.events, DEADLINE).await,
@@ -75,11 +77,24 @@ async fn an_idle_watcher_backs_off() {
     } else {
         // Let the backstop reach its longest period, then count what a quiet second costs.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let before = switches_of("procwatch-netlink").expect("the backstop thread runs");
+        let count = || {
+            let backstop = switches_of("procwatch-netlink").expect("the backstop thread runs");
+            let argv = switches_of("procwatch-argv").expect("the argv thread runs");
+            (backstop, argv)
+        };
+        let before = count();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let after = switches_of("procwatch-netlink").expect("the backstop thread runs");
-        let per_second = (after - before) as f64 / 2.0;
-        eprintln!("backstop thread: {per_second} wakeups a second while idle");
+        let after = count();
+        let per_second = (after.0 - before.0) as f64 / 2.0;
+        let argv_per_second = (after.1 - before.1) as f64 / 2.0;
+        eprintln!(
+            "backstop thread: {per_second}, argv thread: {argv_per_second} wakeups a second while idle"
+        );
+        // It has no timer: only an exec somewhere on the machine wakes it.
+        assert!(
+            argv_per_second <= 10.0,
+            "the idle argv thread woke {argv_per_second} times a second"
+        );
         // 10 a second at the longest period (100 ms) with the default buffer; a backstop that
         // did not back off would wake 100 times a second. Events from elsewhere on the machine
         // that the task drains late reset the period, hence the margin.

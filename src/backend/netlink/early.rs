@@ -8,7 +8,7 @@
 //! for command lines, a thread of its own (`procwatch-argv`) keeps, while any stream asks, a
 //! second proc-connector socket that hears of execs alone (a socket filter drops the rest
 //! before they are queued, so it wakes for nothing else), and reads each command line at
-//! once. It asks the scheduler to let it run as soon as it wakes ([`Priority`]): on a
+//! once. It asks the scheduler to let it run as soon as it wakes ([`ArgvPriority`]): on a
 //! machine whose cores are all busy, a woken thread otherwise waits for the running one's
 //! time slice to end, about a millisecond, by when such a program is gone.
 //!
@@ -43,12 +43,12 @@ use std::time::{Duration, Instant};
 
 /// The longest the drainer waits for a read the thread has started.
 const WAIT: Duration = Duration::from_millis(2);
-/// Entries older than this (by the kernel's stamps) than the newest are dropped.
+/// Entries this much older than the newest (by the kernel's stamps, in ns) are dropped.
 const MAX_AGE: u64 = 1_000_000_000;
 /// The most entries kept; beyond, the oldest go first.
 const CAPACITY: usize = 128;
 
-/// Where the drainer and the backstop thread's exec socket meet (see the module's doc).
+/// Where the drainer and the `procwatch-argv` thread meet (see the module's doc).
 #[derive(Default)]
 pub(super) struct EarlyArgv {
     table: Mutex<Table>,
@@ -188,12 +188,12 @@ impl Table {
 /// the latest change of whether command lines are wanted.
 pub(super) struct ArgvThread {
     kick: OwnedFd,
-    sync: std::sync::Arc<Sync>,
+    changes: std::sync::Arc<Changes>,
 }
 
-/// Changes asked of the thread (`asked`) and the latest it applied (`applied`).
+/// How many changes were asked of the thread, and up to which it applied them.
 #[derive(Default)]
-struct Sync {
+struct Changes {
     counts: Mutex<(u64, u64)>,
     applied: Condvar,
 }
@@ -215,8 +215,8 @@ impl ArgvThread {
             .map_err(|e| wrap("netlink eventfd", e.into()))?;
         let kick_rx = rustix::io::fcntl_dupfd_cloexec(&kick, 0)
             .map_err(|e| wrap("netlink eventfd", e.into()))?;
-        let sync = std::sync::Arc::<Sync>::default();
-        let thread_sync = sync.clone();
+        let changes = std::sync::Arc::<Changes>::default();
+        let thread_changes = changes.clone();
         std::thread::Builder::new()
             .name("procwatch-argv".into())
             .spawn(move || {
@@ -225,20 +225,24 @@ impl ArgvThread {
                     kick: kick_rx,
                     shared,
                     early,
-                    sync: thread_sync,
+                    changes: thread_changes,
                     execs: None,
                 };
                 reader.run(priority);
             })
             .map_err(|e| wrap("netlink argv thread", e))?;
-        Ok(ArgvThread { kick, sync })
+        Ok(ArgvThread { kick, changes })
     }
 
     /// Tells the thread to look again at whether command lines are wanted; with `wait`,
     /// returns once it has (so that an exec right after a `watch` is heard on its socket).
     pub(super) fn sync(&self, wait: bool) {
         let asked = {
-            let mut counts = self.sync.counts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut counts = self
+                .changes
+                .counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             counts.0 += 1;
             counts.0
         };
@@ -248,14 +252,18 @@ impl ArgvThread {
             return;
         }
         let deadline = Instant::now() + SYNC_WAIT;
-        let mut counts = self.sync.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self
+            .changes
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while counts.1 < asked {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 tracing::debug!("the argv thread did not answer; going on without waiting");
                 return;
             }
-            counts = match self.sync.applied.wait_timeout(counts, left) {
+            counts = match self.changes.applied.wait_timeout(counts, left) {
                 Ok((c, _)) => c,
                 Err(p) => p.into_inner().0,
             };
@@ -269,7 +277,7 @@ struct Reader {
     kick: OwnedFd,
     shared: Arc<Shared>,
     early: std::sync::Arc<EarlyArgv>,
-    sync: std::sync::Arc<Sync>,
+    changes: std::sync::Arc<Changes>,
     /// The exec socket, while command lines are wanted.
     execs: Option<ExecSocket>,
 }
@@ -281,8 +289,8 @@ impl Reader {
         // stop being wanted and are wanted again.
         let mut failed = false;
         loop {
-            let asked = self.sync.counts.lock().map_or(0, |c| c.0);
-            let wanted = self.shared.argv_wanted() && !self.shared.is_closed();
+            let asked = self.changes.counts.lock().map_or(0, |c| c.0);
+            let wanted = self.shared.argv_wanted();
             if wanted && self.execs.is_none() && !failed {
                 match ExecSocket::open() {
                     Ok(e) => self.execs = Some(e),
@@ -296,9 +304,9 @@ impl Reader {
                 failed = false;
             }
             self.early.set_active(self.execs.is_some());
-            if let Ok(mut counts) = self.sync.counts.lock() {
+            if let Ok(mut counts) = self.changes.counts.lock() {
                 counts.1 = counts.1.max(asked);
-                self.sync.applied.notify_all();
+                self.changes.applied.notify_all();
             }
             let listen = if self.execs.is_some() {
                 PollFlags::IN
@@ -327,12 +335,21 @@ impl Reader {
                 }
             }
         }
+    }
+}
+
+/// However the thread ends (told to stop, or a panic), the drainer stops looking for its
+/// reads, and a `sync` waiting for it is let go.
+impl Drop for Reader {
+    fn drop(&mut self) {
         self.early.set_active(false);
-        // Let a `sync` waiting on a stopped thread go.
-        if let Ok(mut counts) = self.sync.counts.lock() {
-            counts.1 = u64::MAX;
-            self.sync.applied.notify_all();
-        }
+        let mut counts = self
+            .changes
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        counts.1 = u64::MAX;
+        self.changes.applied.notify_all();
     }
 }
 
