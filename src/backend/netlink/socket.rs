@@ -274,7 +274,7 @@ mod tests {
         for kernel_side in [false, true] {
             let fd = match open_execs_with(kernel_side) {
                 Ok(fd) => fd,
-                Err(e) if std::env::var_os("CI").is_none() => {
+                Err(e) if !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
                     eprintln!("SKIPPED: no proc connector here: {e}");
                     return;
                 }
