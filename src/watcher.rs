@@ -213,8 +213,8 @@ impl NetlinkOptions {
     /// cores), of 300 `/bin/true` run one after the other beside a busy loop on each core,
     /// 21-27 lost their command line with an ordinary thread, 13-17 with the shortest slice,
     /// none with [`ArgvPriority::Realtime`]; of 300 shell pipelines (`/bin/true`, `tr`,
-    /// `wc`; 902 execs), 157-171, 22-38 and 0-1 (`benches/RESULTS.md`). The thread's CPU
-    /// time is the same either way: it only runs sooner.
+    /// `wc`; 902 execs), 157-171, 22-38 and 0-1 (`benches/RESULTS.md`). The thread does the
+    /// same work whatever the setting; the setting only changes when it runs.
     pub fn argv_priority(mut self, priority: ArgvPriority) -> NetlinkOptions {
         self.argv_priority = priority;
         self
@@ -231,7 +231,8 @@ pub enum ArgvPriority {
     #[default]
     ShortSlice,
     /// `SCHED_FIFO` at priority 1, the lowest real-time one: it runs the moment it wakes,
-    /// whatever else runs. Needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of at least 1; without
+    /// ahead of every ordinary thread (the kernel's real-time throttling still caps it, at
+    /// 95 % of a second by default). Needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of at least 1; without
     /// either, the thread falls back to [`ShortSlice`](ArgvPriority::ShortSlice).
     Realtime,
     /// The thread is left as the process's other threads are.
