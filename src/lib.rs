@@ -114,7 +114,7 @@
 //! thread (`procwatch-argv`) that reads each command line the moment that socket wakes it;
 //! the drain path reads the ones it gets to first. A program that exits within a fraction of
 //! a millisecond of its exec may still be gone by then, mostly when every core is busy
-//! (`argv: None`): with a busy loop on each core, a loop of 300 `/bin/true` lost 13–17 of them
+//! (`argv: None`): with a busy loop on each core, a loop of 300 `/bin/true` lost 13–35 of them
 //! with the thread's default scheduling and none with [`ArgvPriority::Realtime`], which the
 //! `procwatch` command uses (see [`NetlinkOptions::argv_priority`]). It costs one small read
 //! per exec of a followed process, and nothing while no stream asks, which is why

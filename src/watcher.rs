@@ -211,9 +211,10 @@ impl NetlinkOptions {
     /// millisecond of its exec is often gone before a thread woken on a busy machine gets a
     /// core: an ordinary thread waits for the running one's time slice to end. Here (2
     /// cores), of 300 `/bin/true` run one after the other beside a busy loop on each core,
-    /// 21-27 lost their command line with an ordinary thread, 13-17 with the shortest slice,
-    /// none with [`ArgvPriority::Realtime`]; of 300 shell pipelines (`/bin/true`, `tr`,
-    /// `wc`; 902 execs), 157-171, 22-38 and 0-1 (`benches/RESULTS.md`). The thread does the
+    /// 16-32 lost their command line with an ordinary thread and 13-35 with the shortest
+    /// slice (which does not help against busy loops), none with [`ArgvPriority::Realtime`]
+    /// (8 runs); of 300 shell pipelines (`/bin/true`, `tr`, `wc`; 902 execs), 157-171,
+    /// 22-38 and 0-1 (`benches/RESULTS.md`). The thread does the
     /// same work whatever the setting; the setting only changes when it runs.
     pub fn argv_priority(mut self, priority: ArgvPriority) -> NetlinkOptions {
         self.argv_priority = priority;

@@ -225,3 +225,44 @@ async fn programs_that_exit_at_once_keep_their_argv_on_busy_cores() {
         panic!("CI runs as root: Realtime must be measured");
     }
 }
+
+/// The same from the user's side: a shell started with `std::process` (not by the
+/// watcher), watched by pid once it waits on its stdin, on a multi-thread runtime. Its 100
+/// `/bin/true` keep their command lines with `Realtime` (root) but a handful.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_std_child_watched_by_pid_on_a_multi_thread_runtime() {
+    use std::io::Write;
+    let _serial = SERIAL.lock().await;
+    let w = require!(watcher(ArgvPriority::Realtime));
+    let n = 100;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "read x; for i in $(seq {n}); do /bin/true \"$i\"; done"
+        ))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = procwatch::Pid::from_raw(child.id() as i32).unwrap();
+    let mut events = w.watch(pid, WITH_ARGV).expect("watch");
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let all = collect(&mut events, DEADLINE).await;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let with_argv = all
+        .iter()
+        .filter(|e| match e {
+            ProcEvent::Exec {
+                argv: Some(argv), ..
+            } => argv.get(0).is_some_and(|a| a == "/bin/true"),
+            _ => false,
+        })
+        .count();
+    eprintln!("{with_argv} of {n} /bin/true with argv (std child, multi-thread runtime)");
+    if rustix::process::geteuid().is_root() {
+        assert!(with_argv >= n - 3, "{with_argv} of {n}");
+    }
+}
