@@ -25,7 +25,8 @@
 //! build --release`) runs as a user runs it, `procwatch [--json] -- <workload>`, three ways:
 //! its event lines written to a file, to `/dev/null`, and `--json` lines to a file. The
 //! ratio includes its own start and its summary. `PROCWATCH_CLI=<path>` measures that binary
-//! instead (another build of the command, to compare). `--cli` runs it beside the library's Netlink
+//! instead; `PROCWATCH_CLI_OTHER=<path>` adds a run of that one too (lines to a file), so
+//! that two builds are compared in the same rounds. `--cli` runs it beside the library's Netlink
 //! backend, the C listener and `forkstat`; `--netlink` and the default run it too.
 //!
 //! `--netlink` and `--ptrace` each run about half of the watchers, so that a round takes
@@ -63,11 +64,45 @@ fn main() {
         _ => {}
     }
     let opts = Options::parse(&args);
+    drop_cargo_library_path();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     rt.block_on(bench(opts));
+}
+
+/// Takes out of `LD_LIBRARY_PATH` the directories `cargo bench` put there (the target
+/// directory's, the toolchain's), before any thread starts, so that the workloads, the
+/// watchers and the peers run as they do from a user's shell. With them, every dynamically
+/// linked program the workloads exec searched five more directories for its libraries: the
+/// unwatched fork+exec run took 2.2 s under `cargo bench` and 1.5 s from a shell.
+fn drop_cargo_library_path() {
+    let Some(value) = std::env::var_os("LD_LIBRARY_PATH") else {
+        return;
+    };
+    if std::env::var_os("CARGO").is_none() {
+        return;
+    }
+    // <target>/<profile>/deps/<this bench>
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf));
+    let toolchains = std::env::var_os("RUSTUP_HOME").map(|h| PathBuf::from(h).join("toolchains"));
+    let cargo_put = |dir: &Path| {
+        [&target, &toolchains]
+            .into_iter()
+            .flatten()
+            .any(|root| dir.starts_with(root))
+    };
+    let kept: Vec<PathBuf> = std::env::split_paths(&value)
+        .filter(|dir| !cargo_put(dir))
+        .collect();
+    if kept.is_empty() {
+        std::env::remove_var("LD_LIBRARY_PATH");
+    } else if let Ok(joined) = std::env::join_paths(kept) {
+        std::env::set_var("LD_LIBRARY_PATH", joined);
+    }
 }
 
 struct Options {
@@ -142,6 +177,9 @@ enum Mode {
     CliNull,
     /// `procwatch --json -- <workload>`, its JSON lines (stdout) written to a file.
     CliJson,
+    /// Another build of the command (`PROCWATCH_CLI_OTHER=<path>`), lines to a file: two
+    /// builds compared in the same rounds.
+    CliOther,
 }
 
 /// Which watchers the workloads run under (`--netlink`, `--ptrace`; all by default).
@@ -160,7 +198,7 @@ const STRACE: [&str; 7] = ["strace", "-f", "-qq", "-e", "trace=none", "-o", "/de
 
 impl Mode {
     /// Every mode, in the order of the table's columns.
-    const ALL: [Mode; 12] = [
+    const ALL: [Mode; 13] = [
         Mode::Unwatched,
         Mode::ProcwatchNetlink,
         Mode::ProcwatchPtrace,
@@ -173,6 +211,7 @@ impl Mode {
         Mode::CliLines,
         Mode::CliNull,
         Mode::CliJson,
+        Mode::CliOther,
     ];
 
     fn name(self) -> &'static str {
@@ -189,6 +228,7 @@ impl Mode {
             Mode::CliLines => "procwatch command, lines to a file",
             Mode::CliNull => "procwatch command, lines to /dev/null",
             Mode::CliJson => "procwatch command, --json to a file",
+            Mode::CliOther => "other build of the command, lines to a file",
         }
     }
 
@@ -216,7 +256,10 @@ impl Mode {
 
     /// Whether it is the `procwatch` command.
     fn is_cli(self) -> bool {
-        matches!(self, Mode::CliLines | Mode::CliNull | Mode::CliJson)
+        matches!(
+            self,
+            Mode::CliLines | Mode::CliNull | Mode::CliJson | Mode::CliOther
+        )
     }
 
     /// The procwatch backend it watches with, if it is procwatch.
@@ -246,6 +289,10 @@ impl Mode {
             Mode::CFollower | Mode::CFollowerReporting => {
                 vec![env.c_follower.clone().expect("C follower built").into()]
             }
+            Mode::CliOther => vec![
+                other_cli().expect("PROCWATCH_CLI_OTHER").into(),
+                "--".into(),
+            ],
             Mode::CliLines | Mode::CliNull | Mode::CliJson => {
                 let program = env.cli.clone().expect("procwatch command built");
                 let mut words = vec![program.into_os_string()];
@@ -274,6 +321,11 @@ impl Mode {
             Mode::CListener => env.c_listener.as_ref().err().cloned(),
             Mode::CFollower | Mode::CFollowerReporting => env.c_follower.as_ref().err().cloned(),
             Mode::CliLines | Mode::CliNull | Mode::CliJson => env.cli.as_ref().err().cloned(),
+            Mode::CliOther => match other_cli() {
+                Some(p) if p.is_file() => None,
+                Some(p) => Some(format!("PROCWATCH_CLI_OTHER={}: no such file", p.display())),
+                None => Some("PROCWATCH_CLI_OTHER is not set".into()),
+            },
             Mode::Forkstat => not_installed("forkstat"),
             Mode::Strace => not_installed("strace"),
             Mode::StraceSeccomp => not_installed("strace").or_else(|| {
@@ -465,6 +517,11 @@ fn build_c_peer(name: &str) -> Result<PathBuf, String> {
 /// Builds the `procwatch` command (the workspace's `cli` package) with the profile of this
 /// bench, and returns its path, next to this bench's own directory; or the binary that
 /// `PROCWATCH_CLI` names, to measure another build of it (an older one, say).
+/// The other build of the command, if `PROCWATCH_CLI_OTHER` names one.
+fn other_cli() -> Option<PathBuf> {
+    std::env::var_os("PROCWATCH_CLI_OTHER").map(PathBuf::from)
+}
+
 fn build_cli() -> Result<PathBuf, String> {
     if let Some(program) = std::env::var_os("PROCWATCH_CLI") {
         let program = PathBuf::from(program);
@@ -573,7 +630,7 @@ async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
         Stdio::from(std::fs::File::create(path).expect("create the output file"))
     };
     match mode {
-        Mode::CliLines => drop(cmd.stderr(out_file())),
+        Mode::CliLines | Mode::CliOther => drop(cmd.stderr(out_file())),
         Mode::CliJson => drop(cmd.stdout(out_file())),
         _ => {}
     }
@@ -587,12 +644,11 @@ async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
         }
         _ => None,
     };
+    // Built before the clock starts, gone (with its threads) before the next run.
+    let watcher = mode.backend().map(|backend| env.watcher(backend));
     let start = Instant::now();
-    let mut run = if let Some(backend) = mode.backend() {
-        let mut started = env
-            .watcher(backend)
-            .spawn(cmd, Interest::ALL)
-            .expect("spawn watched");
+    let mut run = if let Some(watcher) = &watcher {
+        let mut started = watcher.spawn(cmd, Interest::ALL).expect("spawn watched");
         let mut events = started.events;
         let reader = tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
@@ -666,8 +722,10 @@ fn micros(d: Duration) -> String {
 
 /// What every run needs.
 struct Env {
-    /// One watcher for each backend the runs use.
-    watchers: Vec<ProcWatcher>,
+    /// The backends of the library's runs. A watcher is built for each run that uses one and
+    /// is gone before the next run starts: a subscribed proc-connector socket costs every
+    /// process on the host something, so one left open would slow the other runs too.
+    backends: Vec<BackendKind>,
     c_listener: Result<PathBuf, String>,
     c_follower: Result<PathBuf, String>,
     /// The `procwatch` command, built for the runs that use it.
@@ -675,12 +733,57 @@ struct Env {
 }
 
 impl Env {
-    fn watcher(&self, backend: BackendKind) -> &ProcWatcher {
-        self.watchers
-            .iter()
-            .find(|w| w.backend() == backend)
-            .expect("a watcher for every backend in use")
+    /// A new watcher on `backend`, for one run.
+    fn watcher(&self, backend: BackendKind) -> Scoped {
+        assert!(self.backends.contains(&backend), "{backend} is not in use");
+        Scoped::build(backend)
     }
+}
+
+/// A watcher for one run: dropping it waits until its threads have ended, so that its
+/// socket no longer hears anything when the next run starts.
+struct Scoped {
+    watcher: Option<ProcWatcher>,
+    threads: usize,
+}
+
+impl Scoped {
+    fn build(backend: BackendKind) -> Scoped {
+        let threads = threads();
+        let watcher = ProcWatcher::builder()
+            .backend(backend)
+            .build()
+            .unwrap_or_else(|e| match backend {
+                BackendKind::Netlink => panic!("procwatch needs root (the proc connector): {e}"),
+                _ => panic!("cannot start the {backend} backend: {e}"),
+            });
+        Scoped {
+            watcher: Some(watcher),
+            threads,
+        }
+    }
+}
+
+impl std::ops::Deref for Scoped {
+    type Target = ProcWatcher;
+    fn deref(&self) -> &ProcWatcher {
+        self.watcher.as_ref().expect("not dropped")
+    }
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        drop(self.watcher.take());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while threads() > self.threads && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// How many threads this process has.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
 async fn bench(opts: Options) {
@@ -696,22 +799,12 @@ async fn bench(opts: Options) {
     if (light || stall_too) && !backends.contains(&BackendKind::Netlink) {
         backends.push(BackendKind::Netlink);
     }
-    let watchers = backends
-        .into_iter()
-        .map(|backend| {
-            ProcWatcher::builder()
-                .backend(backend)
-                .build()
-                .unwrap_or_else(|e| match backend {
-                    BackendKind::Netlink => {
-                        panic!("procwatch needs root (the proc connector): {e}")
-                    }
-                    _ => panic!("cannot start the {backend} backend: {e}"),
-                })
-        })
-        .collect();
+    // Each backend is tried once here, so that a missing permission stops the bench at once.
+    for &backend in &backends {
+        drop(Scoped::build(backend));
+    }
     let env = Env {
-        watchers,
+        backends,
         c_listener: build_c_peer("cn_listener"),
         c_follower: build_c_peer("ptrace_follower"),
         cli: if Mode::ALL.iter().any(|m| m.is_cli() && m.is_in(opts.set)) {
@@ -728,6 +821,8 @@ async fn bench(opts: Options) {
         }
         match mode.unavailable(&env) {
             None => modes.push(mode),
+            // Only asked for by name.
+            Some(_) if mode == Mode::CliOther && other_cli().is_none() => {}
             Some(why) => skipped.push(format!("{} ({why})", mode.name())),
         }
     }
@@ -750,6 +845,7 @@ async fn bench(opts: Options) {
         .collect();
     let list: Vec<Workload> = workloads(wants);
     let mut notes = Vec::new();
+    let mut against_c = Vec::new();
     if !list.is_empty() {
         println!();
         println!("Wall-time ratio over unwatched (median, with min-max over rounds); latency p50 / p99 (median over rounds).");
@@ -798,7 +894,7 @@ async fn bench(opts: Options) {
                 ratios[i].push(this[i] / this[0]);
             }
         }
-        let base = median(&mut walls[0]);
+        let base = median(&mut walls[0].clone());
         let cells: Vec<String> = (1..modes.len())
             .map(|i| {
                 let lo = ratios[i].iter().copied().fold(f64::INFINITY, f64::min);
@@ -820,6 +916,19 @@ async fn bench(opts: Options) {
             base,
             [cells, lats, counts].concat().join(" | "),
         );
+        // Each run against the C listener's run of the same round.
+        if let Some(c) = modes.iter().position(|&m| m == Mode::CListener) {
+            let against: Vec<String> = (1..modes.len())
+                .filter(|&i| i != c)
+                .map(|i| {
+                    let mut r: Vec<f64> = (0..opts.rounds)
+                        .map(|k| walls[i][k] / walls[c][k])
+                        .collect();
+                    format!("{} {:.3}", modes[i].name(), median(&mut r))
+                })
+                .collect();
+            against_c.push(format!("{}: {}", w.what, against.join(", ")));
+        }
         if c_overflows > 0 {
             notes.push(format!(
                 "{}: the C listener's socket overflowed {c_overflows} times; its latency counts only what it received",
@@ -828,6 +937,14 @@ async fn bench(opts: Options) {
         }
         if let Some(dir) = w.dir {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    if !against_c.is_empty() {
+        println!();
+        println!("Over the C listener (median of each round's ratio to its C listener run):");
+        println!();
+        for line in &against_c {
+            println!("- {line}");
         }
     }
     for n in &notes {
@@ -867,10 +984,8 @@ async fn light_latency(env: &Env, rounds: usize) {
     for _ in 0..rounds {
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]);
-        let mut started = env
-            .watcher(BackendKind::Netlink)
-            .spawn(cmd, Interest::ALL)
-            .expect("spawn");
+        let watcher = env.watcher(BackendKind::Netlink);
+        let mut started = watcher.spawn(cmd, Interest::ALL).expect("spawn");
         let mut lat = Vec::new();
         while let Some(ev) = started.events.next().await {
             let at: Timestamp = ev.at();
@@ -1042,16 +1157,14 @@ enum Stall {
 /// settings.
 async fn stalled_run(env: &Env, argv: &[String], stall: Stall) -> StallReport {
     let mut check = Checker::with_room(1 << 16);
+    let watcher = env.watcher(BackendKind::Netlink);
     let sampler = RssSampler::start();
     // Let the sampler thread settle before the baseline.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let before = rss();
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]);
-    let mut started = env
-        .watcher(BackendKind::Netlink)
-        .spawn(cmd, Interest::ALL)
-        .expect("spawn");
+    let mut started = watcher.spawn(cmd, Interest::ALL).expect("spawn");
     check.seen.insert(started.pid(), true);
     if let Some(ev) = started.events.next().await {
         check.feed(&ev);

@@ -134,8 +134,13 @@ pub struct NetlinkOptions {
     pub(crate) rcvbuf: usize,
     pub(crate) ack_timeout: Duration,
     pub(crate) batch_window: Duration,
+    pub(crate) batch_threshold: u32,
     pub(crate) argv_priority: ArgvPriority,
 }
+
+/// The rate from which a [`NetlinkOptions::batch_window`] applies unless
+/// [`NetlinkOptions::batch_threshold`] says otherwise: 10,000 datagrams a second.
+pub(crate) const DEFAULT_BATCH_THRESHOLD: u32 = 10_000;
 
 /// The longest [`NetlinkOptions::batch_window`] a watcher takes.
 pub const MAX_BATCH_WINDOW: Duration = Duration::from_millis(100);
@@ -146,6 +151,7 @@ impl Default for NetlinkOptions {
             rcvbuf: netlink::socket::DEFAULT_RCVBUF,
             ack_timeout: Duration::from_secs(2),
             batch_window: Duration::ZERO,
+            batch_threshold: DEFAULT_BATCH_THRESHOLD,
             argv_priority: ArgvPriority::default(),
         }
     }
@@ -177,8 +183,9 @@ impl NetlinkOptions {
     /// Trades latency for CPU under a storm (default zero: every event as soon as the kernel
     /// sends it).
     ///
-    /// While the proc connector sends 10,000 messages a second or more (measured over 10 ms;
-    /// the spell ends when the rate falls under half that), the watcher, once the socket has
+    /// While the proc connector sends [`batch_threshold`](NetlinkOptions::batch_threshold)
+    /// messages a second or more (10,000 by default, measured over 10 ms; the spell ends when
+    /// the rate falls under half that), the watcher, once the socket has
     /// something to read, waits `window` before it reads, and reads everything that arrived
     /// meanwhile in one go. While it waits the socket is out of the runtime's reactor, so the
     /// kernel's messages do not wake the thread one by one (registered, each one would, even
@@ -198,6 +205,26 @@ impl NetlinkOptions {
     /// runtime (a watcher read from its own thread) it has no effect.
     pub fn batch_window(mut self, window: Duration) -> NetlinkOptions {
         self.batch_window = window;
+        self
+    }
+
+    /// The rate, in messages a second, from which the
+    /// [`batch_window`](NetlinkOptions::batch_window) applies (default 10,000). Zero applies it
+    /// at every rate: the first message after a quiet spell waits the window too. Without a
+    /// window it changes nothing.
+    ///
+    /// Every message a sleeping reader gets costs the process that caused it a wakeup, done
+    /// by the kernel in that process's own time (and an inter-processor interrupt when the
+    /// reader sleeps on another core). A window taken at every rate lets the messages of a
+    /// window share one wakeup, so a watcher costs the watched programs less than a reader
+    /// that takes each message as it comes, at the price of events that reach streams up to
+    /// the window later. The `procwatch` command uses zero: over 15 rounds here (2 cores),
+    /// with a 2 ms window at every rate it ran 2,000 fork+execs in 0.96 of the time they took
+    /// beside a minimal C listener (one blocking `recv` per message), and a fork storm in
+    /// 0.83–0.86 of it, where with the default threshold it took 1.005 and 0.90
+    /// (`benches/RESULTS.md`).
+    pub fn batch_threshold(mut self, per_second: u32) -> NetlinkOptions {
+        self.batch_threshold = per_second;
         self
     }
 

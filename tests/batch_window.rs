@@ -6,7 +6,8 @@ mod support;
 
 use procwatch::bench_support::windowed_reads;
 use procwatch::{
-    BackendKind, ErrorKind, Interest, NetlinkOptions, Pid, ProcEvent, ProcWatcher, MAX_BATCH_WINDOW,
+    ArgvPriority, BackendKind, ErrorKind, Interest, NetlinkOptions, Pid, ProcEvent, ProcWatcher,
+    MAX_BATCH_WINDOW,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -121,6 +122,18 @@ wait";
     );
 }
 
+/// Runs `script` watched until its shell exits: its events, checked for order.
+async fn run_to_the_end(w: &ProcWatcher, script: &str, interest: Interest) -> Vec<ProcEvent> {
+    let started = w.spawn(sh(script), interest).expect("spawn watched sh");
+    let (mut child, mut events) = (started.child, started.events);
+    let trace = collect(&mut events, DEADLINE).await;
+    within(DEADLINE, "the shell's exit", child.wait())
+        .await
+        .expect("wait");
+    check_order(&trace);
+    trace
+}
+
 /// A few processes, 20 ms apart: each message is read as it comes (no window), so what
 /// reads `/proc` at an exec still finds the process.
 #[tokio::test(flavor = "current_thread")]
@@ -128,19 +141,68 @@ async fn a_quiet_tree_is_read_without_a_window() {
     let Some(w) = windowed(Duration::from_millis(20)) else {
         return;
     };
-    let started = w
-        .spawn(
-            sh("for i in 1 2 3 4 5 6 7 8 9 10; do (exit $i); sleep 0.02; done"),
-            Interest::ALL,
-        )
-        .expect("spawn watched sh");
-    let (mut child, mut events) = (started.child, started.events);
-    let trace = collect(&mut events, DEADLINE).await;
-    within(DEADLINE, "the shell's exit", child.wait())
-        .await
-        .expect("wait");
-    check_order(&trace);
+    run_to_the_end(
+        &w,
+        "for i in 1 2 3 4 5 6 7 8 9 10; do (exit $i); sleep 0.02; done",
+        Interest::ALL,
+    )
+    .await;
     assert_eq!(windowed_reads(&w), Some(0), "a quiet tree waited a window");
+}
+
+/// With `batch_threshold(0)` the window applies at every rate: the same quiet tree is read
+/// in windows, and nothing changes but when events arrive. Command lines are read by the
+/// argv thread as each exec happens, so the window does not cost them. A
+/// `tokio::process::Child` beside keeps its own status.
+#[tokio::test(flavor = "current_thread")]
+async fn a_zero_threshold_reads_even_a_quiet_tree_in_windows() {
+    let Some(w) = netlink_watcher_with(|b| {
+        b.netlink(
+            NetlinkOptions::new()
+                .batch_window(Duration::from_millis(20))
+                .batch_threshold(0)
+                .argv_priority(ArgvPriority::Realtime),
+        )
+    }) else {
+        return;
+    };
+    let mut own = sh("sleep 0.1; exit 4")
+        .spawn()
+        .expect("spawn a tokio child");
+    let n = 20;
+    let trace = run_to_the_end(
+        &w,
+        &format!("for i in $(seq {n}); do /bin/echo \"$i\" >/dev/null; (exit 3); sleep 0.02; done"),
+        Interest::ALL | Interest::ARGV,
+    )
+    .await;
+    let windows = windowed_reads(&w).expect("a Netlink watcher counts its windows");
+    assert!(windows >= 10, "{windows} windows for {n} spells of events");
+    let threes = trace
+        .iter()
+        .filter(|e| matches!(e, ProcEvent::Exit { status: Some(s), .. } if s.code() == Some(3)))
+        .count();
+    assert_eq!(threes, n, "every subshell's exit code");
+    let echoes: Vec<u32> = trace
+        .iter()
+        .filter_map(|e| match e {
+            ProcEvent::Exec {
+                argv: Some(argv), ..
+            } if argv.get(0).is_some_and(|a| a == "/bin/echo") => {
+                argv.get(1)?.to_str()?.parse().ok()
+            }
+            _ => None,
+        })
+        .collect();
+    eprintln!("{} of {n} echoes with their command line", echoes.len());
+    assert!(echoes.len() >= n - 2, "{} of {n} with argv", echoes.len());
+    assert!(echoes.windows(2).all(|p| p[0] < p[1]), "{echoes:?}");
+    let own = within(DEADLINE, "the tokio child's exit", own.wait()).await;
+    assert_eq!(
+        own.expect("wait").code(),
+        Some(4),
+        "the tokio child keeps its status"
+    );
 }
 
 /// A consumer that does not read for a while, with the longest window: the events wait in

@@ -128,6 +128,7 @@ impl Netlink {
             acked,
             storm.clone(),
             early.clone(),
+            opts.batch_threshold,
         );
         let argv = ArgvSlot {
             thread: Mutex::new(None),
@@ -323,27 +324,30 @@ fn spawn_task(
     }))
 }
 
-/// Whether the proc connector is busy enough for a batch window to pay: from 10,000
-/// datagrams a second on ([`Rate::BUSY`]), measured over [`Rate::PERIOD`], until the rate
-/// falls under half that. Below it every message is read as it comes, so that a quiet
-/// watcher keeps its latency, and the `/proc` reads an `Exec` may call for find the process
-/// still there.
+/// Whether the proc connector is busy enough for a batch window to pay: from the
+/// threshold on ([`NetlinkOptions::batch_threshold`], 10,000 datagrams a second by default),
+/// measured over [`Rate::PERIOD`], until the rate falls under half that. Below it every
+/// message is read as it comes, so that a quiet watcher keeps its latency. A threshold of
+/// zero is busy always.
+///
+/// [`NetlinkOptions::batch_threshold`]: crate::NetlinkOptions::batch_threshold
 struct Rate {
     since: std::time::Instant,
     count: usize,
     busy: bool,
+    /// Datagrams a second.
+    threshold: f64,
 }
 
 impl Rate {
     const PERIOD: Duration = Duration::from_millis(10);
-    /// Datagrams a second.
-    const BUSY: f64 = 10_000.0;
 
-    fn new(now: std::time::Instant) -> Rate {
+    fn new(now: std::time::Instant, threshold: u32) -> Rate {
         Rate {
             since: now,
             count: 0,
             busy: false,
+            threshold: threshold.into(),
         }
     }
 
@@ -354,9 +358,9 @@ impl Rate {
         if elapsed >= Rate::PERIOD {
             let rate = self.count as f64 / elapsed.as_secs_f64();
             let threshold = if self.busy {
-                Rate::BUSY / 2.0
+                self.threshold / 2.0
             } else {
-                Rate::BUSY
+                self.threshold
             };
             self.busy = rate >= threshold;
             self.count = 0;
@@ -366,7 +370,8 @@ impl Rate {
 
     /// Busy at `now`: the latest period was, and it is not long over.
     fn busy(&self, now: std::time::Instant) -> bool {
-        self.busy && now.saturating_duration_since(self.since) < 2 * Rate::PERIOD
+        self.threshold == 0.0
+            || (self.busy && now.saturating_duration_since(self.since) < 2 * Rate::PERIOD)
     }
 }
 
@@ -684,6 +689,7 @@ impl Drainer {
         acked: socket::Acked,
         storm: std::sync::Arc<AtomicBool>,
         early: std::sync::Arc<early::EarlyArgv>,
+        batch_threshold: u32,
     ) -> Drainer {
         let now = clock::now();
         Drainer {
@@ -698,7 +704,7 @@ impl Drainer {
             resync_retry_at: None,
             stash: Stash::default(),
             argvs: ArgvReads::default(),
-            rate: Rate::new(std::time::Instant::now()),
+            rate: Rate::new(std::time::Instant::now(), batch_threshold),
             storm,
             early,
         }
@@ -1089,7 +1095,7 @@ mod tests {
     fn the_rate_turns_busy_and_back_with_hysteresis() {
         let t0 = std::time::Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut rate = super::Rate::new(t0);
+        let mut rate = super::Rate::new(t0, crate::watcher::DEFAULT_BATCH_THRESHOLD);
         // 50 in 10 ms: 5,000 a second, quiet.
         rate.count(20, ms(4));
         rate.count(30, ms(10));
@@ -1112,6 +1118,36 @@ mod tests {
         // The first drain after a long silence counts over the whole silence: quiet.
         rate.count(150, ms(1_000));
         assert!(!rate.busy(ms(1_000)));
+    }
+
+    /// A threshold of zero: busy from the start, and after any silence.
+    #[test]
+    fn a_zero_threshold_is_always_busy() {
+        let t0 = std::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut rate = super::Rate::new(t0, 0);
+        assert!(rate.busy(t0));
+        rate.count(1, ms(20));
+        assert!(rate.busy(ms(20)));
+        assert!(rate.busy(ms(10_000)));
+        rate.count(1, ms(10_000));
+        assert!(rate.busy(ms(10_000)));
+    }
+
+    /// A lower threshold turns busy at a lower rate, with the same hysteresis.
+    #[test]
+    fn the_threshold_sets_the_rate() {
+        let t0 = std::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut rate = super::Rate::new(t0, 1_000);
+        // 10 in 10 ms: 1,000 a second, busy.
+        rate.count(10, ms(10));
+        assert!(rate.busy(ms(10)));
+        // 6 in 10 ms: over half, still busy; 4: no more.
+        rate.count(6, ms(20));
+        assert!(rate.busy(ms(20)));
+        rate.count(4, ms(30));
+        assert!(!rate.busy(ms(30)));
     }
 
     #[test]
