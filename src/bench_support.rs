@@ -269,6 +269,12 @@ pub fn windowed_reads(watcher: &crate::ProcWatcher) -> Option<u64> {
     watcher.backend_impl().windowed_reads()
 }
 
+/// How many rounds of a Netlink watcher's backstop thread found datagrams the runtime task
+/// had not read, and read them; `None` for other backends.
+pub fn backstop_reads(watcher: &crate::ProcWatcher) -> Option<u64> {
+    watcher.backend_impl().backstop_reads()
+}
+
 /// How many exited processes the program-wide orphan table still holds (each with a pidfd)
 /// until it reaps them, or sees that someone else did: for the tests that check it empties.
 pub fn orphans_pending() -> usize {

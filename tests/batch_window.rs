@@ -4,7 +4,7 @@
 #[macro_use]
 mod support;
 
-use procwatch::bench_support::windowed_reads;
+use procwatch::bench_support::{backstop_reads, windowed_reads};
 use procwatch::{
     ArgvPriority, BackendKind, ErrorKind, Interest, NetlinkOptions, Pid, ProcEvent, ProcWatcher,
     MAX_BATCH_WINDOW,
@@ -134,6 +134,17 @@ async fn run_to_the_end(w: &ProcWatcher, script: &str, interest: Interest) -> Ve
     trace
 }
 
+/// The exit codes in `trace`, in order.
+fn exit_codes(trace: &[ProcEvent]) -> Vec<i32> {
+    trace
+        .iter()
+        .filter_map(|e| match e {
+            ProcEvent::Exit { status, .. } => status.and_then(|s| s.code()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A few processes, 20 ms apart: each message is read as it comes (no window), so what
 /// reads `/proc` at an exec still finds the process.
 #[tokio::test(flavor = "current_thread")]
@@ -178,6 +189,14 @@ async fn a_zero_threshold_reads_even_a_quiet_tree_in_windows() {
     .await;
     let windows = windowed_reads(&w).expect("a Netlink watcher counts its windows");
     assert!(windows >= 10, "{windows} windows for {n} spells of events");
+    // The backstop thread wakes every 10 ms or so, inside most 20 ms windows: what it finds
+    // then is the task's to read.
+    let backstop = backstop_reads(&w).expect("a Netlink watcher counts the backstop's reads");
+    eprintln!("{windows} windows, {backstop} backstop reads");
+    assert!(
+        backstop * 4 <= windows,
+        "the backstop read {backstop} times beside {windows} windows of a live task"
+    );
     let threes = trace
         .iter()
         .filter(|e| matches!(e, ProcEvent::Exit { status: Some(s), .. } if s.code() == Some(3)))
@@ -205,6 +224,49 @@ async fn a_zero_threshold_reads_even_a_quiet_tree_in_windows() {
     );
 }
 
+/// The other order: the runtime's only thread blocks while the events of a window wait in
+/// the socket. The task cannot read them, so the backstop thread does, within about a
+/// window and a backstop period, and the stream has them all once the runtime runs again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocked_runtime_is_relieved_by_the_backstop_even_in_windows() {
+    let Some(w) = netlink_watcher_with(|b| {
+        b.netlink(
+            NetlinkOptions::new()
+                .batch_window(Duration::from_millis(20))
+                .batch_threshold(0),
+        )
+    }) else {
+        return;
+    };
+    let mut own = sh("exit 5").spawn().expect("spawn a tokio child");
+    let mut started = w
+        .spawn(
+            sh("for i in 1 2 3 4 5 6 7 8; do (exit $i); done; exit 9"),
+            Interest::ALL,
+        )
+        .expect("spawn watched sh");
+    // The runtime's only thread, blocked before the task could read anything.
+    std::thread::sleep(Duration::from_millis(400));
+    let backstop = backstop_reads(&w).expect("a Netlink watcher counts the backstop's reads");
+    assert!(backstop >= 1, "nobody read the socket for 400 ms");
+    let trace = collect(&mut started.events, DEADLINE).await;
+    within(DEADLINE, "the shell's exit", started.child.wait())
+        .await
+        .expect("wait");
+    check_order(&trace);
+    assert_eq!(
+        exit_codes(&trace),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9],
+        "each subshell's code, then the shell's"
+    );
+    let own = within(DEADLINE, "the tokio child's exit", own.wait()).await;
+    assert_eq!(
+        own.expect("wait").code(),
+        Some(5),
+        "the tokio child keeps its status"
+    );
+}
+
 /// A consumer that does not read for a while, with the longest window: the events wait in
 /// the stream, and all of them come once it reads.
 #[tokio::test(flavor = "current_thread")]
@@ -225,15 +287,8 @@ async fn a_stalled_consumer_with_the_longest_window_gets_everything() {
     std::thread::sleep(Duration::from_millis(300)); // the runtime's only thread, blocked
     let trace = collect(&mut events, DEADLINE).await;
     check_order(&trace);
-    let codes: Vec<i32> = trace
-        .iter()
-        .filter_map(|e| match e {
-            ProcEvent::Exit { status, .. } => status.and_then(|s| s.code()),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        codes,
+        exit_codes(&trace),
         [1, 2, 3, 4, 5, 9],
         "each subshell's code, then the shell's"
     );

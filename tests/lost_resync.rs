@@ -71,9 +71,10 @@ fn logged(log: &str, tag: &str) -> Vec<i32> {
 /// the log, and the root's pid and wait status.
 type Run = StormRun<(ProcEvent, bool)>;
 
-async fn run_storm(w: &ProcWatcher, attempt: usize) -> Run {
+/// `name` tells the log files of tests that run at once apart.
+async fn run_storm(w: &ProcWatcher, name: &str, attempt: usize) -> Run {
     // Read concurrently, as a supervisor would; loss comes from the kernel side, not from us.
-    let (storm, reader) = LoggedStorm::start(w, "lost", attempt, &storm_script(), |ev, r| (ev, r));
+    let (storm, reader) = LoggedStorm::start(w, name, attempt, &storm_script(), |ev, r| (ev, r));
     assert!(
         eventually(Duration::from_secs(120), || logged(&storm.log(), "D").len()
             == LOOPS)
@@ -349,11 +350,30 @@ fn children_without_fork(events: &[ProcEvent]) -> Unforked {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overflow_reports_lost_then_resyncs_from_proc() {
     let w = require!(small_buffer_watcher());
+    overflow_then_resync(&w, "lost").await;
+}
+
+/// The same while the watcher reads in windows at every rate (`batch_threshold(0)`, as the
+/// `procwatch` command does): the socket overflows in nearly every window, the task leaves
+/// the resync to the backstop thread (which otherwise leaves a windowed socket alone), and
+/// the stream is as complete as without windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_while_reading_in_windows_resyncs_the_same() {
+    let w = require!(netlink_watcher_with(|b| b.netlink(
+        NetlinkOptions::new()
+            .receive_buffer(4096)
+            .batch_window(Duration::from_millis(5))
+            .batch_threshold(0)
+    )));
+    overflow_then_resync(&w, "lost-windowed").await;
+}
+
+async fn overflow_then_resync(w: &ProcWatcher, name: &str) {
     // The checks match events against the pids the storm logged, which needs every pid to be
     // unique for the run. With a small pid_max and other work on the machine the pid space
     // can wrap during a run; that run proves nothing either way, so it is repeated.
     for attempt in 0..3 {
-        let run = run_storm(&w, attempt).await;
+        let run = run_storm(w, name, attempt).await;
         if pid_space_wrapped(&run) {
             eprintln!("attempt {attempt}: the pid space wrapped during the run; repeating it");
             continue;

@@ -81,6 +81,12 @@ pub(crate) trait Backend: Send + Sync {
     fn windowed_reads(&self) -> Option<u64> {
         None
     }
+    /// How many rounds of the Netlink backstop thread found datagrams and read them;
+    /// `None` for other backends.
+    #[cfg(any(test, feature = "bench-support"))]
+    fn backstop_reads(&self) -> Option<u64> {
+        None
+    }
     /// Holds these processes (and what they create from then on) at their next creation
     /// and exec events (`true`), or no more (`false`): a stream's `HOLD` interest changed.
     /// Returns once the change is in effect (like `attach`, it may wait for the backend's

@@ -63,10 +63,19 @@ const BACKSTOP_LONGEST: Duration = Duration::from_millis(100);
 pub(crate) struct Netlink {
     stop: OwnedFd,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// `Shared2::windowed`, for the tests.
+    /// `Shared2::reads`, for the tests.
     #[cfg_attr(not(any(test, feature = "bench-support")), allow(dead_code))]
-    windowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    reads: std::sync::Arc<ReadCounts>,
     argv: ArgvSlot,
+}
+
+/// Who read the socket how often, for the tests.
+#[derive(Default)]
+struct ReadCounts {
+    /// How many times the task waited a batch window before reading.
+    windowed: std::sync::atomic::AtomicU64,
+    /// How many backstop rounds found datagrams and read them.
+    backstop: std::sync::atomic::AtomicU64,
 }
 
 /// The `procwatch-argv` thread ([`early`]), started the first time a stream asks for
@@ -90,14 +99,36 @@ struct Shared2 {
     /// An eventfd that wakes the backstop thread at once: a resync is due, or the task ended.
     kick: OwnedFd,
     /// Whether the proc connector is busy enough for the batch window ([`Rate`]), as the
-    /// latest drain found: the task then waits the window, and the backstop thread leaves
-    /// the socket to it even while command lines are wanted.
+    /// latest drain found: the task then waits the window before it reads.
     storm: std::sync::Arc<AtomicBool>,
-    /// How many times the task waited a batch window before reading.
-    windowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    reads: std::sync::Arc<ReadCounts>,
+    /// The batch window (zero: none).
+    window: Duration,
+    /// When the task last drained, in nanoseconds since `since`.
+    task_read: std::sync::atomic::AtomicU64,
+    since: std::time::Instant,
 }
 
 impl Shared2 {
+    /// Notes that the task just drained the socket.
+    fn task_read_now(&self) {
+        let nanos = self.since.elapsed().as_nanos() as u64;
+        self.task_read.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Whether the task, reading in windows, drained within the last window and backstop
+    /// period. What the backstop thread would find in the socket then is what the task is
+    /// letting gather on purpose, and will read itself: taking it would move the task's
+    /// work to this thread and wake the runtime's thread from here, at every backstop round
+    /// of a busy spell. A runtime that stops reading is still relieved one period later.
+    fn task_reads_in_windows(&self) -> bool {
+        if self.window.is_zero() {
+            return false;
+        }
+        let last = Duration::from_nanos(self.task_read.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last) < self.window + BACKSTOP_PERIOD
+    }
+
     fn kick(&self) {
         // Fails only if the counter would overflow, and then a wakeup is pending anyway.
         let _ = rustix::io::write(&self.kick, &1u64.to_ne_bytes());
@@ -142,10 +173,13 @@ impl Netlink {
             released: tokio::sync::Notify::new(),
             kick: new_eventfd()?,
             storm,
-            windowed: Default::default(),
+            reads: Default::default(),
+            window: opts.batch_window,
+            task_read: Default::default(),
+            since: std::time::Instant::now(),
         });
         let task = spawn_task(&sock, &both, opts.batch_window);
-        let windowed = both.windowed.clone();
+        let reads = both.reads.clone();
         let backstop = both.clone();
         let longest = backstop_longest_period(granted);
         std::thread::Builder::new()
@@ -160,7 +194,7 @@ impl Netlink {
         Ok(Netlink {
             stop,
             task,
-            windowed,
+            reads,
             argv,
         })
     }
@@ -173,7 +207,12 @@ impl Backend for Netlink {
 
     #[cfg(any(test, feature = "bench-support"))]
     fn windowed_reads(&self) -> Option<u64> {
-        Some(self.windowed.load(Ordering::Relaxed))
+        Some(self.reads.windowed.load(Ordering::Relaxed))
+    }
+
+    #[cfg(any(test, feature = "bench-support"))]
+    fn backstop_reads(&self) -> Option<u64> {
+        Some(self.reads.backstop.load(Ordering::Relaxed))
     }
 
     /// The socket covers every process from the moment it is subscribed: attaching is only
@@ -283,7 +322,7 @@ fn spawn_task(
                 // drain finds the socket readable at once if something came meanwhile.
                 ready = None;
                 registered = None;
-                both.windowed.fetch_add(1, Ordering::Relaxed);
+                both.reads.windowed.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(window).await;
             }
             // Armed before the check, so a release between the two is not missed.
@@ -293,6 +332,7 @@ fn spawn_task(
             let drained = match both.drainer.try_lock() {
                 Ok(mut d) => {
                     let drained = d.drain(Some(TASK_BUDGET));
+                    both.task_read_now();
                     // A failed resync is retried by the backstop on its own clock.
                     let resync_due = d.resync_cutoff.is_some() && d.resync_retry_at.is_none();
                     Some((drained, resync_due, d.stopping()))
@@ -434,6 +474,12 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
                 break;
             }
         }
+        let kicked = !fds[1].revents().is_empty();
+        if task && !pending && !kicked && both.task_reads_in_windows() {
+            // Busy: look again soon, in case the runtime stops.
+            period = BACKSTOP_PERIOD;
+            continue;
+        }
         let Ok(mut d) = both.drainer.lock() else {
             break;
         };
@@ -448,6 +494,7 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
         drop(d);
         both.released.notify_waiters();
         period = if drained.datagrams > 0 {
+            both.reads.backstop.fetch_add(1, Ordering::Relaxed);
             BACKSTOP_PERIOD
         } else {
             (period * 2).min(longest)
