@@ -1,7 +1,9 @@
 //! What watching costs: the same process workloads run unwatched and watched by procwatch
 //! (`TRACK`, every event consumed by a tokio task) with its Netlink backend and with its Ptrace
 //! backend, by two minimal C peers built here with `cc` — a proc-connector listener
-//! (`benches/peer/cn_listener.c`) and a ptrace follower (`benches/peer/ptrace_follower.c`,
+//! (`benches/peer/cn_listener.c`; run a second time with `-m`, subscribed but reading
+//! nothing, so that the kernel's sending is measured without any reader's wakeup) and a
+//! ptrace follower (`benches/peer/ptrace_follower.c`,
 //! run twice: resuming every stop and nothing else, and also naming each child and writing a
 //! record per event to a pipe another process drains, the least a follower that reports does)
 //! — and, when installed, by `forkstat`, `strace -f` and `strace -f --seccomp-bpf`, in
@@ -160,6 +162,9 @@ enum Mode {
     ProcwatchNetlink,
     ProcwatchPtrace,
     CListener,
+    /// The same listener with `-m`: subscribed, reading nothing, so never woken. What the
+    /// kernel's sending alone costs a workload, the floor under every proc-connector reader.
+    CListenerMute,
     /// `benches/peer/ptrace_follower.c`, which runs the workload as its child.
     CFollower,
     /// The same follower with `PTRACE_FOLLOWER_REPORT=1`: it also names each new child and
@@ -198,11 +203,12 @@ const STRACE: [&str; 7] = ["strace", "-f", "-qq", "-e", "trace=none", "-o", "/de
 
 impl Mode {
     /// Every mode, in the order of the table's columns.
-    const ALL: [Mode; 13] = [
+    const ALL: [Mode; 14] = [
         Mode::Unwatched,
         Mode::ProcwatchNetlink,
         Mode::ProcwatchPtrace,
         Mode::CListener,
+        Mode::CListenerMute,
         Mode::CFollower,
         Mode::CFollowerReporting,
         Mode::Forkstat,
@@ -220,6 +226,7 @@ impl Mode {
             Mode::ProcwatchNetlink => "procwatch (netlink)",
             Mode::ProcwatchPtrace => "procwatch (ptrace)",
             Mode::CListener => "C listener",
+            Mode::CListenerMute => "C listener reading nothing",
             Mode::CFollower => "C ptrace follower",
             Mode::CFollowerReporting => "C ptrace follower, reporting",
             Mode::Forkstat => "forkstat",
@@ -237,7 +244,7 @@ impl Mode {
     fn is_in(self, set: ModeSet) -> bool {
         let proc_connector = matches!(
             self,
-            Mode::ProcwatchNetlink | Mode::CListener | Mode::Forkstat
+            Mode::ProcwatchNetlink | Mode::CListener | Mode::CListenerMute | Mode::Forkstat
         ) || self.is_cli();
         let ptrace = matches!(
             self,
@@ -318,7 +325,7 @@ impl Mode {
         let not_installed = |program: &str| (!installed(program)).then(|| "not installed".into());
         match self {
             Mode::Unwatched | Mode::ProcwatchNetlink | Mode::ProcwatchPtrace => None,
-            Mode::CListener => env.c_listener.as_ref().err().cloned(),
+            Mode::CListener | Mode::CListenerMute => env.c_listener.as_ref().err().cloned(),
             Mode::CFollower | Mode::CFollowerReporting => env.c_follower.as_ref().err().cloned(),
             Mode::CliLines | Mode::CliNull | Mode::CliJson => env.cli.as_ref().err().cloned(),
             Mode::CliOther => match other_cli() {
@@ -641,6 +648,11 @@ async fn run_once(mode: Mode, argv: &[String], env: &Env) -> Run {
             // The receive buffer procwatch uses by default, so that neither loses messages
             // and both latencies count every event.
             Some(Peer::listener(program, &["-b", C_LISTENER_RCVBUF]).await)
+        }
+        Mode::CListenerMute => {
+            let program = env.c_listener.as_ref().expect("C listener built");
+            // The same buffer: the messages of a run are queued, not dropped.
+            Some(Peer::listener(program, &["-b", C_LISTENER_RCVBUF, "-m"]).await)
         }
         _ => None,
     };

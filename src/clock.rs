@@ -7,12 +7,45 @@ use crate::registry::Stamp;
 use crate::Timestamp;
 use std::fs;
 
-/// Both clocks read now.
+/// Both clocks read now, as one instant (see [`paired`]).
 pub(crate) fn now() -> Stamp {
-    Stamp {
-        mono: Timestamp::now().as_nanos(),
-        boot: boottime_now(),
+    paired(|| Timestamp::now().as_nanos(), boottime_now)
+}
+
+/// How far apart two reads of the monotonic clock around a read of the boot clock may be
+/// for the pair to count as one instant.
+const PAIR_WITHIN_NS: u64 = 20_000;
+/// How many times [`paired`] reads before it settles for the closest pair it saw.
+const PAIR_TRIES: usize = 8;
+
+/// Reads the boot clock between two reads of the monotonic clock, and pairs it with their
+/// midpoint, so that `boot - mono` (what [`Stamp::boot_ahead`] converts kernel stamps with)
+/// is off by at most half the gap. Two reads one after the other are not enough: a thread
+/// preempted between them (a few milliseconds on a busy machine is common) pairs a boot
+/// time with a monotonic time that much older, and a fork decoded with that offset dates
+/// its child that much too late, so that the child's exit, decoded with a good offset,
+/// seems to come before the child started and is dropped as about an earlier owner of the
+/// pid. A pair wider than [`PAIR_WITHIN_NS`] is read again, up to [`PAIR_TRIES`] times,
+/// keeping the narrowest.
+fn paired(mut mono: impl FnMut() -> u64, mut boot: impl FnMut() -> u64) -> Stamp {
+    let mut best: Option<(u64, Stamp)> = None;
+    for _ in 0..PAIR_TRIES {
+        let before = mono();
+        let b = boot();
+        let after = mono().max(before);
+        let gap = after - before;
+        let stamp = Stamp {
+            mono: before + gap / 2,
+            boot: b,
+        };
+        if gap <= PAIR_WITHIN_NS {
+            return stamp;
+        }
+        if best.is_none_or(|(g, _)| gap < g) {
+            best = Some((gap, stamp));
+        }
     }
+    best.map(|(_, s)| s).expect("at least one try")
 }
 
 /// `CLOCK_BOOTTIME` now, in nanoseconds: the clock `/proc` start times count in.
@@ -49,6 +82,54 @@ fn parse_timens_monotonic(text: &str) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scripted clocks: each call of `mono` and `boot` takes the next value.
+    fn scripted(mono: &[u64], boot: &[u64]) -> Stamp {
+        let (mut m, mut b) = (mono.iter().copied(), boot.iter().copied());
+        paired(|| m.next().unwrap(), || b.next().unwrap())
+    }
+
+    #[test]
+    fn a_close_pair_is_taken_at_once_with_the_midpoint() {
+        let s = scripted(&[1_000, 1_100], &[51_050]);
+        assert_eq!((s.mono, s.boot), (1_050, 51_050));
+        assert_eq!(s.boot_ahead(), 50_000);
+    }
+
+    /// Preempted for 3 ms between the first two reads: that pair would put the boot clock
+    /// 1.5 ms too far ahead. It is read again, and the close pair is taken.
+    #[test]
+    fn a_preempted_pair_is_read_again() {
+        let s = scripted(
+            &[1_000, 3_001_000, 3_002_000, 3_002_100],
+            &[3_051_000, 3_052_050],
+        );
+        assert_eq!(s.boot_ahead(), 50_000);
+    }
+
+    /// Preempted every time: the narrowest pair, off by at most half its gap.
+    #[test]
+    fn always_preempted_keeps_the_narrowest_pair() {
+        let mut mono = Vec::new();
+        let mut boot = Vec::new();
+        for i in 0..PAIR_TRIES as u64 {
+            let start = i * 10_000_000;
+            let gap = if i == 5 { 30_000 } else { 2_000_000 + i };
+            mono.extend([start, start + gap]);
+            // The boot read came right after the first monotonic read.
+            boot.push(start + 50_000);
+        }
+        let s = scripted(&mono, &boot);
+        assert_eq!(s.mono, 50_000_000 + 15_000);
+        assert_eq!(s.boot_ahead(), 50_000 - 15_000);
+    }
+
+    /// A monotonic clock read as going back (it cannot, but a scripted one can) is no gap.
+    #[test]
+    fn a_backward_read_counts_as_no_gap() {
+        let s = scripted(&[2_000, 1_000], &[52_000]);
+        assert_eq!((s.mono, s.boot), (2_000, 52_000));
+    }
 
     #[test]
     fn time_namespace_offsets() {

@@ -5,11 +5,14 @@
  * a time, timing each event against the kernel's timestamp. It does no tracking and no
  * filtering, so it is the floor of what any proc-connector listener can cost or reach.
  *
- *   cn_listener [-b BYTES] [-s MS] [-p]
+ *   cn_listener [-b BYTES] [-s MS] [-p | -m]
  *     -b  ask for this receive buffer with SO_RCVBUFFORCE (default: the system's default)
  *     -s  after the first event, stop reading for MS milliseconds (a stalled consumer)
  *     -p  never sleep: spin on a non-blocking recv (burns a core; shows what the wakeup of
  *         a sleeping reader costs)
+ *     -m  mute: after the acknowledgement, read nothing until told to stop. The kernel still
+ *         builds and queues every message (until the buffer is full), but nobody waits on
+ *         the socket, so no reader is woken: what the sending alone costs the workload
  *
  * Prints "ready" once the kernel acknowledged the subscription. On SIGINT or SIGTERM it
  * prints one line and exits:
@@ -61,11 +64,12 @@ static int subscribe(int s, enum proc_cn_mcast_op op) {
 }
 
 int main(int argc, char **argv) {
-    int rcvbuf = 0, stall_ms = 0, spin = 0, opt;
-    while ((opt = getopt(argc, argv, "b:s:p")) != -1) {
+    int rcvbuf = 0, stall_ms = 0, spin = 0, mute = 0, opt;
+    while ((opt = getopt(argc, argv, "b:s:pm")) != -1) {
         if (opt == 'b') rcvbuf = atoi(optarg);
         else if (opt == 's') stall_ms = atoi(optarg);
         else if (opt == 'p') spin = 1;
+        else if (opt == 'm') mute = 1;
         else return 2;
     }
     struct sigaction sa;
@@ -104,6 +108,10 @@ int main(int argc, char **argv) {
             struct proc_event *ev = (struct proc_event *)cn->data;
             if (ev->what == PROC_EVENT_NONE) {
                 if (!acked) { acked = 1; printf("ready\n"); fflush(stdout); }
+                if (mute) {
+                    while (!stop) pause();
+                    break;
+                }
                 continue;
             }
             events++;
