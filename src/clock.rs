@@ -21,8 +21,8 @@ const PAIR_TRIES: usize = 8;
 /// Reads the boot clock between two reads of the monotonic clock, and pairs it with their
 /// midpoint, so that `boot - mono` (what [`Stamp::boot_ahead`] converts kernel stamps with)
 /// is off by at most half the gap. Two reads one after the other are not enough: a thread
-/// preempted between them (a few milliseconds on a busy machine is common) pairs a boot
-/// time with a monotonic time that much older, and a fork decoded with that offset dates
+/// preempted between them (rare, but it can then be off its core for milliseconds on a busy
+/// machine) pairs a boot time with a monotonic time that much older, and a fork decoded with that offset dates
 /// its child that much too late, so that the child's exit, decoded with a good offset,
 /// seems to come before the child started and is dropped as about an earlier owner of the
 /// pid. A pair wider than [`PAIR_WITHIN_NS`] is read again, up to [`PAIR_TRIES`] times,
