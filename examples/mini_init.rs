@@ -260,9 +260,11 @@ fn spawn_failure(program: &OsString, e: procwatch::Error) -> Failure {
 /// its first read, and Ctrl-C would go to mini_init instead of to it.
 fn hand_over_terminal(cmd: &mut tokio::process::Command) {
     // SAFETY: `tcgetpgrp` only reads the terminal's foreground group (-1 when stdin is no
-    // terminal, which never equals a process group id).
-    let foreground = unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) };
-    if foreground != rustix::process::getpgrp().as_raw_nonzero().get() {
+    // terminal, which never equals a process group id), and `getpgrp` our own group. That
+    // is 0 for the first process of a new pid namespace, whose group lives in the parent
+    // namespace: not a number rustix's `Pid` can hold, so libc's call is used.
+    let (foreground, ours) = unsafe { (libc::tcgetpgrp(libc::STDIN_FILENO), libc::getpgrp()) };
+    if foreground != ours {
         return;
     }
     // SAFETY: the hook runs in the child between `fork` and `exec`, where it makes only

@@ -423,7 +423,8 @@ pub enum ProcEvent {
         /// When the (last) child was created.
         at: Timestamp,
     },
-    /// The backend lost kernel messages (for netlink: the socket overflowed with `ENOBUFS`).
+    /// The backend lost kernel messages (for netlink: the socket overflowed with `ENOBUFS`,
+    /// or a tracked process is gone from `/proc` though its exit message never came).
     /// What the crate learned by rescanning `/proc` follows as ordinary events: `Exit` (status
     /// `None` unless still readable) for tracked processes that died in the gap, `Child` for
     /// live children that appeared in it. `pid` is the pid the stream was created for.

@@ -66,6 +66,10 @@
 //! 6. Loss is never silent: if the kernel drops messages, every affected stream gets `Lost`,
 //!    then what a `/proc` rescan learned: `Exit` (status `None` if it could not be read) for
 //!    tracked processes that died in the gap, `Child` for live children that appeared in it.
+//!    The `Netlink` backend also checks, once tracked processes have been quiet for a second
+//!    (then less and less often, down to once a minute), that those it still counts as alive
+//!    are: one found gone twice, a second apart, had its exit missed, and is handled like a
+//!    loss (`Lost`, then its `Exit`).
 //! 7. A slow consumer never slows the backend, nor another stream.
 //! 8. Several streams may watch one pid; each gets every event.
 //! 9. [`ProcWatcher::watch`] returns only once the source covers the pid: any event after it

@@ -266,6 +266,7 @@ impl Registry {
             knotes,
             threads: Threads::single(),
             synced: 0,
+            born_mono: 0,
         };
         self.procs.insert(raw, entry);
     }

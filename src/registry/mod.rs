@@ -321,6 +321,10 @@ struct ProcEntry {
     /// an entry built from a fork message): a thread message stamped earlier is already
     /// reflected in it (see [`thread_input_is_stale`]).
     synced: u64,
+    /// The `CLOCK_MONOTONIC` stamp of the fork message the entry was built from (0 for an
+    /// entry found in `/proc`): messages about the process are compared with it on the clock
+    /// they were stamped with, without the boot clock's offset (see [`predates_entry`]).
+    born_mono: u64,
 }
 
 impl ProcEntry {
@@ -360,6 +364,8 @@ pub(crate) struct Registry {
     /// detach decided before an attach from one decided after it.
     tickets: u64,
     closed: bool,
+    /// How many timed inputs were about a tracked process (see [`Registry::activity`]).
+    activity: u64,
     /// How many streams want command lines with their execs (`EXEC | ARGV`), readable
     /// without the lock (see [`Registry::argv_wanted`]).
     argv_streams: Arc<AtomicUsize>,
@@ -383,7 +389,22 @@ fn thread_input_is_stale(e: &ProcEntry, at: Stamp) -> bool {
     at.mono != 0 && e.synced != 0 && at.mono < e.synced
 }
 
-fn same_start(a: u64, b: u64) -> bool {
+/// Whether a message stamped `at` is older than the process now tracked in `e`, and so about
+/// an earlier owner of its pid. For an entry built from a fork message, both stamps come from
+/// the kernel's monotonic clock: the fork's is taken before the child first runs, so nothing
+/// the child does is stamped earlier, and no slack is needed. An entry found in `/proc` only
+/// has a start time on the boot clock, at clock-tick precision, and the message's boot stamp
+/// depends on the offset between the clocks read by this process: that comparison allows
+/// [`STALE_SLACK_NS`].
+fn predates_entry(e: &ProcEntry, at: Stamp) -> bool {
+    if e.born_mono != 0 && at.mono != 0 {
+        at.mono < e.born_mono
+    } else {
+        at.boot != 0 && e.start_ns > at.boot.saturating_add(STALE_SLACK_NS)
+    }
+}
+
+pub(crate) fn same_start(a: u64, b: u64) -> bool {
     a == 0 || b == 0 || a.abs_diff(b) <= START_TOLERANCE_NS
 }
 
@@ -401,6 +422,7 @@ impl Registry {
             holds: HashMap::new(),
             tickets: 0,
             closed: false,
+            activity: 0,
             argv_streams: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -705,6 +727,24 @@ impl Registry {
         self.procs.keys().copied().collect()
     }
 
+    /// Every tracked process with its start time (`CLOCK_BOOTTIME` nanoseconds, 0 unknown).
+    pub(crate) fn tracked_starts(&self) -> Vec<(i32, u64)> {
+        self.procs.iter().map(|(&p, e)| (p, e.start_ns)).collect()
+    }
+
+    /// Whether process `raw`, started at `start_ns`, is still tracked (not known to exit).
+    pub(crate) fn tracks(&self, raw: i32, start_ns: u64) -> bool {
+        self.procs
+            .get(&raw)
+            .is_some_and(|e| same_start(e.start_ns, start_ns))
+    }
+
+    /// A count that moves whenever a timed input about a tracked process is applied: while
+    /// it stands still, nothing happens to what the streams follow.
+    pub(crate) fn activity(&self) -> u64 {
+        self.activity
+    }
+
     /// Marks the watcher shut down: streams deliver what they hold, then end.
     pub(crate) fn shutdown(&mut self, wake: &mut Actions) {
         self.closed = true;
@@ -739,7 +779,7 @@ impl Registry {
     /// [`thread_input_is_stale`]) keeps a queued message from ending a process the stream
     /// watches.
     pub(crate) fn apply_at(&mut self, input: Input, at: Stamp, wake: &mut Actions) {
-        if at.boot != 0 {
+        if at.boot != 0 || at.mono != 0 {
             let subject = match &input {
                 Input::Fork { parent, .. } => *parent,
                 Input::ThreadStart { tgid, .. } | Input::ThreadExit { tgid, .. } => *tgid,
@@ -749,9 +789,10 @@ impl Registry {
                 }
             };
             if let Some(e) = self.procs.get(&subject.as_raw()) {
-                if e.start_ns > at.boot.saturating_add(STALE_SLACK_NS) {
+                if predates_entry(e, at) {
                     return;
                 }
+                self.activity = self.activity.wrapping_add(1);
             }
         }
         self.dispatch(input, at, wake)
@@ -973,6 +1014,7 @@ impl Registry {
                         knotes: attached,
                         threads: Threads::single(),
                         synced: 0,
+                        born_mono: if fork_event { when.mono } else { 0 },
                     },
                 );
             }

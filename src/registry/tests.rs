@@ -409,6 +409,61 @@ fn stale_messages_about_a_pids_previous_owner_are_dropped() {
     assert_eq!(s.read(id), (vec![exit(10, 0)], true));
 }
 
+/// A fork decoded while the boot clock's offset was read wrong (the reading thread preempted
+/// between its two clock reads) dates the child milliseconds late on the boot clock. The
+/// child's exit, decoded with the right offset, still ends it: a process born of a fork
+/// message is compared on the monotonic clock both messages were stamped with.
+#[test]
+fn a_wrong_boot_offset_at_a_fork_does_not_lose_the_childs_exit() {
+    let mut s = Script::new();
+    let id = s.watch(10, Interest::ALL);
+    let late = 5_000_000;
+    let fork_at = Stamp {
+        mono: 2_000_000,
+        boot: 2_000_000 + late,
+    };
+    let fork_in = Input::Fork {
+        parent: pid(10),
+        child: pid(11),
+        start_ns: fork_at.boot,
+    };
+    s.reg.apply_at(fork_in, fork_at, &mut s.wake);
+    // 200 µs later, on the right offset (0 here).
+    let exit_in = Input::ThreadExit {
+        tgid: pid(11),
+        tid: 11,
+        code: 0,
+    };
+    s.reg.apply_at(exit_in, st(2_200_000), &mut s.wake);
+    let (evs, _) = s.read(id);
+    assert_eq!(evs, vec![fork(10, 11, 1), child(11, 10), exit(11, 0)]);
+    // A message stamped before that fork is about an earlier owner of the pid: once pid 11
+    // is born again, such a message is dropped, whatever the boot clock says.
+    s.reg.apply_at(
+        Input::Fork {
+            parent: pid(10),
+            child: pid(11),
+            start_ns: 900_000_000,
+        },
+        st(900_000_000),
+        &mut s.wake,
+    );
+    let stale = Stamp {
+        mono: 800_000_000,
+        boot: 910_000_000,
+    };
+    s.reg.apply_at(
+        Input::ThreadExit {
+            tgid: pid(11),
+            tid: 11,
+            code: 0,
+        },
+        stale,
+        &mut s.wake,
+    );
+    assert_eq!(s.read(id).0, vec![fork(10, 11, 1), child(11, 10)]);
+}
+
 #[test]
 fn zombie_root_with_exit_interest_exits_at_once() {
     let mut s = Script::new();
@@ -844,8 +899,9 @@ fn a_reported_zombie_is_not_announced_again_by_later_resyncs_or_late_forks() {
 #[test]
 fn per_process_records_stay_small() {
     // The per-tracked-process memory budget (benches/memory.rs measures the whole of it).
-    // 40 bytes: start time, links, thread set, and when the thread set was read.
-    assert!(std::mem::size_of::<ProcEntry>() <= 40);
+    // 48 bytes: start time, links, thread set, when the thread set was read, and the stamp
+    // of the fork message it was built from.
+    assert!(std::mem::size_of::<ProcEntry>() <= 48);
     // Per stream, not per process: 144 bytes with the time its watch began.
     assert!(std::mem::size_of::<Stream>() <= 144);
 }

@@ -29,8 +29,13 @@
 //! * after an `execve` from a non-leader thread, the exec is reported under the leader's pid;
 //! * `ENOBUFS` means the socket overflowed: streams get `Lost`, then a `/proc` resync;
 //! * messages can name a pid's previous owner (queued before it was reaped); their
-//!   timestamps are compared with the tracked process's start time.
+//!   timestamps are compared with the tracked process's start time (with the fork message's
+//!   own monotonic stamp, for a process seen being created);
+//! * an exit the kernel sent but the registry never got leaves a stream waiting for ever;
+//!   the backstop thread's [`audit`] looks in `/proc`, while the tracked processes are
+//!   quiet, for tracked processes that are gone, and treats such a miss as a loss.
 
+mod audit;
 mod early;
 pub(crate) mod socket;
 pub(crate) mod wire;
@@ -437,6 +442,10 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
     // However the loop ends — told to stop, or a panic while draining or resyncing — the
     // streams end and a task waiting for the drainer is let go.
     let _closing = Closing { sock, both };
+    let Some(shared) = both.drainer.lock().ok().map(|d| d.shared.clone()) else {
+        return;
+    };
+    let mut audit = audit::Audit::new(std::time::Instant::now());
     let mut period = BACKSTOP_PERIOD;
     // Whether a resync waits for its retry: known from this thread's own resyncs (the task
     // kicks it when it finds a loss).
@@ -448,11 +457,17 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
             (true, false) => Some(period),
             (true, true) => Some(period.min(RESYNC_RETRY)),
             (false, true) => Some(RESYNC_RETRY),
-            (false, false) => None,
+            // Alone on the socket: up at the next audit look at the latest.
+            (false, false) => Some(
+                audit
+                    .next_at()
+                    .saturating_duration_since(std::time::Instant::now())
+                    .max(BACKSTOP_PERIOD),
+            ),
         };
         let ts = timeout.map(|t| Timespec {
-            tv_sec: 0,
-            tv_nsec: t.as_nanos() as _,
+            tv_sec: t.as_secs() as _,
+            tv_nsec: t.subsec_nanos() as _,
         });
         let mut fds = [
             PollFd::new(stop, PollFlags::IN),
@@ -475,6 +490,9 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
             }
         }
         let kicked = !fds[1].revents().is_empty();
+        if !pending && !audit_look(&mut audit, both, &shared, &mut pending) {
+            break;
+        }
         if task && !pending && !kicked && both.task_reads_in_windows() {
             // Busy: look again soon, in case the runtime stops.
             period = BACKSTOP_PERIOD;
@@ -500,6 +518,58 @@ fn backstop_thread(sock: &OwnedFd, stop: &OwnedFd, both: &Shared2, longest: Dura
             (period * 2).min(longest)
         };
     }
+}
+
+/// Takes an audit look ([`audit`]) if one is due and the tracked processes are quiet; sets
+/// `pending` if it found a missed exit and the resync it asked for is still to be done.
+/// Returns false if the drainer is gone (poisoned) or stopping.
+fn audit_look(
+    audit: &mut audit::Audit,
+    both: &Shared2,
+    shared: &Shared,
+    pending: &mut bool,
+) -> bool {
+    let now = std::time::Instant::now();
+    if now < audit.next_at() {
+        return true;
+    }
+    let tracked = {
+        let r = shared.lock();
+        if !audit.quiet(now, r.activity()) {
+            return true;
+        }
+        r.tracked_starts()
+    };
+    if tracked.is_empty() {
+        audit.settle(now, Vec::new());
+        return true;
+    }
+    // Read outside every lock: a `/proc` read per tracked process.
+    let candidates = audit::Audit::candidates(&tracked, audit::look);
+    let Ok(mut d) = both.drainer.lock() else {
+        return false;
+    };
+    if d.stopping() {
+        return false;
+    }
+    // Whatever the kernel sent before those reads is applied before the registry is asked.
+    d.drain(None);
+    let still: Vec<(i32, u64)> = {
+        let r = d.shared.lock();
+        candidates
+            .into_iter()
+            .filter(|&(raw, start)| r.tracks(raw, start))
+            .collect()
+    };
+    let missed = audit.settle(std::time::Instant::now(), still);
+    if !missed.is_empty() {
+        d.missed(&missed);
+        d.resync();
+        *pending = d.resync_cutoff.is_some();
+    }
+    drop(d);
+    both.released.notify_waiters();
+    true
 }
 
 /// Sleeps in `poll(2)` on `fds`, whose first two are a thread's stop switch and its kick
@@ -918,9 +988,26 @@ impl Drainer {
     /// The kernel dropped messages: apply what was read before the drop, tell every stream,
     /// and remember since when a resync must look.
     fn lost(&mut self) {
+        tracing::warn!("proc connector overflowed (ENOBUFS); a /proc resync follows");
+        self.mark_lost();
+    }
+
+    /// The audit found tracked processes gone whose exit never came ([`audit`]): every
+    /// stream is told, as for a loss, and the resync gives them their exits.
+    fn missed(&mut self, pids: &[i32]) {
+        tracing::warn!(
+            ?pids,
+            "procwatch netlink: tracked processes are gone from /proc but their exit messages \
+             never came; a /proc resync follows"
+        );
+        self.mark_lost();
+    }
+
+    /// Applies what was read, tells every stream of a loss, and remembers since when a
+    /// resync must look.
+    fn mark_lost(&mut self) {
         self.flush();
         let cutoff = self.last_boot;
-        tracing::warn!("proc connector overflowed (ENOBUFS); a /proc resync follows");
         self.resync_cutoff = Some(self.resync_cutoff.map_or(cutoff, |c| c.min(cutoff)));
         let mut wake = Actions::default();
         self.shared
@@ -1095,6 +1182,10 @@ fn decode_into(batch: &mut Vec<(Input, Stamp)>, datagram: &[u8], offset: i64, ah
     wire::decode_datagram(datagram, |m| match m {
         Ok(msg) => {
             if let Some((input, ts)) = to_input(msg) {
+                #[cfg(test)]
+                if tests::drops(&input) {
+                    return;
+                }
                 let mono = ts.saturating_add_signed(offset);
                 let stamp = Stamp {
                     mono,
@@ -1121,14 +1212,37 @@ fn fix_start(input: Input, at: Stamp) -> Input {
 
 #[cfg(test)]
 mod tests {
-    use crate::{BackendKind, ErrorKind, Interest, Pid, ProcWatcher};
+    use crate::registry::Input;
+    use crate::{BackendKind, ErrorKind, Interest, Pid, ProcEvent, ProcWatcher};
     use futures::StreamExt;
+    use std::os::unix::process::ExitStatusExt;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     /// Makes the next backstop round panic while it holds the drainer (poisoning its lock):
     /// the worst place for a bug to strike.
     static INJECT_PANIC: AtomicBool = AtomicBool::new(false);
+
+    /// Processes whose exit messages are dropped as they are decoded, as if they had never
+    /// come (tests run side by side: each adds its own).
+    static DROP_EXITS_OF: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+    pub(super) fn drops(input: &Input) -> bool {
+        match input {
+            Input::ThreadExit { tgid, .. } => DROP_EXITS_OF
+                .lock()
+                .is_ok_and(|d| d.contains(&tgid.as_raw())),
+            _ => false,
+        }
+    }
+
+    fn drop_exits_of(raw: i32) {
+        DROP_EXITS_OF.lock().unwrap().push(raw);
+    }
+
+    fn read_exits_of(raw: i32) {
+        DROP_EXITS_OF.lock().unwrap().retain(|&p| p != raw);
+    }
 
     pub(super) fn maybe_panic() {
         if INJECT_PANIC.swap(false, Ordering::SeqCst) {
@@ -1215,11 +1329,12 @@ mod tests {
         assert!(!stash.is_full());
     }
 
-    #[tokio::test]
-    async fn a_panic_on_the_backstop_thread_ends_every_stream() {
+    /// A Netlink watcher, or `None` (with the reason printed) where the backend is refused
+    /// and this is not CI.
+    fn netlink() -> Option<ProcWatcher> {
         let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        let w = match ProcWatcher::builder().backend(BackendKind::Netlink).build() {
-            Ok(w) => w,
+        match ProcWatcher::builder().backend(BackendKind::Netlink).build() {
+            Ok(w) => Some(w),
             Err(e)
                 if !in_ci
                     && matches!(
@@ -1228,10 +1343,120 @@ mod tests {
                     ) =>
             {
                 eprintln!("SKIPPED: the netlink backend is not available here: {e}");
-                return;
+                None
             }
             Err(e) => panic!("the netlink backend must work on this machine: {e}"),
+        }
+    }
+
+    /// Every event of `events` until it ends (20 s at most).
+    async fn to_the_end(events: &mut crate::ProcEvents) -> Vec<ProcEvent> {
+        let mut seen = Vec::new();
+        let all = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(ev) = events.next().await {
+                seen.push(ev);
+            }
+        })
+        .await;
+        assert!(all.is_ok(), "the stream did not end; it had {seen:?}");
+        seen
+    }
+
+    /// The kernel sends an exit that this side then loses (dropped as it is decoded): the
+    /// audit finds the process gone, the stream gets `Lost`, then its `Exit`, and ends. Here
+    /// the process is reaped (by tokio, which keeps its own status) before the audit looks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exit_never_read_is_found_once_the_process_is_reaped() {
+        let Some(w) = netlink() else { return };
+        let mut sleeper = tokio::process::Command::new("sleep")
+            .arg("0.3")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sleep");
+        let raw = sleeper.id().expect("running") as i32;
+        drop_exits_of(raw);
+        let mut events = w
+            .watch(Pid::from_raw(raw).unwrap(), Interest::EXIT)
+            .expect("watch sleep");
+        let status = tokio::time::timeout(Duration::from_secs(20), sleeper.wait())
+            .await
+            .expect("sleep did not end")
+            .expect("wait for sleep");
+        assert!(status.success(), "tokio got sleep's own status: {status}");
+        let seen = to_the_end(&mut events).await;
+        read_exits_of(raw);
+        assert!(
+            matches!(seen.as_slice(), [ProcEvent::Lost { .. }, ProcEvent::Exit { pid, status: None, .. }]
+                if pid.as_raw() == raw),
+            "{seen:?}"
+        );
+    }
+
+    /// The other order: the audit looks while the process whose exit was lost is still a
+    /// zombie. The resync reads its status from `/proc`; its parent still reaps it after.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_exit_never_read_is_found_on_a_zombie_with_its_status() {
+        let Some(w) = netlink() else { return };
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.3; exit 3"])
+            .spawn()
+            .expect("start sh");
+        let raw = child.id() as i32;
+        drop_exits_of(raw);
+        let mut events = w
+            .watch(Pid::from_raw(raw).unwrap(), Interest::EXIT)
+            .expect("watch sh");
+        let mut tokio_child = tokio::process::Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .expect("start the tokio child");
+        let seen = to_the_end(&mut events).await;
+        read_exits_of(raw);
+        let code = match seen.as_slice() {
+            [ProcEvent::Lost { .. }, ProcEvent::Exit { pid, status, .. }]
+                if pid.as_raw() == raw =>
+            {
+                status.and_then(|s| s.code())
+            }
+            other => panic!("{other:?}"),
         };
+        assert_eq!(code, Some(3), "{seen:?}");
+        let status = child.wait().expect("reap sh");
+        assert_eq!(status.code(), Some(3), "the parent still gets the status");
+        let theirs = tokio::time::timeout(Duration::from_secs(20), tokio_child.wait())
+            .await
+            .expect("the tokio child did not end")
+            .expect("wait for the tokio child");
+        assert_eq!(theirs.code(), Some(7));
+        assert_eq!(theirs.signal(), None);
+    }
+
+    /// A process that lives on quietly through several audit looks is not taken for gone:
+    /// no `Lost`, and its own exit, with its status, at the end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_live_process_survives_the_audit() {
+        let Some(w) = netlink() else { return };
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "sleep 3.5; exit 4"])
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sh");
+        let raw = child.id().expect("running") as i32;
+        let mut events = w
+            .watch(Pid::from_raw(raw).unwrap(), Interest::EXIT)
+            .expect("watch sh");
+        let seen = to_the_end(&mut events).await;
+        assert!(
+            matches!(seen.as_slice(), [ProcEvent::Exit { status: Some(s), .. }] if s.code() == Some(4)),
+            "{seen:?}"
+        );
+        let status = child.wait().await.expect("wait for sh");
+        assert_eq!(status.code(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_the_backstop_thread_ends_every_stream() {
+        let Some(w) = netlink() else { return };
         let mut sleeper = tokio::process::Command::new("sleep")
             .arg("30")
             .kill_on_drop(true)
