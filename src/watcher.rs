@@ -136,6 +136,7 @@ pub struct NetlinkOptions {
     pub(crate) batch_window: Duration,
     pub(crate) batch_threshold: u32,
     pub(crate) argv_priority: ArgvPriority,
+    pub(crate) argv_thread: bool,
 }
 
 /// The rate from which a [`NetlinkOptions::batch_window`] applies unless
@@ -153,6 +154,7 @@ impl Default for NetlinkOptions {
             batch_window: Duration::ZERO,
             batch_threshold: DEFAULT_BATCH_THRESHOLD,
             argv_priority: ArgvPriority::default(),
+            argv_thread: true,
         }
     }
 }
@@ -245,6 +247,26 @@ impl NetlinkOptions {
     /// same work whatever the setting; the setting only changes when it runs.
     pub fn argv_priority(mut self, priority: ArgvPriority) -> NetlinkOptions {
         self.argv_priority = priority;
+        self
+    }
+
+    /// Whether the command lines of [`Interest::ARGV`] are read by the `procwatch-argv`
+    /// thread the moment each exec happens (`true`, the default; see
+    /// [`argv_priority`](NetlinkOptions::argv_priority)), or only by the thread that drains
+    /// every event, right after it decodes the exec's message (`false`).
+    ///
+    /// The thread costs a wakeup per exec, and the process that execs pays for it: the
+    /// kernel wakes the thread in that process's time, with an inter-processor interrupt
+    /// when the thread sleeps on another core. Without it, command lines are read with
+    /// everything else, in one wakeup per [`batch_window`](NetlinkOptions::batch_window),
+    /// and a program that exits before that read shows no command line (`None`). Here (2
+    /// cores, a virtual machine), 2,000 fork+execs of `/bin/true` under the `procwatch`
+    /// command with a 2 ms window took 1.10 of their unwatched time with the thread and
+    /// 1.02 without it, where a listener that never reads cost 1.01 (15 rounds,
+    /// `benches/RESULTS.md`); the share of execs without a command line is measured there
+    /// too.
+    pub fn argv_thread(mut self, enabled: bool) -> NetlinkOptions {
+        self.argv_thread = enabled;
         self
     }
 }

@@ -123,6 +123,53 @@ async fn the_thread_and_its_socket_follow_the_argv_streams() {
     assert_eq!(status.code(), Some(7));
 }
 
+/// With `argv_thread(false)` no thread and no second socket ever start, and the drainer
+/// still reads the command line of a program that lives a while. A `tokio` child beside
+/// gets its own status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_thread_the_drainer_reads_command_lines() {
+    let _serial = SERIAL.lock().await;
+    let threads = argv_threads();
+    let sockets = connector_sockets();
+    let w = require!(netlink_watcher_with(|b| b.netlink(
+        NetlinkOptions::new()
+            .argv_thread(false)
+            .batch_window(Duration::from_millis(2))
+            .batch_threshold(0)
+    )));
+    let mut beside = sh("exit 7").spawn().unwrap();
+    let mut started = w
+        .spawn(sh("/bin/sleep 0.3; exit 5"), WITH_ARGV)
+        .expect("spawn");
+    assert_eq!(argv_threads(), threads, "no thread");
+    assert_eq!(connector_sockets(), sockets + 1, "no exec socket");
+    let events = collect(&mut started.events, DEADLINE).await;
+    let status = within(DEADLINE, "the watched child", started.child.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(5));
+    let sleep_argv: Vec<Vec<String>> = events
+        .iter()
+        .filter_map(|e| match e {
+            ProcEvent::Exec { argv: Some(a), .. } => {
+                Some(a.iter().map(|s| s.to_string_lossy().into_owned()).collect())
+            }
+            _ => None,
+        })
+        .filter(|a: &Vec<String>| a.first().is_some_and(|p| p == "/bin/sleep"))
+        .collect();
+    assert_eq!(
+        sleep_argv,
+        vec![vec!["/bin/sleep".to_string(), "0.3".to_string()]],
+        "{events:?}"
+    );
+    assert_eq!(argv_threads(), threads, "still no thread");
+    let theirs = within(DEADLINE, "the tokio child beside", beside.wait())
+        .await
+        .unwrap();
+    assert_eq!(theirs.code(), Some(7));
+}
+
 /// Each `ArgvPriority` as `/proc/<tid>/sched` shows it: the shortest slice (0.1 ms) where
 /// the kernel has them, `SCHED_FIFO` for `Realtime` when privileged (as root here), and the
 /// process's own settings for `Inherit`.

@@ -51,7 +51,7 @@ mod system;
 mod text;
 mod trace;
 
-use args::{Args, Parsed, Target};
+use args::{Args, ArgvReads, Parsed, Target};
 use futures_util::{FutureExt, Stream, StreamExt};
 use model::shell_exit_code;
 use procfs::{existing_children, read_ppid, Cmdline};
@@ -107,7 +107,9 @@ async fn run(args: impl Iterator<Item = OsString>) -> Result<u8, Fatal> {
                 .batch_window(BATCH_WINDOW)
                 .batch_threshold(0)
                 // Showing every program's command line is this tool's job: the thread that
-                // reads them runs the moment an exec wakes it, where the system allows.
+                // reads them runs the moment an exec wakes it, where the system allows;
+                // `--argv batched` leaves them to the 2 ms batches instead.
+                .argv_thread(args.argv == ArgvReads::Early)
                 .argv_priority(ArgvPriority::Realtime),
         )
         .build()

@@ -90,6 +90,8 @@ struct ArgvSlot {
     shared: Arc<Shared>,
     early: std::sync::Arc<early::EarlyArgv>,
     priority: crate::ArgvPriority,
+    /// `NetlinkOptions::argv_thread`: false leaves every command line to the drainer.
+    enabled: bool,
 }
 
 /// What the drainer's two runners share.
@@ -171,6 +173,7 @@ impl Netlink {
             shared,
             early,
             priority: opts.argv_priority,
+            enabled: opts.argv_thread,
         };
         let both = std::sync::Arc::new(Shared2 {
             drainer: Mutex::new(drainer),
@@ -235,7 +238,7 @@ impl Backend for Netlink {
     fn sync_argv(&self, wait: bool) {
         let mut thread = self.argv.thread.lock().unwrap_or_else(|p| p.into_inner());
         if thread.is_none() {
-            if !self.argv.shared.argv_wanted() {
+            if !self.argv.enabled || !self.argv.shared.argv_wanted() {
                 return;
             }
             let started = rustix::io::fcntl_dupfd_cloexec(&self.stop, 0)
