@@ -260,11 +260,11 @@ impl NetlinkOptions {
     /// when the thread sleeps on another core. Without it, command lines are read with
     /// everything else, in one wakeup per [`batch_window`](NetlinkOptions::batch_window),
     /// and a program that exits before that read shows no command line (`None`). Here (2
-    /// cores, a virtual machine), 2,000 fork+execs of `/bin/true` under the `procwatch`
-    /// command with a 2 ms window took 1.10 of their unwatched time with the thread and
-    /// 1.02 without it, where a listener that never reads cost 1.01 (15 rounds,
-    /// `benches/RESULTS.md`); the share of execs without a command line is measured there
-    /// too.
+    /// cores, a virtual machine), under the `procwatch` command with a 2 ms window, 2,000
+    /// fork+execs of `/bin/true` took 1.08–1.10 of their unwatched time with the thread
+    /// and 1.02–1.09 without it, where a listener that never reads cost 1.01–1.02 (two runs
+    /// of 15 rounds); without the thread, 2–12 of `make -j2`'s 128 execs and 735–762 of a
+    /// shell pipeline's 902 had no command line, with it 0 and 0–1 (`benches/RESULTS.md`).
     pub fn argv_thread(mut self, enabled: bool) -> NetlinkOptions {
         self.argv_thread = enabled;
         self
