@@ -22,10 +22,11 @@ const PAIR_TRIES: usize = 8;
 /// midpoint, so that `boot - mono` (what [`Stamp::boot_ahead`] converts kernel stamps with)
 /// is off by at most half the gap. Two reads one after the other are not enough: a thread
 /// preempted between them (rare, but it can then be off its core for milliseconds on a busy
-/// machine) pairs a boot time with a monotonic time that much older, and a fork decoded with that offset dates
-/// its child that much too late, so that the child's exit, decoded with a good offset,
-/// seems to come before the child started and is dropped as about an earlier owner of the
-/// pid. A pair wider than [`PAIR_WITHIN_NS`] is read again, up to [`PAIR_TRIES`] times,
+/// machine) pairs a boot time with a monotonic time that much older. Kernel events dated
+/// with that offset are then compared wrongly with `/proc` start times: a message about a
+/// process found in `/proc` can be taken for one about an earlier owner of its pid, and a
+/// resync's cutoff moves. (A process seen being forked is compared on the monotonic clock
+/// alone.) A pair wider than [`PAIR_WITHIN_NS`] is read again, up to [`PAIR_TRIES`] times,
 /// keeping the narrowest.
 fn paired(mut mono: impl FnMut() -> u64, mut boot: impl FnMut() -> u64) -> Stamp {
     let mut best: Option<(u64, Stamp)> = None;
